@@ -1,0 +1,122 @@
+"""Classification on top of :class:`~flash.core.task.Task`: losses, metrics, labels, outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torchmetrics
+from torch import nn
+
+from flash.core.task import Task
+
+
+def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
+    if labels is not None and len(labels) != num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but {len(labels)} labels were given ({', '.join(map(str, labels))})."
+        )
+    return num_classes
+
+
+def classification_metrics(num_classes: int, multi_label: bool) -> dict[str, nn.Module]:
+    if multi_label:
+        return {
+            "accuracy": torchmetrics.classification.MultilabelAccuracy(num_labels=num_classes),
+            "f1": torchmetrics.classification.MultilabelF1Score(num_labels=num_classes, average="macro"),
+        }
+    if num_classes == 1:
+        raise ValueError("A single-label classifier needs num_classes >= 2.")
+    return {
+        "accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro"),
+        "f1": torchmetrics.classification.MulticlassF1Score(num_classes=num_classes, average="macro"),
+    }
+
+
+class ClassificationTask(Task):
+    """A task whose head outputs one logit per class.
+
+    Args:
+        num_classes: number of classes.
+        labels: class names, index ``i`` naming class ``i``; filled from the data module at
+            training time when not given, and saved in checkpoints.
+        multi_label: each item can carry several classes (sigmoid outputs, BCE loss).
+        multi_label_threshold: probability above which a class is predicted (multi-label).
+        **kwargs: :class:`~flash.core.task.Task` arguments.
+    """
+
+    outputs = ("labels", "probabilities", "logits")
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        *,
+        num_classes: int,
+        labels: Sequence[str] | None = None,
+        multi_label: bool = False,
+        multi_label_threshold: float = 0.5,
+        label_smoothing: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        check_num_classes(num_classes, labels)
+        loss = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        super().__init__(
+            backbone, head, loss_fn=loss, metrics=classification_metrics(num_classes, multi_label), **kwargs
+        )
+        self.num_classes = num_classes
+        self.multi_label = bool(multi_label)
+        self.multi_label_threshold = float(multi_label_threshold)
+        self.labels = list(labels) if labels is not None else None
+
+    def metric_input(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output) if self.multi_label else output
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        if self.multi_label:
+            batch = {**batch, "target": batch["target"].float()}
+        return super()._shared_step(batch, stage)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+
+    def class_name(self, index: int) -> Any:
+        return self.labels[index] if self.labels is not None else index
+
+    def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
+        if kind == "logits":
+            return output.float().cpu().tolist()
+        probs = self.probabilities(output).cpu()
+        names = [self.class_name(i) for i in range(probs.shape[-1])]
+        if kind == "probabilities":
+            return [dict(zip(names, row)) for row in probs.tolist()]
+        if self.multi_label:
+            return [
+                [names[i] for i, p in enumerate(row) if p >= self.multi_label_threshold]
+                for row in probs.tolist()
+            ]
+        return [names[i] for i in probs.argmax(dim=-1).tolist()]
+
+    def attach_labels(self, labels: Sequence[str] | None, multi_label: bool | None = None) -> None:
+        """Check the data's classes against the task and keep their names (they travel in checkpoints)."""
+        if labels is None:
+            return
+        labels = list(labels)
+        if len(labels) != self.num_classes:
+            raise ValueError(
+                f"The task was built with num_classes={self.num_classes}, but the data has {len(labels)} classes "
+                f"({', '.join(map(str, labels[:20]))}). Build it with num_classes=data.num_classes."
+            )
+        if multi_label is not None and bool(multi_label) != self.multi_label:
+            raise ValueError(
+                f"The data is {'multi-label' if multi_label else 'single-label'} but the task was built with "
+                f"multi_label={self.multi_label}. Pass multi_label=data.multi_label."
+            )
+        if self.labels is not None and [str(x) for x in self.labels] != [str(x) for x in labels]:
+            raise ValueError(f"The task's classes {self.labels} differ from the data's {labels}.")
+        self.labels = labels
+        self.hparams["labels"] = labels

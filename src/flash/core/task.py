@@ -1,0 +1,259 @@
+"""The task base: a LightningModule made of a pretrained ``backbone`` and a new ``head``."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from flash.core.optimizers import (
+    OptimizerSpec,
+    SchedulerSpec,
+    build_optimizer,
+    build_scheduler,
+    check_optimizer,
+    check_scheduler,
+    layer_rates,
+)
+
+Batch = dict[str, Any]
+
+
+class Task(LightningModule):
+    """A finetuning task: ``head(backbone(input))``.
+
+    Batches are dicts with ``"input"`` (whatever the backbone takes) and, for training and
+    evaluation, ``"target"``.
+
+    Args:
+        backbone: the pretrained part.
+        head: the new layers on top of it.
+        backbone_blocks: the backbone's blocks from input to output (CNN stages, transformer
+            layers); ``unfreeze_milestones`` counts these. Default: the backbone's children.
+        loss_fn: ``(output, target) -> loss``.
+        metrics: torchmetrics to log per stage as ``train_<name>``, ``val_<name>``, ``test_<name>``.
+        learning_rate: the head's learning rate.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or a callable.
+        lr_scheduler: ``"cosine"``, ``"onecycle"``, ``"linear_warmup"``, ``"reduce_on_plateau"``,
+            ``None`` or a callable; see :mod:`flash.core.optimizers`.
+        backbone_lr_factor: the backbone's learning rate as a fraction of ``learning_rate``
+            (discriminative rates; ``1.0`` trains it at the head's rate).
+        layer_lr_decay: each backbone block below the top one gets this factor more (``1.0``:
+            the same rate for all blocks).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        *,
+        backbone_blocks: Sequence[nn.Module] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        metrics: dict[str, nn.Module] | None = None,
+        learning_rate: float = 1e-3,
+        optimizer: OptimizerSpec = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
+        lr_scheduler: SchedulerSpec = None,
+        lr_scheduler_kwargs: dict[str, Any] | None = None,
+        backbone_lr_factor: float = 1.0,
+        layer_lr_decay: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if (
+            not isinstance(learning_rate, int | float)
+            or not math.isfinite(learning_rate)
+            or learning_rate <= 0
+        ):
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        check_optimizer(optimizer)
+        check_scheduler(lr_scheduler)
+        layer_rates(1, learning_rate, backbone_lr_factor, layer_lr_decay)  # validates the factors
+        self.backbone = backbone
+        self.head = head
+        blocks = list(backbone_blocks) if backbone_blocks is not None else list(backbone.children())
+        self._backbone_block_names = _block_names(backbone, blocks)
+        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+        metrics = metrics or {}
+        self.train_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
+        self.val_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
+        self.test_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
+        self.learning_rate = float(learning_rate)
+        self.optimizer = optimizer
+        self.optimizer_kwargs = optimizer_kwargs
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_kwargs = lr_scheduler_kwargs
+        self.backbone_lr_factor = float(backbone_lr_factor)
+        self.layer_lr_decay = float(layer_lr_decay)
+
+    # -- structure ------------------------------------------------------------------------------
+    @property
+    def backbone_blocks(self) -> list[nn.Module]:
+        """The backbone's blocks from input to output."""
+        return [self.backbone.get_submodule(name) for name in self._backbone_block_names]
+
+    @property
+    def feature_extractor(self) -> nn.Module:
+        """The backbone under the name the finetuning page's custom-callback example uses."""
+        return self.backbone
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    # -- training -------------------------------------------------------------------------------
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        output = self(batch["input"])
+        target = batch["target"]
+        loss = self.loss_fn(output, target)
+        batch_size = _batch_size(target)
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
+        metrics = getattr(self, f"{stage}_metrics")
+        for name, metric in metrics.items():
+            metric.update(self.metric_input(output), target)
+            self.log(
+                f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size
+            )
+        return loss
+
+    def metric_input(self, output: torch.Tensor) -> torch.Tensor:
+        """What the metrics see of the model's output (logits by default)."""
+        return output
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self.format_output(self(batch["input"]), getattr(self, "predict_output", "labels"))
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every parameter, in stable named groups: ``head`` then ``backbone.<i>`` per block."""
+        blocks = self.backbone_blocks
+        rates = layer_rates(len(blocks), self.learning_rate, self.backbone_lr_factor, self.layer_lr_decay)
+        assigned: set[int] = set()
+        block_params: list[list[nn.Parameter]] = []
+        for block in blocks:
+            params = [p for p in block.parameters() if id(p) not in assigned]
+            assigned.update(id(p) for p in params)
+            block_params.append(params)
+        loose = [p for p in self.backbone.parameters() if id(p) not in assigned]
+        if loose and block_params:
+            block_params[0] = loose + block_params[0]  # stem parameters outside any block
+        elif loose:
+            block_params.append(loose)
+            rates = rates or [self.learning_rate * self.backbone_lr_factor]
+        assigned.update(id(p) for p in loose)
+        head = [p for p in self.parameters() if id(p) not in assigned]
+        groups = [{"name": "head", "params": head, "lr": self.learning_rate}]
+        groups += [
+            {"name": f"backbone.{i}", "params": params, "lr": rate}
+            for i, (params, rate) in enumerate(zip(block_params, rates))
+            if params
+        ]
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(
+            self.optimizer, self.param_groups(), self.learning_rate, self.optimizer_kwargs
+        )
+        total_steps = self._total_steps()
+        scheduler = build_scheduler(self.lr_scheduler, optimizer, total_steps, self.lr_scheduler_kwargs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _total_steps(self) -> int:
+        try:
+            steps = self.trainer.estimated_stepping_batches
+        except (RuntimeError, AttributeError):
+            return 1
+        return int(steps) if math.isfinite(steps) else 1000
+
+    # -- prediction -----------------------------------------------------------------------------
+    def predict(self, inputs: Any, output: str = "labels", batch_size: int = 32, num_workers: int = 0) -> Any:
+        """Predict on ``inputs``; a single input gives a single result, a collection a list.
+
+        Args:
+            inputs: what the task's domain accepts (see the subclass).
+            output: ``"labels"`` or ``"probabilities"`` (classification), ``"values"`` (regression).
+            batch_size: items per forward pass.
+        """
+        self.check_output(output)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        dataset, single = self.predict_dataset(inputs)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, collate_fn=self.collate_fn(), num_workers=num_workers
+        )
+        was_training = self.training
+        self.eval()
+        results: list[Any] = []
+        try:
+            with torch.inference_mode():
+                for batch in loader:
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
+                    results.extend(self.format_output(self(batch["input"]), output))
+        finally:
+            self.train(was_training)
+        return results[0] if single else results
+
+    def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
+        """A dataset of ready items for ``inputs``, and whether ``inputs`` was a single item."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict_dataset().")
+
+    def collate_fn(self) -> Callable[[list[Any]], Batch] | None:
+        """How items become a batch; ``None`` uses torch's default collate."""
+        return None
+
+    def check_output(self, output: str) -> None:
+        if output not in self.outputs:
+            raise ValueError(f"Unknown output {output!r}. Choose one of {', '.join(self.outputs)}.")
+
+    outputs: tuple[str, ...] = ("raw",)
+
+    def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
+        """Turn a batch of model outputs into a list of per-item results."""
+        return list(output.detach().cpu())
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Load a task; its backbone is built without downloading weights (the checkpoint has them)."""
+        from flash.core.checkpoint import check_flash_checkpoint
+
+        check_flash_checkpoint(checkpoint_path)
+        if "pretrained" in inspect.signature(cls.__init__).parameters:
+            kwargs.setdefault("pretrained", False)
+        kwargs.setdefault("weights_only", True)
+        kwargs.setdefault("map_location", "cpu")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from flash.core.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
+
+        checkpoint[FLASH_CHECKPOINT_KEY] = checkpoint_marker(type(self))
+
+
+def _batch_size(target: Any) -> int:
+    if isinstance(target, torch.Tensor):
+        return int(target.shape[0]) if target.ndim else 1
+    return len(target)
+
+
+def _block_names(backbone: nn.Module, blocks: list[nn.Module]) -> list[str]:
+    names = {id(m): n for n, m in backbone.named_modules()}
+    missing = [i for i, b in enumerate(blocks) if id(b) not in names]
+    if missing:
+        raise ValueError(f"backbone_blocks {missing} are not submodules of the backbone.")
+    return [names[id(b)] for b in blocks]
