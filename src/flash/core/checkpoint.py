@@ -47,3 +47,20 @@ def check_flash_checkpoint(path: Any) -> None:
 def task_class_of(checkpoint: dict[str, Any]) -> str:
     """The dotted name of the task class that wrote ``checkpoint``."""
     return checkpoint[FLASH_CHECKPOINT_KEY]["task"]
+
+
+def load_task(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Load any flash task from its checkpoint, finding the task class from the checkpoint itself.
+
+    Only classes inside the ``flash`` package are imported.
+    """
+    import importlib
+
+    dotted = task_class_of(read_checkpoint(path))
+    module_name, _, class_name = dotted.rpartition(".")
+    if not (module_name == "flash" or module_name.startswith("flash.")):
+        raise ValueError(
+            f"{path} names task class {dotted!r}, which is not a flash task; refusing to import it."
+        )
+    task_class = getattr(importlib.import_module(module_name), class_name)
+    return task_class.load_from_checkpoint(path, **kwargs)
