@@ -216,6 +216,21 @@ class Task(LightningModule):
         """How items become a batch; ``None`` uses torch's default collate."""
         return None
 
+    domain: str = "generic"
+    """Which kind of data the task takes: ``"image"``, ``"text"`` or ``"tabular"``."""
+
+    def decode_serve_input(self, value: Any) -> Any:
+        """Turn one JSON value of a serving request into an input :meth:`predict` accepts.
+
+        Raises:
+            ValueError: naming what is wrong with ``value``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be served.")
+
+    def example_input(self, batch_size: int = 2) -> Any:
+        """A batch input as :meth:`forward` receives it after preprocessing (for export)."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide an example input.")
+
     def check_output(self, output: str) -> None:
         if output not in self.outputs:
             raise ValueError(f"Unknown output {output!r}. Choose one of {', '.join(self.outputs)}.")
