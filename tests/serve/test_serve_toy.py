@@ -1,0 +1,180 @@
+"""A real uvicorn server on 127.0.0.1 (a free port) serving the wired toy, driven with real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+
+import httpx
+import pytest
+from servable_toy import ServableToy, expected
+
+from flash.core.serve import build_app, start_server
+
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_server(ServableToy(), "127.0.0.1", 0, max_body_bytes=LIMIT, max_inputs_per_request=50) as srv:
+        yield srv
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{srv.url}/health", timeout=2)
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def assert_matches(prediction: dict, row: list[float]) -> None:
+    want = expected(row)
+    assert prediction["label"] == want["label"]
+    assert prediction["probabilities"].keys() == want["probabilities"].keys()
+    for name, p in want["probabilities"].items():
+        assert prediction["probabilities"][name] == pytest.approx(p, abs=1e-5)
+
+
+def assert_still_serving(client: httpx.Client) -> None:
+    assert client.get("/health").status_code == 200
+    response = client.post("/predict", json={"inputs": [[1, 1, 0, 0]]})
+    assert response.status_code == 200
+    assert response.json()["predictions"][0]["label"] == "pos"
+
+
+def test_health_and_known_predictions_in_order(client):
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "task": "ServableToy", "domain": "toy", "labels": ["neg", "pos"]}
+    rows = [[1, 2, 0, 0], [-3, 1, 5, 5], [0.25, -0.5, 0, 0], [4, -1, -9, 9]]
+    response = client.post("/predict", json={"inputs": rows})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == ["pos", "neg", "neg", "pos"]
+    for prediction, row in zip(predictions, rows):
+        assert_matches(prediction, row)
+
+
+def _chunks(total: int):
+    sent = 0
+    while sent < total:
+        yield b" " * 8192
+        sent += 8192
+
+
+@pytest.mark.parametrize(
+    ("status", "request_kwargs", "message"),
+    [
+        (400, {"content": b"{not json", "headers": {"content-type": "application/json"}}, "not valid JSON"),
+        (400, {"content": b"", "headers": {"content-type": "application/json"}}, "empty"),
+        (
+            400,
+            {"content": b"\xff\xfe\x00", "headers": {"content-type": "application/json"}},
+            "not valid JSON",
+        ),
+        (422, {"json": [[1, 2, 3, 4]]}, "JSON object"),
+        (422, {"json": {"instances": [[1, 2, 3, 4]]}}, '"inputs"'),
+        (422, {"json": {"inputs": [[1, 2, 3, 4]], "extra": 1}}, "Unknown field"),
+        (422, {"json": {"inputs": "1,2,3,4"}}, "must be a list"),
+        (422, {"json": {"inputs": []}}, "empty"),
+        (422, {"json": {"inputs": [[1, 2, 3, 4]] * 51}}, "at most 50"),
+        (422, {"json": {"inputs": [[1, 2, 3, 4], [1, 2]]}}, r"inputs\[1\]: expected a list of 4 numbers"),
+        (413, {"content": b"[" * (LIMIT + 1), "headers": {"content-type": "application/json"}}, "limit"),
+        (413, {"content": _chunks(4 * LIMIT), "headers": {"content-type": "application/json"}}, "limit"),
+        (415, {"files": {"files": ("a.png", b"\x89PNG")}}, "takes JSON"),
+    ],
+    ids=[
+        "not-json",
+        "empty-body",
+        "not-utf8",
+        "list-body",
+        "no-inputs",
+        "extra-field",
+        "inputs-not-list",
+        "inputs-empty",
+        "too-many-inputs",
+        "bad-item",
+        "too-large",
+        "too-large-chunked",
+        "upload-to-json-task",
+    ],
+)
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(client, status, request_kwargs, message):
+    response = client.post("/predict", **request_kwargs)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json().keys() == {"error"}
+    assert re.search(message, response.json()["error"]), response.json()["error"]
+    assert_still_serving(client)
+
+
+def test_unknown_route_and_method_are_json_errors(client):
+    assert client.get("/nope").json() == {"error": "Not Found"}
+    assert client.get("/predict").status_code == 405
+    assert "error" in client.get("/predict").json()
+
+
+def test_openapi_schema_describes_predict(client):
+    schema = client.get("/openapi.json").json()
+    predict = schema["paths"]["/predict"]["post"]
+    assert "application/json" in predict["requestBody"]["content"]
+    assert {"200", "400", "413", "422"} <= set(predict["responses"])
+    assert "/health" in schema["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_burst_of_concurrent_requests_is_answered_correctly_and_batched(server):
+    rng = random.Random(0)
+    requests = [
+        [[rng.uniform(-3, 3) for _ in range(4)] for _ in range(rng.randint(1, 3))] for _ in range(200)
+    ]
+    batches_before = len(server.app.state.predictor.batch_sizes)
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as c:
+            return await asyncio.gather(*(c.post("/predict", json={"inputs": rows}) for rows in requests))
+
+    start = time.perf_counter()
+    responses = asyncio.run(burst())
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"200 requests took {elapsed:.1f} s"
+    for response, rows in zip(responses, requests):
+        assert response.status_code == 200
+        predictions = response.json()["predictions"]
+        assert len(predictions) == len(rows)
+        for prediction, row in zip(predictions, rows):
+            assert_matches(prediction, row)
+    sizes = server.app.state.predictor.batch_sizes[batches_before:]
+    assert sum(sizes) == sum(len(rows) for rows in requests)
+    assert max(sizes) > 3, "concurrent requests were never batched together"
+    assert max(sizes) <= 32
+
+
+def test_server_stops_by_itself(tmp_path):
+    with start_server(ServableToy(), port=0) as srv:
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+    assert not srv._thread.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{srv.url}/health", timeout=2)
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    task = ServableToy()
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        build_app(task, max_body_bytes=0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        build_app(task, max_batch_size=-1)
+    with pytest.raises(ValueError, match="port"):
+        start_server(task, port=70000)
+    with pytest.raises(TypeError, match="flash task"):
+        build_app(object())
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a flash checkpoint"):
+        build_app(junk)
+    with start_server(task, port=0) as srv, pytest.raises(OSError, match="Cannot listen"):
+        start_server(task, port=srv.port)
