@@ -125,6 +125,11 @@ class DeviceLoader:
         return _EpochSetter(self)
 
     @property
+    def batch_sampler(self) -> None:
+        """``None``: batching happens inside the wrapped loader (Lightning reads this attribute)."""
+        return None
+
+    @property
     def dataset(self) -> Any:
         return getattr(self.loader, "dataset", None)
 

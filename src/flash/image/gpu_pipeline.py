@@ -1,0 +1,599 @@
+"""An image input path that keeps a GPU busy: JPEG decoding and augmentation on the device, in batches.
+
+Loader workers only read each file's bytes (and check its header); the main process decodes a
+whole batch of JPEGs with one ``torchvision.io.decode_jpeg(list, device="cuda")`` call (nvJPEG),
+crops, resizes, flips and normalises on the GPU, and hands the model a channels-last batch in
+the training dtype. A :class:`~flash.core.device_loader.DeviceLoader` runs this in a background
+thread on its own CUDA stream, so the next batch is prepared while the model trains.
+
+Files that nvJPEG does not take (PNG, GIF, CMYK JPEGs, ...) are decoded by PIL in the workers,
+as the CPU path does. The same code runs with ``device="cpu"`` (``decode_jpeg`` decodes on the
+CPU too), which is how it is tested without a GPU.
+
+Augmentation depends only on ``(seed, epoch, item index)``: not on the batch an item lands in,
+the number of workers, or what ran before.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from flash.core.device_loader import DeviceLoader
+
+DEVICE_DECODABLE = {("JPEG", "RGB"), ("JPEG", "L"), ("MPO", "RGB"), ("MPO", "L")}
+"""(PIL format, PIL mode) of files decoded on the device; everything else is decoded by PIL."""
+
+INTERPOLATIONS = ("bilinear", "bicubic")
+_CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
+_DRAWS_PER_ITEM = _CROP_ATTEMPTS * 4 + 1  # (area, ratio, top, left) per attempt, then the flip
+
+
+# -- reading (in loader workers) -------------------------------------------------------------------
+def _unreadable(path: str, error: BaseException) -> ValueError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ValueError(
+        f"Could not read the image {path}: {reason}. The file is damaged or not an image; "
+        "remove it or save it again as JPEG or PNG."
+    )
+
+
+def is_device_decodable(data: bytes, path: str = "<bytes>") -> bool:
+    """Whether the file in ``data`` is a JPEG that nvJPEG decodes (RGB or grayscale).
+
+    Reads only the header. Raises ``ValueError`` naming ``path`` when it is not an image at all.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return (image.format, image.mode) in DEVICE_DECODABLE
+    except Exception as error:  # PIL raises many types for foreign bytes
+        raise _unreadable(path, error) from error
+
+
+def decode_with_pil(data: bytes, path: str = "<bytes>") -> torch.Tensor:
+    """Decode any image PIL reads into an RGB ``uint8`` tensor of shape ``(3, H, W)``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.asarray(image.convert("RGB"))
+    except Exception as error:
+        raise _unreadable(path, error) from error
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class EncodedBatch:
+    """A batch as loader workers make it: raw JPEG bytes, plus images PIL already decoded.
+
+    Attributes:
+        indices: dataset index of each item (what augmentation is keyed on).
+        paths: file of each item (for error messages).
+        data: the JPEG files' bytes, back to back; ``offsets[k]:offsets[k + 1]`` is file ``k``.
+        offsets: ``len(device_positions) + 1`` byte offsets into ``data``.
+        device_positions: batch positions of the files in ``data`` (decoded on the device).
+        decoded: RGB ``uint8`` ``(3, H, W)`` images decoded on the CPU by PIL.
+        decoded_positions: batch positions of ``decoded``.
+        targets: the items' targets, or ``None`` (prediction).
+    """
+
+    indices: torch.Tensor
+    paths: list[str]
+    data: torch.Tensor
+    offsets: list[int]
+    device_positions: list[int]
+    decoded: list[torch.Tensor] = field(default_factory=list)
+    decoded_positions: list[int] = field(default_factory=list)
+    targets: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def pin_memory(self) -> EncodedBatch:
+        """Page-locked copies, so copies to the GPU can be non-blocking (the DataLoader calls this)."""
+        return EncodedBatch(
+            self.indices.pin_memory(),
+            self.paths,
+            self.data.pin_memory(),
+            self.offsets,
+            self.device_positions,
+            [image.pin_memory() for image in self.decoded],
+            self.decoded_positions,
+            None if self.targets is None else self.targets.pin_memory(),
+        )
+
+
+class EncodedImageDataset(Dataset):
+    """Image files as raw bytes; files nvJPEG cannot decode come back decoded by PIL.
+
+    Args:
+        paths: image files.
+        targets: one target per file (class indices, or multi-hot rows), or ``None``.
+    """
+
+    def __init__(
+        self, paths: Sequence[str | os.PathLike], targets: np.ndarray | Sequence | None = None
+    ) -> None:
+        if isinstance(paths, str | os.PathLike | bytes) or not hasattr(paths, "__iter__"):
+            raise TypeError(f"paths must be a list of image files, got {type(paths).__name__}.")
+        paths = list(paths)
+        bad = [p for p in paths if not isinstance(p, str | os.PathLike)]
+        if bad:
+            raise TypeError(
+                f"paths must be image files (str or Path); got {type(bad[0]).__name__}. "
+                "Images given as arrays or PIL images take the CPU input path."
+            )
+        self.paths = [os.fspath(p) for p in paths]
+        self.targets = None if targets is None else np.asarray(targets)
+        if self.targets is not None and len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets; give one per file.")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        data = Path(path).read_bytes()
+        item: dict[str, Any] = {"index": index, "path": path}
+        if is_device_decodable(data, path):
+            item["data"] = data
+        else:
+            item["image"] = decode_with_pil(data, path)
+        if self.targets is not None:
+            item["target"] = self.targets[index]
+        return item
+
+
+def collate_encoded(items: Sequence[dict[str, Any]]) -> EncodedBatch:
+    """Pack items of :class:`EncodedImageDataset` into one :class:`EncodedBatch` (one byte buffer)."""
+    if not items:
+        raise ValueError("Cannot collate an empty batch.")
+    device_positions = [i for i, item in enumerate(items) if "data" in item]
+    sizes = [len(items[i]["data"]) for i in device_positions]
+    offsets = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
+    data = torch.empty(offsets[-1], dtype=torch.uint8)
+    flat = data.numpy()
+    for position, start, end in zip(device_positions, offsets[:-1], offsets[1:]):
+        flat[start:end] = np.frombuffer(items[position]["data"], dtype=np.uint8)
+    decoded_positions = [i for i, item in enumerate(items) if "image" in item]
+    targets = None
+    if "target" in items[0]:
+        targets = torch.as_tensor(np.stack([np.asarray(item["target"]) for item in items]))
+    return EncodedBatch(
+        indices=torch.tensor([item["index"] for item in items], dtype=torch.int64),
+        paths=[item["path"] for item in items],
+        data=data,
+        offsets=offsets,
+        device_positions=device_positions,
+        decoded=[items[i]["image"] for i in decoded_positions],
+        decoded_positions=decoded_positions,
+        targets=targets,
+    )
+
+
+# -- decoding (on the device) ----------------------------------------------------------------------
+def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
+    try:
+        return _decode_jpeg(data, device)
+    except RuntimeError:
+        pass  # nvJPEG and libjpeg refuse some files PIL reads; PIL has the last word
+    return decode_with_pil(data.numpy().tobytes(), path).to(device)
+
+
+def decode_batch(batch: EncodedBatch, device: torch.device | str) -> list[torch.Tensor]:
+    """Every image of ``batch`` as an RGB ``uint8`` ``(3, H, W)`` tensor on ``device``.
+
+    The JPEGs are decoded by one batched ``decode_jpeg`` call. If it fails (one bad file fails
+    the whole batch), each file is decoded on its own and a file no decoder reads raises a
+    ``ValueError`` naming it.
+    """
+    device = torch.device(device)
+    images: list[torch.Tensor | None] = [None] * len(batch)
+    if batch.device_positions:
+        starts, ends = batch.offsets[:-1], batch.offsets[1:]
+        encoded = [batch.data[start:end] for start, end in zip(starts, ends)]
+        try:
+            decoded = list(_decode_jpeg(encoded, device))
+        except RuntimeError:
+            paths = [batch.paths[p] for p in batch.device_positions]
+            decoded = [_decode_one(data, path, device) for data, path in zip(encoded, paths)]
+        for position, image in zip(batch.device_positions, decoded):
+            images[position] = image
+    for position, image in zip(batch.decoded_positions, batch.decoded):
+        images[position] = image.to(device, non_blocking=True)
+    missing = [batch.paths[i] for i, image in enumerate(images) if image is None]
+    if missing:
+        raise ValueError(f"The batch holds no image data for {', '.join(missing[:5])}.")
+    return images  # type: ignore[return-value]
+
+
+# -- augmentation parameters (on the CPU, vectorised) ---------------------------------------------
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    z = values.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))) & _MASK64
+
+
+def item_uniforms(seed: int, epoch: int, indices: np.ndarray, count: int) -> np.ndarray:
+    """``count`` uniform numbers in ``[0, 1)`` per item, a pure function of ``(seed, epoch, index)``."""
+    key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+    key = _splitmix64(key ^ np.uint64(epoch % 2**64))
+    items = _splitmix64(key ^ np.asarray(indices, dtype=np.int64).astype(np.uint64)[:, None])
+    draws = _splitmix64(items ^ np.arange(count, dtype=np.uint64)[None, :])
+    return (draws >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def random_resized_crop_boxes(
+    sizes: np.ndarray,
+    uniforms: np.ndarray,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+    """Crop boxes ``(top, left, height, width)`` per image, with torchvision's RandomResizedCrop rule.
+
+    Args:
+        sizes: ``(N, 2)`` image heights and widths.
+        uniforms: ``(N, >= 40)`` numbers in ``[0, 1)``: 10 attempts of (area, aspect, top, left).
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height).
+    """
+    sizes = np.asarray(sizes, dtype=np.float64)
+    height, width = sizes[:, :1], sizes[:, 1:2]
+    u = np.asarray(uniforms)[:, : _CROP_ATTEMPTS * 4].reshape(len(sizes), _CROP_ATTEMPTS, 4)
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = np.exp(log_low + (log_high - log_low) * u[..., 1])
+    crop_w = np.round(np.sqrt(area * aspect))
+    crop_h = np.round(np.sqrt(area / aspect))
+    fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+    top = np.floor(u[..., 2] * (height - crop_h + 1))
+    left = np.floor(u[..., 3] * (width - crop_w + 1))
+    first = fits.argmax(axis=1)
+    rows = np.arange(len(sizes))
+    boxes = np.stack([top[rows, first], left[rows, first], crop_h[rows, first], crop_w[rows, first]], axis=1)
+    failed = ~fits.any(axis=1)
+    if failed.any():
+        boxes[failed] = _central_fallback(sizes[failed], ratio)
+    return boxes.astype(np.int64)
+
+
+def _central_fallback(sizes: np.ndarray, ratio: tuple[float, float]) -> np.ndarray:
+    height, width = sizes[:, 0], sizes[:, 1]
+    in_ratio = width / height
+    crop_w = np.where(
+        in_ratio < ratio[0], width, np.where(in_ratio > ratio[1], np.round(height * ratio[1]), width)
+    )
+    crop_h = np.where(in_ratio < ratio[0], np.round(width / ratio[0]), height)
+    return np.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w], axis=1)
+
+
+def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
+    """Size after resizing the shorter side to ``shorter_side`` (torchvision's ``Resize(int)`` rule)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(shorter_side * long / short)
+    return (new_long, shorter_side) if width <= height else (shorter_side, new_long)
+
+
+# -- the transform ------------------------------------------------------------------------------------
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    values = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, Sequence) else ()
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a whole number >= 1 or a (height, width) pair, got {value!r}.")
+    return values  # type: ignore[return-value]
+
+
+def _range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
+    if (
+        not isinstance(value, Sequence)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and low < v <= high for v in value)
+        or value[0] > value[1]
+    ):
+        raise ValueError(
+            f"{name} must be an increasing (low, high) pair within ({low}, {high}], got {value!r}."
+        )
+    return float(value[0]), float(value[1])
+
+
+def _channels(value: Any, name: str, positive: bool) -> list[float]:
+    values = (
+        [value] * 3 if isinstance(value, int | float) else list(value) if isinstance(value, Sequence) else []
+    )
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be one number or three (R, G, B), got {value!r}.")
+    if positive and min(values) <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}.")
+    if max(abs(v) for v in values) > 1:
+        raise ValueError(
+            f"{name} is on the 0-1 scale of pixel values (ImageNet's mean is 0.485, ...), got {value!r}."
+        )
+    return [float(v) for v in values]
+
+
+class DeviceImageTransform:
+    """Decode, crop, resize, flip and normalise an :class:`EncodedBatch` on ``device``.
+
+    Training: torchvision's RandomResizedCrop and a horizontal flip, per image. Evaluation:
+    resize the shorter side to ``floor(image_size / crop_pct)`` and take the centre crop, as
+    ``Resize`` + ``CenterCrop`` do. Resizing is antialiased (like PIL's).
+
+    Args:
+        image_size: output size, ``S`` or ``(height, width)``.
+        mean, std: the backbone's normalisation, on the 0-1 scale.
+        train: random augmentation (``True``) or the evaluation transform.
+        device: where to decode and transform (default: ``cuda`` when available).
+        seed: augmentation seed; augmentation is a function of ``(seed, epoch, item index)``.
+        scale, ratio, hflip: RandomResizedCrop's area and aspect ranges, flip probability.
+        crop_pct: fraction of the resized image the evaluation centre crop keeps.
+        interpolation: ``"bilinear"`` or ``"bicubic"``.
+        dtype: dtype of the output batch (``torch.bfloat16`` under bf16 mixed precision).
+        channels_last: output memory format; default: channels-last on CUDA.
+    """
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int],
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        *,
+        train: bool,
+        device: torch.device | str | None = None,
+        seed: int = 0,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        crop_pct: float = 0.875,
+        interpolation: str = "bilinear",
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool | None = None,
+    ) -> None:
+        self.image_size = _pair(image_size, "image_size")
+        self.mean = _channels(mean, "mean", positive=False)
+        self.std = _channels(std, "std", positive=True)
+        self.scale = _range(scale, "scale", 0.0, 1.0)
+        self.ratio = _range(ratio, "ratio", 0.0, math.inf)
+        if not isinstance(hflip, int | float) or not 0 <= hflip <= 1:
+            raise ValueError(f"hflip is a probability between 0 and 1, got {hflip!r}.")
+        if not isinstance(crop_pct, int | float) or not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}.")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}."
+            )
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(
+                f"dtype must be a floating torch dtype (torch.float32, torch.bfloat16), got {dtype!r}."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be a whole number, got {seed!r}.")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.train = bool(train)
+        self.seed = seed
+        self.hflip = float(hflip)
+        self.crop_pct = float(crop_pct)
+        self.interpolation = interpolation
+        self.dtype = dtype
+        self.channels_last = self.device.type == "cuda" if channels_last is None else bool(channels_last)
+        self._offset = torch.tensor([255.0 * m for m in self.mean], device=self.device).view(1, 3, 1, 1)
+        self._scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter side of the resized image the evaluation centre crop is taken from."""
+        return math.floor(max(self.image_size) / self.crop_pct)
+
+    def crop_parameters(
+        self, sizes: np.ndarray, indices: np.ndarray, epoch: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Training crop boxes ``(top, left, height, width)`` and flip flags for images of ``sizes``."""
+        uniforms = item_uniforms(self.seed, epoch, indices, _DRAWS_PER_ITEM)
+        boxes = random_resized_crop_boxes(sizes, uniforms, self.scale, self.ratio)
+        flips = uniforms[:, -1] < self.hflip
+        return boxes, flips
+
+    def __call__(self, batch: EncodedBatch, epoch: int = 0) -> dict[str, torch.Tensor]:
+        if not isinstance(batch, EncodedBatch):
+            raise TypeError(f"Expected an EncodedBatch (from collate_encoded), got {type(batch).__name__}.")
+        images = decode_batch(batch, self.device)
+        pixels = self._train_crops(images, batch, epoch) if self.train else self._eval_crops(images)
+        pixels = pixels.sub_(self._offset).mul_(self._scale)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        out = {"input": pixels.to(dtype=self.dtype, memory_format=memory_format)}
+        if batch.targets is not None:
+            out["target"] = batch.targets.to(self.device, non_blocking=True)
+        return out
+
+    def _resize(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        resized = F.interpolate(
+            image.unsqueeze(0).float(),
+            size=size,
+            mode=self.interpolation,
+            align_corners=False,
+            antialias=True,
+        )
+        return resized.clamp_(0, 255) if self.interpolation == "bicubic" else resized
+
+    def _train_crops(self, images: list[torch.Tensor], batch: EncodedBatch, epoch: int) -> torch.Tensor:
+        sizes = np.array([image.shape[-2:] for image in images], dtype=np.int64)
+        boxes, flips = self.crop_parameters(sizes, batch.indices.numpy(), epoch)
+        crops = []
+        for image, (top, left, height, width), flip in zip(images, boxes.tolist(), flips.tolist()):
+            crop = self._resize(image[:, top : top + height, left : left + width], self.image_size)
+            crops.append(crop.flip(-1) if flip else crop)
+        return torch.cat(crops)
+
+    def _eval_crops(self, images: list[torch.Tensor]) -> torch.Tensor:
+        out_h, out_w = self.image_size
+        crops = []
+        for image in images:
+            new_h, new_w = resized_size(image.shape[-2], image.shape[-1], self.resize_size)
+            resized = self._resize(image, (new_h, new_w))
+            top, left = round((new_h - out_h) / 2.0), round((new_w - out_w) / 2.0)
+            crops.append(resized[:, :, top : top + out_h, left : left + out_w])
+        return torch.cat(crops)
+
+
+# -- building the loader -----------------------------------------------------------------------------
+def default_reader_workers() -> int:
+    """Loader processes for the device path: they only read bytes, so a few suffice (max 8)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def device_image_loader(
+    paths: Sequence[str | os.PathLike],
+    targets: np.ndarray | Sequence | None,
+    transform: DeviceImageTransform,
+    *,
+    batch_size: int,
+    num_workers: int | None = None,
+    sampler: Sampler[int] | None = None,
+    drop_last: bool = False,
+    prefetch: int = 2,
+    background: bool | None = None,
+) -> DeviceLoader:
+    """A loader of ready batches ``{"input", "target"}`` on ``transform.device`` from image files.
+
+    Args:
+        paths, targets: the files and their targets (``targets=None`` for prediction).
+        transform: what happens on the device (training or evaluation transform).
+        batch_size: images per batch.
+        num_workers: reader processes; default :func:`default_reader_workers`.
+        sampler: item order (e.g. :class:`~flash.core.data.EpochShuffleSampler`); default in order.
+        drop_last: drop the last, smaller batch (keeps shapes static for ``torch.compile``).
+        prefetch: batches prepared ahead on the device.
+        background: prepare batches in a background thread (default: on CUDA).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    workers = default_reader_workers() if num_workers is None else num_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}.")
+    if not isinstance(transform, DeviceImageTransform):
+        raise TypeError(f"transform must be a DeviceImageTransform, got {type(transform).__name__}.")
+    dataset = EncodedImageDataset(paths, targets)
+    if len(dataset) == 0:
+        raise ValueError("No image files given.")
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=4)
+    generator = getattr(sampler, "generator", None)
+    if isinstance(generator, torch.Generator):
+        kwargs["generator"] = generator
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_encoded,
+        pin_memory=transform.device.type == "cuda",
+        drop_last=drop_last,
+        **kwargs,
+    )
+    return DeviceLoader(loader, transform, transform.device, prefetch=prefetch, background=background)
+
+
+@functools.lru_cache(maxsize=8)
+def gpu_decoding_available(device: str = "cuda") -> bool:
+    """Whether ``device`` is a CUDA device whose ``decode_jpeg`` (nvJPEG) works in this install."""
+    if not torch.cuda.is_available() or torch.device(device).type != "cuda":
+        return False
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, "JPEG")
+    try:
+        data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+        image = _decode_jpeg([data], torch.device(device))[0]
+        return tuple(image.shape) == (3, 16, 16)
+    except (RuntimeError, OSError):
+        return False
+
+
+def input_dtype_for_precision(precision: Any) -> torch.dtype:
+    """The dtype of model inputs for a Lightning ``precision`` setting.
+
+    bf16 inputs under ``"bf16-mixed"`` (autocast runs convolutions in bf16 anyway, so this halves
+    the input's memory traffic and skips a cast); the weights' dtype under ``"*-true"``; float32
+    otherwise.
+    """
+    text = str(precision)
+    if text.startswith("bf16"):
+        return torch.bfloat16
+    if text in ("16-true", "16", "half"):
+        return torch.float16
+    if text in ("64-true", "64", "64-bit"):
+        return torch.float64
+    return torch.float32
+
+
+class CudaSpeedups(Callback):
+    """On CUDA, put a task's weights in channels-last memory format and optionally compile it.
+
+    Channels-last lets cuDNN run convolutions without layout transposes (it pairs with the
+    channels-last batches of :class:`DeviceImageTransform`). ``compile=True`` compiles the
+    backbone in place (``nn.Module.compile``), so checkpoints keep their parameter names. Does
+    nothing on other devices.
+
+    Args:
+        channels_last: convert 4-D weights to channels-last.
+        compile: ``torch.compile`` the task's ``backbone`` (or the whole task if it has none).
+        compile_kwargs: passed to ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``).
+    """
+
+    def __init__(
+        self, channels_last: bool = True, compile: bool = False, compile_kwargs: dict | None = None
+    ) -> None:
+        self.channels_last = bool(channels_last)
+        self.compile = bool(compile)
+        self.compile_kwargs = dict(compile_kwargs or {})
+        self._compiled: set[int] = set()
+
+    def _apply(self, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type != "cuda":
+            return
+        if self.channels_last:
+            pl_module.to(memory_format=torch.channels_last)
+        backbone = getattr(pl_module, "backbone", None)
+        target = backbone if isinstance(backbone, torch.nn.Module) else pl_module
+        if self.compile and id(target) not in self._compiled:
+            target.compile(**self.compile_kwargs)
+            self._compiled.add(id(target))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(pl_module)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(pl_module)
