@@ -231,6 +231,18 @@ class Task(LightningModule):
         """A batch input as :meth:`forward` receives it after preprocessing (for export)."""
         raise NotImplementedError(f"{type(self).__name__} does not provide an example input.")
 
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
+        """Serve this task over HTTP until interrupted; see :func:`flash.core.serve.serve`."""
+        from flash.core.serve import serve
+
+        serve(self, host=host, port=port, **kwargs)
+
+    def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Export :meth:`forward` to an ONNX file; see :func:`flash.core.export.export_onnx`."""
+        from flash.core.export import export_onnx
+
+        return export_onnx(self, file_path, example_input=input_sample, **kwargs)
+
     def check_output(self, output: str) -> None:
         if output not in self.outputs:
             raise ValueError(f"Unknown output {output!r}. Choose one of {', '.join(self.outputs)}.")
