@@ -1,0 +1,281 @@
+"""The ``flash`` command (also ``python -m flash``).
+
+``flash finetune image|text|tabular``, ``flash predict``, ``flash backbones``, ``flash demo``,
+``flash serve`` and ``flash export``; ``flash COMMAND --help`` shows every option and its default.
+Heavy libraries are imported only when a command runs, so help and argument errors are quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flash.cli_domains import DOMAINS, positive_int
+from flash.cli_finetune import add_finetune_parser, config_argv, run_finetune
+from flash.cli_format import FORMATS, format_rows
+from flash.cli_predict import add_predict_parser, run_predict
+
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError)
+"""Errors that flash raises about the user's input: shown as one line, no traceback."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (unless it has none or the help already names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            action.default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+            and (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``flash`` argument parser with every subcommand."""
+    from flash import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="flash",
+        description="Finetune pretrained models on small data sets, predict, serve and export them.",
+        formatter_class=HelpFormatter,
+        epilog="Run `flash COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"flash {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_finetune_parser(commands, HelpFormatter)
+    add_predict_parser(commands, HelpFormatter)
+    _add_backbones_parser(commands)
+    if _module_exists("flash.image.demo"):
+        _add_demo_parser(commands)
+    if _module_exists("flash.core.serve"):
+        _add_serve_parser(commands)
+    if _module_exists("flash.core.export"):
+        _add_export_parser(commands)
+    return parser
+
+
+# -- flash backbones ------------------------------------------------------------------------------
+def _add_backbones_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "backbones",
+        help="list the backbones of each task and which work offline",
+        description="List the named backbones of a domain; 'offline' ones ship their weights in an installed package.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("domain", nargs="?", choices=list(DOMAINS), help="only this domain (default: all)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="how to print the list")
+
+
+def backbone_rows(domain: str) -> list[dict[str, Any]]:
+    """The registered backbones of ``domain``: name, offline, description."""
+    from flash.core.registry import BackboneRegistry
+
+    spec = DOMAINS[domain]
+    modules = [spec.import_package()]
+    if _module_exists(f"{spec.package}.backbones"):
+        modules.insert(0, importlib.import_module(f"{spec.package}.backbones"))
+    registries: list[BackboneRegistry] = []
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, BackboneRegistry) and all(value is not r for r in registries):
+                registries.append(value)
+    rows: list[dict[str, Any]] = []
+    for registry in registries:
+        for entry in registry.describe():
+            if all(entry["name"] != row["backbone"] for row in rows):
+                rows.append(
+                    {
+                        "domain": domain,
+                        "backbone": entry["name"],
+                        "offline": "yes" if entry["offline"] else "no (downloads weights)",
+                        "default": "default" if entry["name"] == spec.default_backbone else "",
+                        "description": entry["description"],
+                    }
+                )
+    return rows
+
+
+def run_backbones(args: argparse.Namespace) -> int:
+    domains = [args.domain] if args.domain else list(DOMAINS)
+    rows: list[dict[str, Any]] = []
+    failures = []
+    for domain in domains:
+        try:
+            rows.extend(backbone_rows(domain))
+        except ImportError as error:
+            failures.append(f"{domain}: not available ({error})")
+    if args.format != "table":
+        for row in rows:
+            row["offline"] = row["offline"] == "yes"
+            row["default"] = row["default"] == "default"
+    print(format_rows(rows, args.format, ["domain", "backbone", "offline", "default", "description"]))
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if args.format == "table":
+        print(
+            "\nOther names work too: timm and torchvision model names (image), Hugging Face model ids or "
+            "local model folders (text); their weights download when a network is there."
+        )
+    return 1 if failures and not rows else 0
+
+
+# -- flash demo -----------------------------------------------------------------------------------
+def _add_demo_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="finetune the default image model on a shipped data set, offline (or on --data)",
+        description=(
+            "Run the finetuning example end to end with no network: renders scikit-learn's handwritten "
+            "digits as image files, finetunes the default pretrained backbone, prints validation accuracy "
+            "and a few predictions and saves a checkpoint. --data takes a folder with train/ and val/ inside."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--data", metavar="DIR", help="a folder with train/ and val/ class folders (default: the digits)"
+    )
+    parser.add_argument("--out", metavar="DIR", default="flash_demo", help="where the demo writes its files")
+    parser.add_argument(
+        "--epochs", type=positive_int, metavar="N", help="training epochs (default: the demo's)"
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from flash.image.demo import run_demo as demo
+
+    result = demo(data=args.data, out=args.out, epochs=args.epochs)
+    return result if isinstance(result, int) else 0
+
+
+# -- flash serve / flash export -------------------------------------------------------------------
+def _add_serve_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="serve a saved model over HTTP",
+        description='Serve a checkpoint: GET /health, POST /predict with {"inputs": [...]}; OpenAPI at /docs.',
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from flash.core.serve import serve
+
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"No checkpoint at {args.checkpoint}.")
+    serve(args.checkpoint, host=args.host, port=args.port)
+    return 0
+
+
+def _add_export_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="export a saved model (ONNX)",
+        description="Export a checkpoint's model: preprocessed batch in, logits out, dynamic batch size.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
+    parser.add_argument(
+        "--out", metavar="PATH", help="output file (default: the checkpoint's name with .onnx)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace PATH if it exists")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from flash.core.checkpoint import load_task
+    from flash.core.export import export_onnx
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it, or another --out.")
+    task = load_task(args.checkpoint)
+    result = export_onnx(task, out)
+    print(f"ONNX model written to {result or out}")
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------
+RUNNERS = {
+    "predict": lambda args, parser: run_predict(args),
+    "backbones": lambda args, parser: run_backbones(args),
+    "demo": lambda args, parser: run_demo(args),
+    "serve": lambda args, parser: run_serve(args),
+    "export": lambda args, parser: run_export(args),
+}
+
+
+def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flash`` command; returns the exit status (0 on success)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    debug = "--debug" in argv or os.environ.get("FLASH_DEBUG", "") not in ("", "0")
+    command_at = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    try:
+        if command_at is not None and argv[command_at] == "finetune":
+            head, rest = argv[:command_at], argv[command_at:]
+            rest, config = config_argv(rest)
+            if config is not None:
+                _subparser(parser, "finetune", rest[1]).set_defaults(**config)
+            argv = head + rest
+    except USER_ERRORS as error:
+        parser.exit(2, f"flash finetune: error: {error}\n")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "finetune" and args.domain is None:
+        finetune = _subparser(parser, "finetune")
+        finetune.error(f"name a domain ({', '.join(DOMAINS)}) or pass --config FILE")
+    try:
+        if args.command == "finetune":
+            return run_finetune(args, _subparser(parser, "finetune", args.domain))
+        return RUNNERS[args.command](args, parser)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"flash {args.command}: error: {_message(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"flash {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _message(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    text = text.strip() or type(error).__name__
+    return (
+        text
+        if isinstance(error, ValueError | FileNotFoundError | FileExistsError)
+        else f"{type(error).__name__}: {text}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""The learning-rate range test (fastai's ``lr_find``) on Lightning's tuner, with no side effects.
+
+The test trains the task for a few steps while the learning rate grows exponentially from
+``min_lr`` to ``max_lr`` and records the (smoothed) loss at each step; the suggested rate is
+where the loss falls fastest. Afterwards the task is exactly as before: weights, BatchNorm
+statistics, which parameters train, train/eval mode and the random number generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.tuner import Tuner
+from torch.utils.data import DataLoader
+
+__all__ = ["LRFinderResult", "find_learning_rate", "suggest_learning_rate"]
+
+
+@dataclass
+class LRFinderResult:
+    """What the range test found.
+
+    Unpacks as ``suggestion, plot = trainer.lr_find(task, data)``.
+
+    Attributes:
+        suggestion: the suggested learning rate (steepest fall of the loss), or ``None`` when
+            the test ran too few steps to suggest one.
+        lrs: the learning rate of every step.
+        losses: the smoothed training loss of every step.
+        plot: the plot's path when one was asked for, else a matplotlib ``Figure``.
+    """
+
+    suggestion: float | None
+    lrs: list[float] = field(repr=False)
+    losses: list[float] = field(repr=False)
+    plot: Path | Any = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.suggestion
+        yield self.plot
+
+
+def find_learning_rate(
+    trainer: pl.Trainer,
+    task: pl.LightningModule,
+    data: Any,
+    *,
+    strategy: Any = None,
+    train_bn: bool = True,
+    min_lr: float = 1e-7,
+    max_lr: float = 1.0,
+    num_training: int = 100,
+    early_stop_threshold: float | None = 4.0,
+    plot_path: str | os.PathLike | None = None,
+) -> LRFinderResult:
+    """Run the learning-rate range test of ``task`` on ``data``; see :meth:`flash.Trainer.lr_find`."""
+    _check_arguments(task, min_lr, max_lr, num_training, early_stop_threshold)
+    train_loader = _train_loader(task, data)
+    snapshot = _TaskSnapshot(task)
+    rng_state = _rng_state()
+    try:
+        with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir:
+            scratch = _scratch_trainer(trainer, scratch_dir, strategy, train_bn, task)
+            with _finder_bar(enabled=scratch.progress_bar_callback is not None):
+                finder = Tuner(scratch).lr_find(
+                    task,
+                    train_dataloaders=train_loader,
+                    min_lr=min_lr,
+                    max_lr=max_lr,
+                    num_training=num_training,
+                    early_stop_threshold=early_stop_threshold,
+                    update_attr=False,
+                )
+    finally:
+        snapshot.restore()
+        _set_rng_state(rng_state)
+    if finder is None:
+        raise RuntimeError("The learning-rate finder did not run (is fast_dev_run set on the trainer?).")
+    lrs = [float(x) for x in finder.results.get("lr", [])]
+    losses = [float(x) for x in finder.results.get("loss", [])]
+    suggestion = suggest_learning_rate(lrs, losses)
+    from flash.core.plots import plot_lr_finder
+
+    plot = plot_lr_finder(lrs, losses, suggestion, path=plot_path)
+    return LRFinderResult(suggestion, lrs, losses, plot)
+
+
+def _check_arguments(
+    task: Any, min_lr: float, max_lr: float, num_training: int, early_stop_threshold: float | None
+) -> None:
+    if not isinstance(task, pl.LightningModule):
+        raise TypeError(f"lr_find needs a LightningModule (a flash task), got {type(task).__name__}.")
+    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    if min_lr >= max_lr:
+        raise ValueError(f"min_lr ({min_lr}) must be smaller than max_lr ({max_lr}).")
+    if isinstance(num_training, bool) or not isinstance(num_training, int) or num_training < 2:
+        raise ValueError(f"num_training must be a whole number of steps >= 2, got {num_training!r}.")
+    if early_stop_threshold is not None and (
+        not isinstance(early_stop_threshold, int | float) or early_stop_threshold <= 1
+    ):
+        raise ValueError(
+            f"early_stop_threshold must be a number > 1 (or None to never stop early), got {early_stop_threshold!r}."
+        )
+
+
+def _train_loader(task: pl.LightningModule, data: Any) -> DataLoader:
+    """The training loader only: the range test needs no validation."""
+    from flash.core.data import DataModule
+
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, DataModule):
+        data.attach_task(task)
+        if data.splits.get("train") is None:
+            raise ValueError("lr_find needs training data: the data module has no train split.")
+        return data.train_dataloader()
+    if isinstance(data, pl.LightningDataModule):
+        data.setup("fit")
+        return data.train_dataloader()
+    raise TypeError(f"lr_find needs a data module or a training DataLoader, got {type(data).__name__}.")
+
+
+def _scratch_trainer(
+    trainer: pl.Trainer, root: str, strategy: Any, train_bn: bool, task: pl.LightningModule
+) -> pl.Trainer:
+    """A one-device trainer like ``trainer`` that writes nothing the user keeps and logs nothing."""
+    from flash.core.finetuning import FlashBaseFinetuning, resolve_strategy
+    from flash.core.progress import is_quiet
+
+    callbacks = []
+    if strategy is not None:
+        callback = resolve_strategy(strategy, train_bn=train_bn)
+        if isinstance(callback, FlashBaseFinetuning):
+            callback.validate(task, max(1, trainer.max_epochs or 1))
+        callbacks.append(callback)
+    return pl.Trainer(
+        accelerator=trainer.accelerator,
+        devices=1,
+        precision=trainer.precision,
+        max_epochs=-1,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=trainer.progress_bar_callback is not None and not is_quiet(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+
+
+@contextlib.contextmanager
+def _finder_bar(enabled: bool) -> Iterator[None]:
+    """Lightning's range test always draws its own bar; silence it when the trainer shows none."""
+    import lightning.pytorch.tuner.lr_finder as lightning_lr_finder
+
+    if enabled:
+        yield
+        return
+    original = lightning_lr_finder.tqdm
+    lightning_lr_finder.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        lightning_lr_finder.tqdm = original
+
+
+def suggest_learning_rate(
+    lrs: list[float], losses: list[float], skip_begin: int | None = None
+) -> float | None:
+    """The rate where the smoothed loss falls fastest per decade of learning rate.
+
+    The first ``skip_begin`` steps (default a tenth of them) are skipped as noise, and of the
+    rest only those up to the lowest loss count (after it the loss diverges). The slope is
+    taken against ``log(lr)``, as fastai's ``steep`` suggestion does; Lightning's own takes it
+    against ``lr``, which favours the noisy smallest rates. ``None`` with fewer than 3 usable points.
+    """
+    points = [(lr, loss) for lr, loss in zip(lrs, losses) if lr > 0 and math.isfinite(loss)]
+    if skip_begin is None:
+        skip_begin = len(points) // 10
+    points = points[skip_begin:]
+    if len(points) < 3:
+        return None
+    lowest = min(range(len(points)), key=lambda i: points[i][1])
+    window = points[: max(3, lowest + 1)]
+    log_lrs = torch.tensor([math.log(lr) for lr, _ in window], dtype=torch.float64)
+    values = torch.tensor([loss for _, loss in window], dtype=torch.float64)
+    if bool((log_lrs[1:] <= log_lrs[:-1]).any()):
+        return None
+    slopes = torch.gradient(values, spacing=[log_lrs])[0]
+    return float(window[int(torch.argmin(slopes))][0])
+
+
+class _TaskSnapshot:
+    """Everything about a task that a training run changes, to put back exactly."""
+
+    def __init__(self, task: pl.LightningModule) -> None:
+        self.task = task
+        self.state = copy.deepcopy(task.state_dict())
+        self.requires_grad = {name: p.requires_grad for name, p in task.named_parameters()}
+        self.training = {name: m.training for name, m in task.named_modules()}
+        self.hparams = copy.deepcopy(dict(task.hparams))
+        self.attributes = {
+            name: getattr(task, name) for name in ("learning_rate", "lr") if hasattr(task, name)
+        }
+
+    def restore(self) -> None:
+        task = self.task
+        with torch.no_grad():
+            task.load_state_dict(self.state)
+        for name, param in task.named_parameters():
+            param.requires_grad_(self.requires_grad.get(name, param.requires_grad))
+        for name, module in task.named_modules():
+            module.training = self.training.get(name, module.training)
+        task.hparams.clear()
+        task.hparams.update(self.hparams)
+        for name, value in self.attributes.items():
+            setattr(task, name, value)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])

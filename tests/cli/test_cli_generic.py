@@ -1,0 +1,292 @@
+"""The ``flash`` command's domain-independent behaviour, on a toy domain run in-process.
+
+The toy domain goes through the same code as image, text and tabular runs: options, the run
+folder, the config file and its replay, metrics, plots and the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+
+import flash
+import flash.core.progress
+from flash import cli
+from flash.cli_domains import DOMAINS, DomainSpec, Option, positive_int
+from flash.cli_finetune import strategy_value
+from toy import ToyClassifier, toy_data
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _toy_data(options):
+    return toy_data(n=options["rows"], batch_size=options.get("batch_size") or 16)
+
+
+def _toy_task(options, data, extra):
+    kwargs = {"learning_rate": options["lr"]} if isinstance(options.get("lr"), float) else {}
+    return ToyClassifier(num_classes=data.num_classes, **kwargs)
+
+
+TOY = DomainSpec(
+    name="toy",
+    summary="a tiny generated data set",
+    package="toy",
+    default_backbone="toy",
+    options=(
+        Option("--rows", "training rows", positive_int, metavar="N"),
+        Option("--batch-size", "items per batch", positive_int, metavar="N"),
+    ),
+    build_data=_toy_data,
+    build_task=_toy_task,
+    required=(("rows",),),
+    example="flash finetune toy --rows 64",
+)
+
+
+@pytest.fixture(autouse=True)
+def toy_domain(monkeypatch):
+    monkeypatch.setitem(DOMAINS, "toy", TOY)
+    yield
+    flash.core.progress._QUIET = None
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """``flash finetune toy`` once; several tests read what it wrote."""
+    root = tmp_path_factory.mktemp("cli")
+    saved = dict(DOMAINS)
+    DOMAINS["toy"] = TOY
+    try:
+        out = root / "run1"
+        argv = ["finetune", "toy", "--rows", "48", "--epochs", "2", "--strategy", "freeze_unfreeze:1"]
+        code = cli.main([*argv, "--out", str(out), "--quiet"])
+    finally:
+        DOMAINS.clear()
+        DOMAINS.update(saved)
+        flash.core.progress._QUIET = None
+    return {"root": root, "out": out, "code": code}
+
+
+def read_metrics(path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_finetune_writes_a_complete_run_folder(first_run):
+    out = first_run["out"]
+    assert first_run["code"] == 0
+    for name in ("model.ckpt", "config.json", "results.json", "metrics.csv"):
+        assert (out / name).is_file(), name
+    rows = read_metrics(out / "metrics.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(rows[0])
+    for plot in ("curves.png", "confusion_matrix.png"):
+        data = (out / "plots" / plot).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, plot
+    config = json.loads((out / "config.json").read_text())
+    assert config["domain"] == "toy" and config["command"] == "finetune"
+    assert config["options"]["epochs"] == 2
+    assert config["options"]["strategy"] == "freeze_unfreeze:1"
+    assert isinstance(config["options"]["lr"], float)  # the rate actually used, not "default"
+    assert "out" not in config["options"] and "quiet" not in config["options"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 2
+    assert results["final"]["val_accuracy"] == pytest.approx(float(rows[-1]["val_accuracy"]))
+
+
+def test_summary_table_is_printed(tmp_path, capsys):
+    code = cli.main(["finetune", "toy", "--rows", "32", "--epochs", "1", "--out", "run", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert lines[0].split()[:3] == ["epoch", "train_loss", "train_accuracy"]
+    assert lines[2].split()[0] == "1"
+    assert "run folder: run" in printed.out
+    assert "checkpoint" in printed.out and "model.ckpt" in printed.out
+    assert printed.err == ""  # quiet: no progress bars, no log lines
+
+
+def test_replaying_the_config_gives_the_same_run(first_run):
+    out2 = first_run["root"] / "replay"
+    code = cli.main(
+        ["finetune", "--config", str(first_run["out"] / "config.json"), "--out", str(out2), "--quiet"]
+    )
+    assert code == 0
+    first = json.loads((first_run["out"] / "config.json").read_text())
+    second = json.loads((out2 / "config.json").read_text())
+    assert first["options"] == second["options"]
+    assert read_metrics(first_run["out"] / "metrics.csv") == read_metrics(out2 / "metrics.csv")
+
+
+def test_command_line_options_override_the_config(first_run, tmp_path):
+    config = first_run["out"] / "config.json"
+    assert cli.main(["finetune", "--config", str(config), "--epochs", "1", "--out", "short", "--quiet"]) == 0
+    assert len(read_metrics(tmp_path / "short" / "metrics.csv")) == 1
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["options"]["epochs"] == 1
+    assert (
+        cli.main(["finetune", "toy", "--config", str(config), "--epochs", "1", "--out", "s2", "--quiet"]) == 0
+    )
+
+
+def test_an_existing_run_is_never_replaced_without_force(first_run, capsys):
+    out = first_run["out"]
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    argv = ["finetune", "toy", "--rows", "32", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_force_replaces_the_run(tmp_path):
+    argv = ["finetune", "toy", "--rows", "32", "--epochs", "2", "--out", "r", "--quiet"]
+    assert cli.main(argv) == 0
+    (tmp_path / "r" / "plots" / "stale.png").write_bytes(b"old")
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    argv = ["finetune", "toy", "--rows", "32", "--epochs", "1", "--out", "r", "--quiet", "--force"]
+    assert cli.main(argv) == 0
+    assert len(read_metrics(tmp_path / "r" / "metrics.csv")) == 1
+    assert not (tmp_path / "r" / "plots" / "stale.png").exists()
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only the run's own files go
+
+
+def test_default_run_folders_are_numbered(tmp_path):
+    argv = ["finetune", "toy", "--rows", "32", "--epochs", "1", "--quiet"]
+    assert cli.main(argv) == 0
+    assert cli.main(argv) == 0
+    assert (tmp_path / "runs" / "toy-1" / "model.ckpt").is_file()
+    assert (tmp_path / "runs" / "toy-2" / "model.ckpt").is_file()
+
+
+def test_lr_auto_runs_the_finder_and_records_the_rate(tmp_path):
+    argv = ["finetune", "toy", "--rows", "32", "--epochs", "1", "--lr", "auto", "--lr-find-steps", "12"]
+    assert cli.main([*argv, "--out", "auto", "--quiet"]) == 0
+    plot = tmp_path / "auto" / "plots" / "lr_finder.png"
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    results = json.loads((tmp_path / "auto" / "results.json").read_text())
+    config = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert results["lr_finder"]["steps"] == 12
+    assert config["options"]["lr"] == pytest.approx(results["lr_finder"]["suggestion"])
+    assert results["learning_rate"] == config["options"]["lr"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["finetune", "toy", "--rows", "32", "--epochs", "0"], "--epochs: '0' is not a whole number >= 1"),
+        (
+            ["finetune", "toy", "--rows", "32", "--strategy", "thaw"],
+            "unknown strategy 'thaw'; choose one of no_freeze",
+        ),
+        (
+            ["finetune", "toy", "--rows", "32", "--strategy", "unfreeze_milestones:3,1,1"],
+            "first milestone (3)",
+        ),
+        (["finetune", "toy", "--rows", "32", "--strategy", "freeze:2"], "takes no argument"),
+        (["finetune", "toy", "--rows", "32", "--lr", "fast"], "'fast' is neither a number nor 'auto'"),
+        (["finetune", "toy", "--rows", "32", "--optimizer", "lion"], "invalid choice: 'lion' (choose from"),
+        (["finetune", "toy"], "flash finetune toy needs --rows"),
+        (["finetune", "pictures"], "invalid choice: 'pictures'"),
+        (["finetune"], "name a domain"),
+        (["finetune", "--config", "missing.json"], "No config file at missing.json"),
+        (["predict", "model.ckpt", "a.jpg", "--format", "xml"], "invalid choice: 'xml' (choose from"),
+        (["backbones", "audio"], "invalid choice: 'audio'"),
+        (["train"], "invalid choice: 'train'"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_naming_the_problem(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if "invalid choice" in message and "--optimizer" in argv:
+        assert "adam" in err and "rmsprop" in err  # the valid choices are named
+    if "invalid choice" in message and "--format" in argv:
+        assert "table" in err and "json" in err and "csv" in err
+
+
+def test_a_bad_config_file_names_the_problem(first_run, tmp_path, capsys):
+    config = json.loads((first_run["out"] / "config.json").read_text())
+    config["options"]["epoch"] = 3
+    (tmp_path / "typo.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["finetune", "--config", "typo.json"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown option(s) epoch" in err and "epochs" in err
+
+    config["options"].pop("epoch")
+    config["options"]["strategy"] = "frozen"
+    (tmp_path / "bad.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "--config", "bad.json"])
+    assert "unknown strategy 'frozen'" in capsys.readouterr().err
+
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "--config", "junk.json"])
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_errors_during_a_run_are_one_line_and_exit_1(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["finetune", "toy", "--rows", "32", "--out", "afile", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flash finetune: error: --out afile is a file") and "Traceback" not in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"flash {flash.__version__}"
+
+
+def _parsers(parser, path=("flash",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_help_of_every_command_shows_every_default():
+    parsers = list(_parsers(cli.build_parser()))
+    names = {" ".join(path) for path, _ in parsers}
+    assert {"flash finetune image", "flash finetune text", "flash finetune tabular", "flash predict"} <= names
+    for path, parser in parsers:
+        text = parser.format_help()
+        for action in parser._actions:
+            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                continue
+            if action.help == argparse.SUPPRESS:
+                continue
+            shown = f"(default: {action.default})"
+            assert shown in " ".join(text.split()), f"{' '.join(path)} {action.option_strings[0]}: no {shown}"
+
+
+def test_strategy_texts_become_the_tuples_resolve_strategy_takes():
+    from flash.core.finetuning import resolve_strategy
+
+    assert strategy_value("no_freeze") == "no_freeze"
+    assert strategy_value("freeze_unfreeze:2") == ("freeze_unfreeze", 2)
+    assert strategy_value("unfreeze_milestones:1,2,1") == ("unfreeze_milestones", ((1, 2), 1))
+    for text in ("no_freeze", "freeze", "freeze_unfreeze", "freeze_unfreeze:2", "unfreeze_milestones:1,2,1"):
+        resolve_strategy(strategy_value(text))
+
+
+def test_names_the_command_mirrors_match_the_library():
+    from flash.cli_finetune import DEFAULT_EPOCHS, OPTIMIZER_NAMES, SCHEDULER_NAMES, STRATEGY_NAMES
+    from flash.core.finetuning import STRATEGIES
+    from flash.core.optimizers import OPTIMIZERS, SCHEDULERS
+    from flash.core.trainer import DEFAULT_MAX_EPOCHS
+
+    assert tuple(STRATEGIES) == STRATEGY_NAMES
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
+    assert tuple(SCHEDULERS) == SCHEDULER_NAMES
+    assert DEFAULT_EPOCHS == DEFAULT_MAX_EPOCHS
