@@ -68,11 +68,41 @@ def test_a_failing_transform_raises_its_own_error_after_the_good_batches(backgro
     assert not loader_threads()
 
 
+@pytest.mark.parametrize("background", [False, True])
+@pytest.mark.parametrize("failing_stage", [None, 0, 1])
+def test_stages_run_in_order_and_a_failure_in_any_stage_reaches_the_consumer(background, failing_stage):
+    def stage(number):
+        def run(batch, epoch):
+            values = batch[0] if isinstance(batch, list) else batch  # the DataLoader's batch is a list
+            if number == failing_stage and int(values[0]) >= 6 * 10**number:
+                raise ValueError(f"stage {number} failed")
+            return values * 10 + number
+
+        return run
+
+    loader = DeviceLoader(
+        numbers_loader(batch_size=3), [stage(0), stage(1)], device="cpu", background=background
+    )
+    got = []
+    if failing_stage is None:
+        got = [b for batch in loader for b in batch.tolist()]
+        assert got == [(i * 10) * 10 + 1 for i in range(10)]
+    else:
+        with pytest.raises(ValueError, match=f"stage {failing_stage} failed"):
+            for batch in loader:
+                got.append(batch)
+        assert len(got) == 2
+    assert not loader_threads()
+
+
 def test_stopping_early_ends_the_background_thread():
-    loader = DeviceLoader(numbers_loader(n=100, batch_size=1), device="cpu", prefetch=1, background=True)
+    stages = [lambda b, e: b, lambda b, e: b]
+    loader = DeviceLoader(
+        numbers_loader(n=100, batch_size=1), stages, device="cpu", prefetch=1, background=True
+    )
     iterator = iter(loader)
     next(iterator)
-    assert len(loader_threads()) == 1
+    assert len(loader_threads()) == 2
     iterator.close()
     assert not loader_threads()
 
@@ -98,6 +128,8 @@ def test_bad_arguments_are_named():
         DeviceLoader(numbers_loader(), prefetch=0)
     with pytest.raises(TypeError, match="iterable"):
         DeviceLoader(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-empty list"):
+        DeviceLoader(numbers_loader(), [])
     with pytest.raises(ValueError, match="epoch"):
         DeviceLoader(numbers_loader()).set_epoch(-1)
     if not torch.cuda.is_available():

@@ -210,6 +210,24 @@ def test_loader_shuffles_per_epoch_and_keeps_targets(tmp_path):
     assert second != torch.cat(first).tolist()
 
 
+def test_background_stages_give_the_same_batches_as_inline(tmp_path):
+    paths, targets = image_folder(tmp_path, count=7)
+
+    def batches(background):
+        transform = DeviceImageTransform(16, train=True, device="cpu", seed=5)
+        sampler = EpochShuffleSampler(7, seed=5)
+        loader = device_image_loader(
+            paths, targets, transform, batch_size=3, num_workers=0, sampler=sampler, background=background
+        )
+        loader.set_epoch(2)
+        return list(loader)
+
+    inline, threaded = batches(False), batches(True)
+    assert len(inline) == len(threaded) == 3
+    for a, b in zip(inline, threaded):
+        assert torch.equal(a["input"], b["input"]) and torch.equal(a["target"], b["target"])
+
+
 def test_prediction_batches_have_no_target_and_multi_label_targets_stack(tmp_path):
     paths, _ = image_folder(tmp_path, count=3)
     transform = DeviceImageTransform(16, train=False, device="cpu")
@@ -253,17 +271,17 @@ def test_a_lightning_task_trains_and_validates_through_the_pipeline(tmp_path):
 
 
 def test_cuda_speedups_leave_a_cpu_model_alone_and_convert_a_cuda_one(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(nn.Module, "compile", lambda self, **kwargs: compiled.append((self, kwargs)))
     task = TinyCnn()
-    speedups = CudaSpeedups(channels_last=True, compile=True)
+    speedups = CudaSpeedups(channels_last=True, compile=True, compile_kwargs={"mode": "max-autotune"})
     speedups.on_fit_start(None, task)
-    assert task.backbone[0].weight.is_contiguous()
-    assert getattr(task.backbone, "_compiled_call_impl", None) is None
-    keys = set(task.state_dict())
+    assert task.backbone[0].weight.is_contiguous() and compiled == []
     monkeypatch.setattr(type(task), "device", property(lambda self: torch.device("cuda")))
     speedups.on_fit_start(None, task)
+    speedups.on_validation_start(None, task)
     assert task.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert task.backbone._compiled_call_impl is not None
-    assert set(task.state_dict()) == keys  # checkpoints keep their names
+    assert compiled == [(task.backbone, {"mode": "max-autotune"})]  # in place, once: checkpoint keys stay
 
 
 def test_precision_to_input_dtype():

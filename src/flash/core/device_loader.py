@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -78,22 +78,23 @@ class DeviceLoader:
     Args:
         loader: a sized iterable of CPU batches, usually a ``DataLoader`` with ``pin_memory=True``
             on CUDA.
-        transform: ``transform(batch, epoch) -> batch`` run on each batch; it should return
-            tensors on ``device``. Default: :func:`move_to_device` (non-blocking copies).
+        transform: ``transform(batch, epoch) -> batch``, or a sequence of such stages applied in
+            order (each stage gets its own thread, so stages of consecutive batches overlap). The
+            last stage returns tensors on ``device``. Default: :func:`move_to_device`.
         device: where batches go. ``None`` picks ``cuda`` when available, else ``cpu``.
-        prefetch: how many prepared batches may wait for the model (>= 1).
-        background: prepare batches in a background thread. Default: on CUDA only (on a CPU the
-            thread would compete with the model for the same cores).
+        prefetch: how many batches may wait between two stages (>= 1).
+        background: run the stages in background threads. Default: on CUDA only (on a CPU the
+            threads would compete with the model for the same cores).
 
-    The epoch handed to ``transform`` is the last one given to :meth:`set_epoch` (Lightning
-    calls it through ``loader.sampler.set_epoch`` every epoch); it is forwarded to the wrapped
-    loader's sampler, so shuffling and augmentation both follow ``(seed, epoch)``.
+    The epoch handed to the stages is the last one given to :meth:`set_epoch` (Lightning calls
+    it through ``loader.sampler.set_epoch`` every epoch); it is forwarded to the wrapped loader's
+    sampler, so shuffling and augmentation both follow ``(seed, epoch)``.
     """
 
     def __init__(
         self,
         loader: Iterable[Any],
-        transform: BatchTransform | None = None,
+        transform: BatchTransform | Sequence[BatchTransform] | None = None,
         device: torch.device | str | None = None,
         prefetch: int = 2,
         background: bool | None = None,
@@ -102,13 +103,20 @@ class DeviceLoader:
             raise ValueError(f"prefetch must be a whole number >= 1, got {prefetch!r}.")
         if not isinstance(loader, Iterable):
             raise TypeError(f"loader must be an iterable of batches, got {type(loader).__name__}.")
+        stages = (
+            [self._move] if transform is None else [transform] if callable(transform) else list(transform)
+        )
+        if not stages or not all(callable(stage) for stage in stages):
+            raise TypeError(
+                "transform must be a callable (batch, epoch) -> batch, or a non-empty list of them."
+            )
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device={device!r} was asked for, but no CUDA device is available.")
         self.loader = loader
-        self.transform = transform if transform is not None else self._move
+        self.stages: list[BatchTransform] = stages
         self.prefetch = prefetch
         self.background = self.device.type == "cuda" if background is None else bool(background)
         self.epoch = 0
@@ -156,66 +164,107 @@ class DeviceLoader:
         epoch = self.epoch
         if self.background:
             yield from self._iterate_in_background(epoch)
-        else:
-            for batch in self.loader:
-                yield self.transform(batch, epoch)
+            return
+        for batch in self.loader:
+            for stage in self.stages:
+                batch = stage(batch, epoch)
+            yield batch
 
-    # -- the background thread -----------------------------------------------------------------
+    # -- the background threads ----------------------------------------------------------------
     def _iterate_in_background(self, epoch: int) -> Iterator[Any]:
-        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
-        stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        thread = threading.Thread(
-            target=self._produce, args=(epoch, ready, stop, stream), name="flash-device-loader", daemon=True
-        )
-        thread.start()
+        outboxes = [queue.Queue(maxsize=self.prefetch) for _ in self.stages]
+        inboxes = [None, *outboxes[:-1]]
+        threads = [
+            threading.Thread(
+                target=self._run_stage,
+                args=(stage, epoch, inbox, outbox, stop),
+                name="flash-device-loader",
+                daemon=True,
+            )
+            for stage, inbox, outbox in zip(self.stages, inboxes, outboxes)
+        ]
+        for thread in threads:
+            thread.start()
         try:
             while True:
-                item = ready.get()
+                item = _get(outboxes[-1], stop)
                 if item is _END:
                     return
                 if isinstance(item, _Failure):
                     raise item.error
-                batch, event = item
-                if event is not None:
-                    current = torch.cuda.current_stream(self.device)
-                    current.wait_event(event)
-                    _record_stream(batch, current)
-                yield batch
+                yield self._arrive(item)
         finally:
             stop.set()
-            while thread.is_alive():
-                with suppress(queue.Empty):
-                    ready.get(timeout=_POLL_SECONDS)
-            thread.join()
+            for thread in threads:
+                thread.join()
 
-    def _produce(
-        self, epoch: int, ready: queue.Queue, stop: threading.Event, stream: torch.cuda.Stream | None
+    def _arrive(self, item: tuple[Any, torch.cuda.Event | None]) -> Any:
+        """Make the current stream wait for the work that produced ``item`` on another stream."""
+        batch, event = item
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            _record_stream(batch, current)
+        return batch
+
+    def _run_stage(
+        self,
+        stage: BatchTransform,
+        epoch: int,
+        inbox: queue.Queue | None,
+        outbox: queue.Queue,
+        stop: threading.Event,
     ) -> None:
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=_POLL_SECONDS)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-
         try:
             with ExitStack() as context:
-                if stream is not None:
+                stream = None
+                if self.device.type == "cuda":
+                    stream = torch.cuda.Stream(self.device)
                     context.enter_context(torch.cuda.device(self.device))
                     context.enter_context(torch.cuda.stream(stream))
-                for batch in self.loader:
-                    if stop.is_set():
+                for item in self.loader if inbox is None else _received(inbox, stop):
+                    if isinstance(item, _Failure):
+                        _put(outbox, item, stop)
                         return
-                    prepared = self.transform(batch, epoch)
+                    batch = item if inbox is None else self._arrive(item)
+                    prepared = stage(batch, epoch)
                     event = None
                     if stream is not None:
                         event = torch.cuda.Event()
                         event.record(stream)
-                    if not put((prepared, event)):
+                    if stop.is_set() or not _put(outbox, (prepared, event), stop):
                         return
-            put(_END)
-        except BaseException as error:  # handed to the consumer, which raises it
-            put(_Failure(error))
+            _put(outbox, _END, stop)
+        except BaseException as error:  # handed downstream; the consumer raises it
+            _put(outbox, _Failure(error), stop)
+
+
+def _put(box: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            box.put(item, timeout=_POLL_SECONDS)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def _get(box: queue.Queue, stop: threading.Event) -> Any:
+    while not stop.is_set():
+        try:
+            return box.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            pass
+    return _END
+
+
+def _received(box: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    """Items from an upstream stage until it ends (a failure is passed on, then ends the stage)."""
+    while True:
+        item = _get(box, stop)
+        if item is _END:
+            return
+        yield item
+        if isinstance(item, _Failure):
+            return

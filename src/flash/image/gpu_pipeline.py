@@ -20,7 +20,7 @@ import functools
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,16 +419,36 @@ class DeviceImageTransform:
         flips = uniforms[:, -1] < self.hflip
         return boxes, flips
 
+    @property
+    def stages(self) -> list[Callable[[Any, int], Any]]:
+        """The two steps a :class:`DeviceLoader` overlaps across batches: decoding, then augmentation."""
+        return [self.decode, self.augment]
+
     def __call__(self, batch: EncodedBatch, epoch: int = 0) -> dict[str, torch.Tensor]:
+        """The model's batch ``{"input", "target"}`` (no ``"target"`` when the items have none)."""
+        return self.augment(self.decode(batch, epoch), epoch)
+
+    def decode(self, batch: EncodedBatch, epoch: int = 0) -> dict[str, Any]:
+        """Stage 1: ``{"images": [uint8 (3, H, W) on the device], "indices", "target"}``."""
         if not isinstance(batch, EncodedBatch):
             raise TypeError(f"Expected an EncodedBatch (from collate_encoded), got {type(batch).__name__}.")
-        images = decode_batch(batch, self.device)
-        pixels = self._train_crops(images, batch, epoch) if self.train else self._eval_crops(images)
+        decoded: dict[str, Any] = {"images": decode_batch(batch, self.device), "indices": batch.indices}
+        if batch.targets is not None:
+            decoded["target"] = batch.targets.to(self.device, non_blocking=True)
+        return decoded
+
+    def augment(self, decoded: dict[str, Any], epoch: int = 0) -> dict[str, torch.Tensor]:
+        """Stage 2: crop, resize, flip and normalise the decoded images into one batch tensor."""
+        images = decoded["images"]
+        if self.train:
+            pixels = self._train_crops(images, decoded["indices"].numpy(), epoch)
+        else:
+            pixels = self._eval_crops(images)
         pixels = pixels.sub_(self._offset).mul_(self._scale)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         out = {"input": pixels.to(dtype=self.dtype, memory_format=memory_format)}
-        if batch.targets is not None:
-            out["target"] = batch.targets.to(self.device, non_blocking=True)
+        if "target" in decoded:
+            out["target"] = decoded["target"]
         return out
 
     def _resize(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -441,9 +461,9 @@ class DeviceImageTransform:
         )
         return resized.clamp_(0, 255) if self.interpolation == "bicubic" else resized
 
-    def _train_crops(self, images: list[torch.Tensor], batch: EncodedBatch, epoch: int) -> torch.Tensor:
+    def _train_crops(self, images: list[torch.Tensor], indices: np.ndarray, epoch: int) -> torch.Tensor:
         sizes = np.array([image.shape[-2:] for image in images], dtype=np.int64)
-        boxes, flips = self.crop_parameters(sizes, batch.indices.numpy(), epoch)
+        boxes, flips = self.crop_parameters(sizes, indices, epoch)
         crops = []
         for image, (top, left, height, width), flip in zip(images, boxes.tolist(), flips.tolist()):
             crop = self._resize(image[:, top : top + height, left : left + width], self.image_size)
@@ -489,8 +509,8 @@ def device_image_loader(
         num_workers: reader processes; default :func:`default_reader_workers`.
         sampler: item order (e.g. :class:`~flash.core.data.EpochShuffleSampler`); default in order.
         drop_last: drop the last, smaller batch (keeps shapes static for ``torch.compile``).
-        prefetch: batches prepared ahead on the device.
-        background: prepare batches in a background thread (default: on CUDA).
+        prefetch: batches waiting between the stages (decoding, augmentation, the model).
+        background: run decoding and augmentation in background threads (default: on CUDA).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
@@ -518,7 +538,7 @@ def device_image_loader(
         drop_last=drop_last,
         **kwargs,
     )
-    return DeviceLoader(loader, transform, transform.device, prefetch=prefetch, background=background)
+    return DeviceLoader(loader, transform.stages, transform.device, prefetch=prefetch, background=background)
 
 
 @functools.lru_cache(maxsize=8)
