@@ -1,0 +1,136 @@
+"""Small real tasks for the serving and export tests: the offline backbones, tiny generated data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import flash
+
+SPORTS = [
+    "The striker scored a late goal in the match",
+    "The team won the football final",
+    "She ran the marathon in record time",
+    "The tennis player served an ace",
+    "Our goalkeeper saved a penalty kick",
+    "The basketball game went to overtime",
+]
+FOOD = [
+    "I baked a chocolate cake with cream",
+    "The soup needs more salt and pepper",
+    "We cooked pasta with fresh tomato sauce",
+    "This bread is warm and crusty",
+    "She made a salad with olives and cheese",
+    "The curry was spicy and delicious",
+]
+KNOWN_TEXTS = {
+    "The goalkeeper and the striker trained before the football match": "sports",
+    "A warm chocolate cake with fresh cream": "food",
+    "He won the tennis final in five sets": "sports",
+    "Tomato soup with bread and cheese": "food",
+}
+
+
+def quiet_trainer(**kwargs) -> flash.Trainer:
+    return flash.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def text_data():
+    from flash.text import TextClassificationData
+
+    texts, targets = SPORTS + FOOD, ["sports"] * len(SPORTS) + ["food"] * len(FOOD)
+    return TextClassificationData.from_lists(
+        train_data=texts, train_targets=targets, val_data=texts, val_targets=targets, batch_size=12
+    )
+
+
+@torch.no_grad()
+def nearest_centroid_head(task, data) -> None:
+    """Make the head a nearest-centroid classifier of the backbone's features of the training texts."""
+    texts, targets = SPORTS + FOOD, ["sports"] * len(SPORTS) + ["food"] * len(FOOD)
+    batch = task.collate_fn()([{"input": ids} for ids in task.tokenize(texts)])
+    task.eval()
+    features = task.backbone(batch["input"])
+    linear = task.head[-1]
+    for index, label in enumerate(data.labels):
+        centroid = features[[t == label for t in targets]].mean(dim=0)
+        linear.weight[index] = centroid
+        linear.bias[index] = -0.5 * centroid.dot(centroid)
+
+
+def text_classifier(checkpoint: Path | None = None):
+    """The default text backbone with a nearest-centroid head over sports and food sentences."""
+    from flash.text import TextClassifier
+
+    data = text_data()
+    task = TextClassifier(num_classes=data.num_classes, labels=data.labels)
+    nearest_centroid_head(task, data)
+    if checkpoint is not None:
+        trainer = quiet_trainer()
+        trainer.validate(task, datamodule=data, verbose=False)
+        trainer.save_checkpoint(checkpoint)
+    return task
+
+
+def tabular_rows(n: int = 96, seed: int = 0) -> dict[str, list]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return {
+        "x": x.round(3).tolist(),
+        "z": rng.normal(size=n).round(3).tolist(),
+        "color": rng.choice(["red", "blue", "green"], size=n).tolist(),
+        "label": np.where(x > 0, "high", "low").tolist(),
+        "price": (10 + 3 * x).round(3).tolist(),
+    }
+
+
+def tabular_classifier(epochs: int = 0, **kwargs):
+    from flash.tabular import TabularClassificationData, TabularClassifier
+
+    rows = tabular_rows()
+    rows.pop("price")
+    data = TabularClassificationData.from_dicts(
+        categorical_fields=["color"],
+        numerical_fields=["x", "z"],
+        target_fields="label",
+        train_dict=rows,
+        batch_size=16,
+    )
+    task = TabularClassifier.from_data(data, **kwargs)
+    if epochs:
+        quiet_trainer(max_epochs=epochs).fit(task, datamodule=data)
+    return task
+
+
+def tabular_regressor(**kwargs):
+    from flash.tabular import TabularRegressionData, TabularRegressor
+
+    rows = tabular_rows()
+    rows.pop("label")
+    data = TabularRegressionData.from_dicts(
+        categorical_fields=["color"], numerical_fields=["x", "z"], target_fields="price", train_dict=rows
+    )
+    return TabularRegressor.from_data(data, **kwargs)
+
+
+def preprocessed_batch(task, inputs):
+    """The batch ``forward`` receives for ``inputs``, made by the task's own predict path."""
+    from torch.utils.data import default_collate
+
+    dataset, _ = task.predict_dataset(inputs)
+    collate = task.collate_fn() or default_collate
+    return collate([dataset[i] for i in range(len(dataset))])["input"]
+
+
+def onnx_feeds(batch) -> dict[str, np.ndarray]:
+    if isinstance(batch, torch.Tensor):
+        return {"input": batch.numpy()}
+    return {name: tensor.numpy() for name, tensor in batch.items()}
