@@ -1,0 +1,360 @@
+"""``TabularClassificationData`` and ``TabularRegressionData``: tables in, preprocessed row vectors out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from flash.core.data import DataModule, LabelEncoder, Split, split_off_validation
+from flash.tabular.frames import (
+    announce,
+    as_field_list,
+    infer_fields,
+    numeric_values,
+    read_table,
+    require_columns,
+    shown,
+)
+from flash.tabular.preprocessing import TabularPreprocessor, check_target_present
+
+_STAGES = ("train", "val", "test", "predict")
+
+
+class TabularDataset(Dataset):
+    """Preprocessed rows as ``{"input": float vector, "target": ...}`` items."""
+
+    def __init__(self, features: np.ndarray, targets: np.ndarray | None = None) -> None:
+        self.features = torch.as_tensor(features, dtype=torch.float32)
+        self.targets = None if targets is None else torch.as_tensor(targets)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"input": self.features[index]}
+        if self.targets is not None:
+            item["target"] = self.targets[index]
+        return item
+
+
+class TabularData(DataModule):
+    """Rows of a table with categorical and numerical columns, and one or more target columns.
+
+    Build it with :meth:`from_csv`, :meth:`from_data_frame` or :meth:`from_dicts`. The
+    preprocessing (:class:`~flash.tabular.preprocessing.TabularPreprocessor`) is fitted on the
+    training rows only; a task built with ``from_data(data)`` carries it into its checkpoints.
+
+    Each split's :class:`~flash.core.data.Split` holds row positions into :attr:`frames`.
+    """
+
+    is_regression = False
+    default_batch_size = 64
+
+    def __init__(
+        self,
+        frames: dict[str, pd.DataFrame | None],
+        splits: dict[str, Split | None],
+        *,
+        preprocessor: TabularPreprocessor,
+        target_fields: list[str],
+        labels: list[Any] | None = None,
+        target_mean: list[float] | None = None,
+        target_std: list[float] | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(
+            **splits,
+            labels=labels,
+            batch_size=batch_size,
+            num_workers=0 if num_workers is None else num_workers,
+            seed=seed,
+        )
+        self.frames = frames
+        self.preprocessor = preprocessor
+        self.target_fields = target_fields
+        self.target_mean = target_mean
+        self.target_std = target_std
+
+    # -- constructors ----------------------------------------------------------------------------
+    @classmethod
+    def from_data_frame(
+        cls,
+        categorical_fields: str | list[str] | None = None,
+        numerical_fields: str | list[str] | None = None,
+        target_fields: str | list[str] | None = None,
+        train_data_frame: pd.DataFrame | None = None,
+        val_data_frame: pd.DataFrame | None = None,
+        test_data_frame: pd.DataFrame | None = None,
+        predict_data_frame: pd.DataFrame | None = None,
+        *,
+        val_split: float | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 42,
+        numerical_scaling: str = "quantile",
+    ) -> TabularData:
+        """Build the data from pandas DataFrames.
+
+        Args:
+            categorical_fields: columns holding categories (text, booleans or codes).
+            numerical_fields: columns holding numbers. When neither kind is given, both are
+                inferred from the training frame (a :class:`~flash.tabular.frames.FieldInferenceWarning`
+                says what was chosen); when one is given, the other is empty.
+            target_fields: the column to predict (classification), or one or more (regression).
+            train_data_frame, val_data_frame, test_data_frame, predict_data_frame: the tables.
+            val_split: fraction of the training rows held out for validation (stratified by class).
+            batch_size: rows per batch (default 64).
+            num_workers: loader processes (default 0: rows are already tensors in memory).
+            seed: seed of the shuffle and of ``val_split``.
+            numerical_scaling: ``"quantile"`` (default), ``"robust"`` or ``"standard"``; see
+                :data:`~flash.tabular.preprocessing.SCALINGS`.
+        """
+        sources = {
+            "train": train_data_frame,
+            "val": val_data_frame,
+            "test": test_data_frame,
+            "predict": predict_data_frame,
+        }
+        return cls._build(
+            sources,
+            categorical_fields,
+            numerical_fields,
+            target_fields,
+            val_split=val_split,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            numerical_scaling=numerical_scaling,
+            kind="data frame",
+        )
+
+    @classmethod
+    def from_csv(
+        cls,
+        categorical_fields: str | list[str] | None = None,
+        numerical_fields: str | list[str] | None = None,
+        target_fields: str | list[str] | None = None,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        *,
+        val_split: float | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 42,
+        numerical_scaling: str = "quantile",
+    ) -> TabularData:
+        """Build the data from CSV files (read with :func:`pandas.read_csv`); arguments as in
+        :meth:`from_data_frame`."""
+        sources = {"train": train_file, "val": val_file, "test": test_file, "predict": predict_file}
+        return cls._build(
+            sources,
+            categorical_fields,
+            numerical_fields,
+            target_fields,
+            val_split=val_split,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            numerical_scaling=numerical_scaling,
+            kind="file",
+        )
+
+    @classmethod
+    def from_dicts(
+        cls,
+        categorical_fields: str | list[str] | None = None,
+        numerical_fields: str | list[str] | None = None,
+        target_fields: str | list[str] | None = None,
+        train_dict: Any = None,
+        val_dict: Any = None,
+        test_dict: Any = None,
+        predict_dict: Any = None,
+        *,
+        val_split: float | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 42,
+        numerical_scaling: str = "quantile",
+    ) -> TabularData:
+        """Build the data from dicts: each of ``train_dict``, ... is a dict of columns
+        (``{"age": [22, 38], ...}``) or a list of rows (``[{"age": 22, ...}, ...]``); other arguments
+        as in :meth:`from_data_frame`."""
+        sources = {"train": train_dict, "val": val_dict, "test": test_dict, "predict": predict_dict}
+        return cls._build(
+            sources,
+            categorical_fields,
+            numerical_fields,
+            target_fields,
+            val_split=val_split,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            numerical_scaling=numerical_scaling,
+            kind="dict",
+        )
+
+    # -- the shared implementation ---------------------------------------------------------------
+    @classmethod
+    def _build(
+        cls,
+        sources: dict[str, Any],
+        categorical_fields: Any,
+        numerical_fields: Any,
+        target_fields: Any,
+        *,
+        val_split: float | None,
+        batch_size: int | None,
+        num_workers: int | None,
+        seed: int,
+        numerical_scaling: str,
+        kind: str,
+    ) -> TabularData:
+        categorical = as_field_list(categorical_fields, "categorical_fields")
+        numerical = as_field_list(numerical_fields, "numerical_fields")
+        targets = as_field_list(target_fields, "target_fields")
+        if sources["train"] is None:
+            raise ValueError(
+                f"Tabular data needs a training table (train_{'data_frame' if kind == 'data frame' else kind}=...): "
+                "the preprocessing is fitted on it."
+            )
+        if not targets:
+            raise ValueError("target_fields is required: name the column to predict.")
+        if not cls.is_regression and len(targets) != 1:
+            raise ValueError(f"Classification predicts one target column; got target_fields={targets}.")
+        if val_split is not None and sources["val"] is not None:
+            raise ValueError("Pass either val_split or a validation table, not both.")
+        frames = {stage: None if src is None else read_table(src, stage) for stage, src in sources.items()}
+        train = frames["train"]
+        check_target_present(train, targets, "training")
+        if categorical is None and numerical is None:
+            inferred = infer_fields(train, exclude=targets)
+            announce(inferred)
+            categorical, numerical = inferred.categorical, inferred.numerical
+        categorical, numerical = categorical or [], numerical or []
+        clash = [t for t in targets if t in categorical or t in numerical]
+        if clash:
+            raise ValueError(f"Target column {shown(clash)} is also listed as an input field.")
+        require_columns(train, [*numerical, *categorical], "training")
+        for stage in ("val", "test"):
+            if frames[stage] is not None:
+                check_target_present(frames[stage], targets, stage)
+                require_columns(frames[stage], [*numerical, *categorical], stage)
+        if frames["predict"] is not None:
+            require_columns(frames["predict"], [*numerical, *categorical], "predict")
+
+        target_values = {
+            stage: None if frame is None or stage == "predict" else cls._raw_targets(frame, targets, stage)
+            for stage, frame in frames.items()
+        }
+        encoder = None if cls.is_regression else LabelEncoder.fit(target_values["train"], what="training")
+        splits: dict[str, Split | None] = {}
+        for stage, frame in frames.items():
+            if frame is None:
+                splits[stage] = None
+                continue
+            encoded = None
+            if target_values[stage] is not None:
+                encoded = (
+                    np.asarray(target_values[stage], dtype=np.float32)
+                    if encoder is None
+                    else encoder.encode(target_values[stage], what=stage)
+                )
+            splits[stage] = Split(list(range(len(frame))), encoded)
+        if val_split is not None:
+            train_part, val_part = split_off_validation(splits["train"], val_split, seed)
+            frames["val"] = train.iloc[val_part.inputs].reset_index(drop=True)
+            frames["train"] = train = train.iloc[train_part.inputs].reset_index(drop=True)
+            splits["train"] = Split(list(range(len(train))), train_part.targets)
+            splits["val"] = Split(list(range(len(frames["val"]))), val_part.targets)
+        preprocessor = TabularPreprocessor.fit(train, categorical, numerical, numerical_scaling)
+        for stage in ("val", "test", "predict"):
+            if frames[stage] is not None:
+                preprocessor.transform(frames[stage], stage)  # bad values fail here, before training
+        mean = std = None
+        if cls.is_regression:
+            values = splits["train"].targets
+            mean = [float(v) for v in values.mean(axis=0)]
+            std = [float(v) or 1.0 for v in values.std(axis=0)]
+        return cls(
+            frames,
+            splits,
+            preprocessor=preprocessor,
+            target_fields=targets,
+            labels=None if encoder is None else encoder.labels,
+            target_mean=mean,
+            target_std=std,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+
+    @classmethod
+    def _raw_targets(cls, frame: pd.DataFrame, targets: list[str], what: str) -> Any:
+        if not cls.is_regression:
+            return frame[targets[0]].tolist()
+        return np.stack([numeric_values(frame[t], t, what) for t in targets], axis=1)
+
+    # -- what the task needs ---------------------------------------------------------------------
+    @property
+    def categorical_fields(self) -> list[str]:
+        return list(self.preprocessor.categorical_fields)
+
+    @property
+    def numerical_fields(self) -> list[str]:
+        return list(self.preprocessor.numerical_fields)
+
+    @property
+    def num_targets(self) -> int:
+        return len(self.target_fields)
+
+    def preprocessing_state(self) -> dict[str, Any]:
+        """The fitted preprocessing as plain values (what a task stores in its checkpoint)."""
+        return self.preprocessor.state_dict()
+
+    def attach_task(self, task: Any) -> None:
+        """Take the task's preprocessing (fitted on the data it was built from) for every split."""
+        super().attach_task(task)
+        task_preprocessor = getattr(task, "preprocessor", None)
+        if not isinstance(task_preprocessor, TabularPreprocessor):
+            raise TypeError(
+                f"{type(task).__name__} is not a tabular task; use TabularClassifier or TabularRegressor."
+            )
+        for stage, frame in self.frames.items():
+            if frame is not None:
+                require_columns(frame, task_preprocessor.columns, f"{stage} (for this task's columns)")
+        if hasattr(task, "attach_targets"):
+            task.attach_targets(self)
+        self.preprocessor = task_preprocessor
+
+    def make_dataset(self, split: Split, stage: str) -> Dataset:
+        frame = self.frames[stage]
+        assert frame is not None
+        features = self.preprocessor.transform(frame.iloc[split.inputs], stage)
+        return TabularDataset(features, split.targets)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items() if v is not None)
+        return (
+            f"{type(self).__name__}({sizes}, numerical={self.numerical_fields}, "
+            f"categorical={self.categorical_fields}, target={self.target_fields}, batch_size={self.batch_size})"
+        )
+
+
+class TabularClassificationData(TabularData):
+    """Tabular data whose target column holds classes (any values: numbers, text, booleans)."""
+
+    is_regression = False
+
+
+class TabularRegressionData(TabularData):
+    """Tabular data whose target column(s) hold numbers."""
+
+    is_regression = True

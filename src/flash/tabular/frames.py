@@ -1,0 +1,222 @@
+"""Reading tables and checking their columns: CSV files, data frames and dicts become one DataFrame."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+_SHOWN = 12
+
+
+class FieldInferenceWarning(UserWarning):
+    """Says which column kinds were inferred, when ``categorical_fields``/``numerical_fields`` are not given."""
+
+
+def shown(names: Sequence[Any], limit: int = _SHOWN) -> str:
+    """``names`` as a short, readable list (``a, b, c, ... (40 more)``)."""
+    names = [str(n) for n in names]
+    text = ", ".join(names[:limit])
+    return text + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def read_table(source: Any, what: str) -> pd.DataFrame:
+    """Turn a data frame, a CSV path, a list of row dicts or a dict of columns into a DataFrame.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist.
+        TypeError: for anything else.
+    """
+    if isinstance(source, pd.DataFrame):
+        frame = source
+    elif isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"The {what} file {path} does not exist.")
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            raise ValueError(f"Could not read the {what} file {path} as CSV: {error}") from error
+    elif isinstance(source, Mapping):
+        try:
+            frame = pd.DataFrame(dict(source))
+        except ValueError as error:
+            raise ValueError(
+                f"The {what} dict must map each column name to a list of values of equal length: {error}"
+            ) from error
+    elif isinstance(source, Sequence) and not isinstance(source, str | bytes):
+        bad = next((i for i, row in enumerate(source) if not isinstance(row, Mapping)), None)
+        if bad is not None:
+            raise TypeError(
+                f"The {what} rows must be dicts of column -> value; row {bad} is a {type(source[bad]).__name__}."
+            )
+        frame = pd.DataFrame(list(source))
+    else:
+        raise TypeError(
+            f"The {what} data must be a pandas DataFrame, a CSV path, a list of dicts (one per row) or a dict "
+            f"of columns; got {type(source).__name__}."
+        )
+    if frame.columns.duplicated().any():
+        dupes = frame.columns[frame.columns.duplicated()].unique().tolist()
+        raise ValueError(f"The {what} data has duplicate column names: {shown(dupes)}.")
+    return frame.reset_index(drop=True)
+
+
+def as_field_list(fields: Any, name: str) -> list[str] | None:
+    """``None``, one column name, or a list of names -> a list of names (or ``None``)."""
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        return [fields]
+    if isinstance(fields, Sequence) and all(isinstance(f, str) and f for f in fields):
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"{name} names a column twice: {list(fields)}.")
+        return list(fields)
+    raise TypeError(f"{name} must be a column name or a list of column names, got {fields!r}.")
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Raise naming the columns of ``columns`` that ``frame`` lacks, and the columns it has."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"The {what} data has no column{'s' if len(missing) > 1 else ''} {shown(missing)}. "
+            f"Its columns are: {shown(list(frame.columns), 50)}."
+        )
+
+
+def is_missing(value: Any) -> bool:
+    """``None``, NaN, ``pd.NA``/``NaT`` and blank strings count as missing."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def missing_mask(series: pd.Series) -> np.ndarray:
+    """Which entries of ``series`` are missing (blank strings included)."""
+    mask = series.isna().to_numpy()
+    if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
+        blank = series.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        mask = mask | blank
+    return mask
+
+
+def rows_of(mask: np.ndarray, limit: int = 8) -> str:
+    """The first row numbers where ``mask`` holds, for error messages."""
+    rows = np.flatnonzero(mask)
+    text = ", ".join(str(r) for r in rows[:limit])
+    return text + (f", ... ({len(rows) - limit} more)" if len(rows) > limit else "")
+
+
+def numeric_values(series: pd.Series, column: str, what: str) -> np.ndarray:
+    """A numerical column as float64, with NaN where a value is missing.
+
+    Raises:
+        ValueError: for text that is not a number, or for infinite values, naming rows and values.
+    """
+    missing = missing_mask(series)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        values = series.astype(float).to_numpy(copy=True)
+    elif pd.api.types.is_numeric_dtype(series.dtype):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    else:
+        converted = pd.to_numeric(series.where(~missing, np.nan), errors="coerce")
+        values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        bad = np.isnan(values) & ~missing
+        if bad.any():
+            examples = ", ".join(repr(v) for v in series[bad].unique()[:5])
+            raise ValueError(
+                f"Numerical column {column!r} of the {what} data holds text that is not a number "
+                f"({examples}) in rows {rows_of(bad)}. Clean those values, leave them empty (missing "
+                f"numbers are imputed), or list {column!r} in categorical_fields."
+            )
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise ValueError(
+            f"Numerical column {column!r} of the {what} data has infinite values in rows {rows_of(infinite)}. "
+            "Replace them with finite numbers, or leave them empty (missing numbers are imputed)."
+        )
+    values[missing] = np.nan
+    return values
+
+
+@dataclass
+class InferredFields:
+    """Column kinds read off a training table, and the columns left out with the reason."""
+
+    categorical: list[str] = field(default_factory=list)
+    numerical: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+
+    def message(self) -> str:
+        text = (
+            f"Inferred the column kinds from the training data: categorical: "
+            f"{shown(self.categorical, 50) or 'none'}; numerical: {shown(self.numerical, 50) or 'none'}"
+        )
+        if self.ignored:
+            text += "; ignored: " + "; ".join(f"{name} ({why})" for name, why in self.ignored.items())
+        return text + ". Pass categorical_fields= and numerical_fields= to choose them."
+
+
+def infer_fields(frame: pd.DataFrame, exclude: Sequence[str]) -> InferredFields:
+    """Sort the columns of ``frame`` (except ``exclude``) into categorical and numerical ones.
+
+    Numbers are numerical, text and booleans categorical. Left out: columns with no values,
+    text with a distinct value in most rows (names, free text, identifiers), and a column of
+    unique consecutive whole numbers (a row id).
+    """
+    inferred = InferredFields()
+    for column in frame.columns:
+        if column in exclude:
+            continue
+        name = str(column)
+        series = frame[column]
+        present = series[~missing_mask(series)]
+        if present.empty:
+            inferred.ignored[name] = "no values"
+            continue
+        distinct = present.nunique()
+        if pd.api.types.is_bool_dtype(series.dtype) or (
+            series.dtype == object and present.map(lambda v: isinstance(v, bool)).all()
+        ):
+            inferred.categorical.append(name)
+        elif pd.api.types.is_numeric_dtype(series.dtype):
+            if _looks_like_row_id(present, len(series)):
+                inferred.ignored[name] = "a row id: unique consecutive whole numbers"
+            else:
+                inferred.numerical.append(name)
+        elif pd.to_numeric(present, errors="coerce").notna().all():
+            inferred.numerical.append(name)
+        elif distinct > 20 and distinct > 0.5 * len(present):
+            inferred.ignored[name] = (
+                f"free text or an identifier: {distinct} distinct values in {len(present)} rows"
+            )
+        else:
+            inferred.categorical.append(name)
+    return inferred
+
+
+def _looks_like_row_id(values: pd.Series, rows: int) -> bool:
+    if len(values) != rows or rows < 20:
+        return False
+    numbers = values.to_numpy(dtype=np.float64)
+    if not np.all(np.mod(numbers, 1) == 0):
+        return False
+    ordered = np.sort(numbers)
+    return bool(np.all(np.diff(ordered) == 1))
+
+
+def announce(inferred: InferredFields) -> None:
+    """Tell the user which kinds were inferred."""
+    warnings.warn(inferred.message(), FieldInferenceWarning, stacklevel=4)

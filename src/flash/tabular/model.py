@@ -1,0 +1,357 @@
+"""``TabularClassifier`` and ``TabularRegressor``: tabular networks trained from scratch, with their preprocessing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tabm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from flash.core.classification import ClassificationTask
+from flash.core.regression import RegressionTask
+from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
+from flash.tabular.data import TabularData, TabularDataset
+from flash.tabular.frames import read_table, shown
+from flash.tabular.preprocessing import TabularPreprocessor
+
+DEFAULT_LEARNING_RATE = 2e-3
+DEFAULT_WEIGHT_DECAY = 3e-4
+_SCALAR = (str, int, float, bool)
+
+
+def _network(
+    preprocessing: dict[str, Any], backbone: str, backbone_kwargs: dict[str, Any] | None, out_features: int
+) -> tuple[TabularPreprocessor, Any, nn.Module]:
+    if not isinstance(preprocessing, Mapping):
+        raise TypeError(
+            "preprocessing must be the fitted preprocessing of a tabular data module (data.preprocessing_state()); "
+            "build the task with TabularClassifier.from_data(data) or TabularRegressor.from_data(data)."
+        )
+    if backbone_kwargs is not None and not isinstance(backbone_kwargs, Mapping):
+        raise TypeError(f"backbone_kwargs must be a dict of backbone options, got {backbone_kwargs!r}.")
+    preprocessor = TabularPreprocessor.from_state(dict(preprocessing))
+    built = build_backbone(backbone, preprocessor, **dict(backbone_kwargs or {}))
+    head = tabm.LinearEnsemble(built.num_features, out_features, k=built.preprocessing["ensemble_size"])
+    return preprocessor, built, head
+
+
+class TabularTask:
+    """What the tabular classifier and regressor share: preprocessing, ensemble training, predict inputs.
+
+    The backbone returns ``(batch, k, width)`` and the head ``(batch, k, outputs)``: ``k`` ensemble
+    members (TabM) that train on the same batches, each with its own loss. :meth:`forward` gives
+    their combined prediction.
+    """
+
+    domain = "tabular"
+    preprocessor: TabularPreprocessor
+    target_fields: list[str]
+
+    @classmethod
+    def available_backbones(cls) -> list[str]:
+        """Names accepted by ``backbone=`` (all train from scratch and work offline)."""
+        return TABULAR_BACKBONES.available()
+
+    # -- the network ---------------------------------------------------------------------------
+    def members(self, x: torch.Tensor) -> torch.Tensor:
+        """Every ensemble member's output, ``(batch, k, outputs)``."""
+        return self.head(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.members(x))
+
+    def combine(self, members: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def member_loss(self, members: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric_prediction(self, output: torch.Tensor) -> torch.Tensor:
+        return output
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        members = self.members(batch["input"])
+        target = batch["target"]
+        loss = self.member_loss(members, target)
+        size = int(target.shape[0])
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
+        prediction = self.metric_prediction(self.combine(members))
+        for name, metric in getattr(self, f"{stage}_metrics").items():
+            metric.update(prediction, target)
+            self.log(f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
+        """Rows to predict: a DataFrame, a CSV path, a list of row dicts, a dict of columns, or one row dict.
+
+        Raises:
+            ValueError: for a missing column, text in a numerical column or infinite values.
+        """
+        single = isinstance(inputs, Mapping) and not any(
+            isinstance(v, list | tuple | np.ndarray | pd.Series) for v in inputs.values()
+        )
+        frame = read_table([inputs] if single else inputs, "predict")
+        if frame.empty:
+            raise ValueError("There are no rows to predict.")
+        self.preprocessor.check_columns(frame, "predict", ignore=self.target_fields)
+        return TabularDataset(self.preprocessor.transform(frame, "predict")), single
+
+    def decode_serve_input(self, value: Any) -> dict[str, Any]:
+        """One JSON object of a request (column -> value) -> a row :meth:`predict` accepts.
+
+        Raises:
+            ValueError: if ``value`` is not an object, lacks a column, or holds a bad value.
+        """
+        columns = self.preprocessor.columns
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"Each tabular input must be a JSON object of column -> value with the columns "
+                f"{shown(columns, 50)}; got {type(value).__name__}."
+            )
+        missing = [c for c in columns if c not in value]
+        if missing:
+            raise ValueError(
+                f"The input lacks column{'s' if len(missing) > 1 else ''} {shown(missing, 50)}. "
+                f"The model needs: {shown(columns, 50)} (null for a missing value)."
+            )
+        row = {c: value[c] for c in columns}
+        nested = [c for c, v in row.items() if v is not None and not isinstance(v, _SCALAR)]
+        if nested:
+            raise ValueError(f"Column {shown(nested)} must hold a number, a string, a boolean or null.")
+        self.preprocessor.transform(pd.DataFrame([row]), "request")
+        return row
+
+    def example_input(self, batch_size: int = 2) -> torch.Tensor:
+        """A batch of ``batch_size`` typical rows, preprocessed: ``(batch_size, features)`` floats."""
+        frame = pd.DataFrame([self.preprocessor.typical_row()] * batch_size)
+        return torch.as_tensor(self.preprocessor.transform(frame, "example"), device=self.device)
+
+    def _check_data(self, data: Any, regression: bool) -> None:
+        if not isinstance(data, TabularData):
+            raise TypeError(
+                f"Expected tabular data (TabularClassificationData/TabularRegressionData), got {type(data).__name__}."
+            )
+        if data.is_regression != regression:
+            wanted = "TabularRegressionData" if regression else "TabularClassificationData"
+            raise TypeError(f"{type(self).__name__} trains on {wanted}, got {type(data).__name__}.")
+
+
+def _task_kwargs(
+    learning_rate: float,
+    optimizer: Any,
+    optimizer_kwargs: dict[str, Any] | None,
+    lr_scheduler: Any,
+    lr_scheduler_kwargs: Any,
+) -> dict[str, Any]:
+    return {
+        "learning_rate": learning_rate,
+        "optimizer": optimizer,
+        "optimizer_kwargs": {"weight_decay": DEFAULT_WEIGHT_DECAY}
+        if optimizer_kwargs is None
+        else optimizer_kwargs,
+        "lr_scheduler": lr_scheduler,
+        "lr_scheduler_kwargs": lr_scheduler_kwargs,
+    }
+
+
+class TabularClassifier(TabularTask, ClassificationTask):
+    """Classify table rows with a tabular network trained from scratch.
+
+    Build it from the data: ``TabularClassifier.from_data(data, backbone="tabm")``.
+
+    Args:
+        num_classes: number of classes.
+        preprocessing: the data's fitted preprocessing (``data.preprocessing_state()``); it travels
+            in checkpoints so ``predict`` takes raw rows.
+        backbone: one of :meth:`available_backbones` (default ``"tabm"``).
+        backbone_kwargs: the backbone's options (e.g. ``{"k": 16, "d_block": 256}``).
+        labels: class names (filled from the data at training time).
+        target_fields: the data's target column (ignored when present in rows to predict).
+        learning_rate: AdamW learning rate (default 2e-3).
+        optimizer, optimizer_kwargs: default AdamW with ``weight_decay=3e-4``.
+        lr_scheduler, lr_scheduler_kwargs: see :class:`~flash.core.task.Task`.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        preprocessing: dict[str, Any],
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_kwargs: dict[str, Any] | None = None,
+        labels: list[Any] | None = None,
+        target_fields: list[str] | None = None,
+        learning_rate: float = DEFAULT_LEARNING_RATE,
+        optimizer: str = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
+        lr_scheduler: str | None = None,
+        lr_scheduler_kwargs: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        hparams = {
+            "num_classes": num_classes,
+            "preprocessing": preprocessing,
+            "backbone": backbone,
+            "backbone_kwargs": backbone_kwargs,
+            "labels": labels,
+            "target_fields": target_fields,
+            "learning_rate": learning_rate,
+            "optimizer": optimizer,
+            "optimizer_kwargs": optimizer_kwargs,
+            "lr_scheduler": lr_scheduler,
+            "lr_scheduler_kwargs": lr_scheduler_kwargs,
+            "label_smoothing": label_smoothing,
+        }
+        preprocessor, built, head = _network(preprocessing, backbone, backbone_kwargs, num_classes)
+        super().__init__(
+            built.module,
+            head,
+            num_classes=num_classes,
+            labels=labels,
+            label_smoothing=label_smoothing,
+            backbone_blocks=built.blocks,
+            **_task_kwargs(learning_rate, optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs),
+        )
+        self.preprocessor = preprocessor
+        self.target_fields = list(target_fields or [])
+        self.save_hyperparameters(hparams)
+
+    @classmethod
+    def from_data(cls, data: TabularData, **kwargs: Any) -> TabularClassifier:
+        """A classifier for ``data``'s columns, classes and fitted preprocessing; ``kwargs`` as in the constructor."""
+        if not isinstance(data, TabularData) or data.is_regression:
+            raise TypeError(
+                f"TabularClassifier.from_data needs TabularClassificationData, got {type(data).__name__}."
+            )
+        return cls(
+            num_classes=data.num_classes,
+            preprocessing=data.preprocessing_state(),
+            labels=data.labels,
+            target_fields=data.target_fields,
+            **kwargs,
+        )
+
+    def attach_targets(self, data: TabularData) -> None:
+        self._check_data(data, regression=False)
+
+    def combine(self, members: torch.Tensor) -> torch.Tensor:
+        # log of the members' mean probability: softmax of it is the ensemble's probability
+        log_probs = F.log_softmax(members.float(), dim=-1)
+        return torch.logsumexp(log_probs, dim=1) - math.log(members.shape[1])
+
+    def member_loss(self, members: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = members.shape[1]
+        return self.loss_fn(members.flatten(0, 1).float(), target.repeat_interleave(k))
+
+
+class TabularRegressor(TabularTask, RegressionTask):
+    """Predict one or more numbers per table row with a tabular network trained from scratch.
+
+    Build it from the data: ``TabularRegressor.from_data(data)``. Targets are standardised with
+    the training mean and standard deviation (kept in checkpoints); predictions are in the
+    original units. Arguments as in :class:`TabularClassifier`, plus ``num_targets``,
+    ``target_mean`` and ``target_std``.
+    """
+
+    def __init__(
+        self,
+        preprocessing: dict[str, Any],
+        num_targets: int = 1,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_kwargs: dict[str, Any] | None = None,
+        target_mean: list[float] | None = None,
+        target_std: list[float] | None = None,
+        target_fields: list[str] | None = None,
+        learning_rate: float = DEFAULT_LEARNING_RATE,
+        optimizer: str = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
+        lr_scheduler: str | None = None,
+        lr_scheduler_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(num_targets, bool) or not isinstance(num_targets, int) or num_targets < 1:
+            raise ValueError(f"num_targets must be a whole number >= 1, got {num_targets!r}.")
+        for name, stats in (("target_mean", target_mean), ("target_std", target_std)):
+            if stats is not None and len(stats) != num_targets:
+                raise ValueError(f"{name} needs {num_targets} values (one per target), got {stats!r}.")
+        hparams = {
+            "preprocessing": preprocessing,
+            "num_targets": num_targets,
+            "backbone": backbone,
+            "backbone_kwargs": backbone_kwargs,
+            "target_mean": target_mean,
+            "target_std": target_std,
+            "target_fields": target_fields,
+            "learning_rate": learning_rate,
+            "optimizer": optimizer,
+            "optimizer_kwargs": optimizer_kwargs,
+            "lr_scheduler": lr_scheduler,
+            "lr_scheduler_kwargs": lr_scheduler_kwargs,
+        }
+        preprocessor, built, head = _network(preprocessing, backbone, backbone_kwargs, num_targets)
+        super().__init__(
+            built.module,
+            head,
+            num_targets=num_targets,
+            target_mean=target_mean,
+            target_std=target_std,
+            backbone_blocks=built.blocks,
+            **_task_kwargs(learning_rate, optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs),
+        )
+        self.preprocessor = preprocessor
+        self.target_fields = list(target_fields or [])
+        self.save_hyperparameters(hparams)
+
+    @classmethod
+    def from_data(cls, data: TabularData, **kwargs: Any) -> TabularRegressor:
+        """A regressor for ``data``'s columns, targets and fitted preprocessing; ``kwargs`` as in the constructor."""
+        if not isinstance(data, TabularData) or not data.is_regression:
+            raise TypeError(
+                f"TabularRegressor.from_data needs TabularRegressionData, got {type(data).__name__}."
+            )
+        return cls(
+            preprocessing=data.preprocessing_state(),
+            num_targets=data.num_targets,
+            target_mean=data.target_mean,
+            target_std=data.target_std,
+            target_fields=data.target_fields,
+            **kwargs,
+        )
+
+    def attach_targets(self, data: TabularData) -> None:
+        """Check the data's targets; a task built without target statistics takes the data's."""
+        self._check_data(data, regression=True)
+        if data.num_targets != self.num_targets:
+            raise ValueError(
+                f"The task predicts {self.num_targets} targets but the data has {data.num_targets} "
+                f"({', '.join(data.target_fields)})."
+            )
+        if self.hparams.get("target_mean") is None and data.target_mean is not None:
+            self.target_mean.copy_(torch.tensor(data.target_mean).view(1, -1))
+            self.target_std.copy_(torch.tensor(data.target_std).view(1, -1))
+            self.hparams["target_mean"] = list(data.target_mean)
+            self.hparams["target_std"] = list(data.target_std)
+
+    def predict(self, inputs: Any, output: str = "values", batch_size: int = 32, num_workers: int = 0) -> Any:
+        """Predicted numbers for ``inputs`` (rows as in :meth:`predict_dataset`), in the target's units:
+        a float per row (a list of floats per row for several targets)."""
+        return super().predict(inputs, output=output, batch_size=batch_size, num_workers=num_workers)
+
+    def combine(self, members: torch.Tensor) -> torch.Tensor:
+        return members.float().mean(dim=1)
+
+    def member_loss(self, members: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        standardized = (
+            target.float().view(members.shape[0], 1, -1) - self.target_mean.unsqueeze(1)
+        ) / self.target_std.unsqueeze(1)
+        return self.loss_fn(members.float(), standardized.expand_as(members))
+
+    def metric_prediction(self, output: torch.Tensor) -> torch.Tensor:
+        return output * self.target_std + self.target_mean
