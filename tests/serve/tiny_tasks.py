@@ -92,7 +92,7 @@ def tabular_rows(n: int = 96, seed: int = 0) -> dict[str, list]:
     }
 
 
-def tabular_classifier(epochs: int = 0, **kwargs):
+def tabular_classifier(epochs: int = 0, checkpoint: Path | None = None, **kwargs):
     from flash.tabular import TabularClassificationData, TabularClassifier
 
     rows = tabular_rows()
@@ -105,8 +105,11 @@ def tabular_classifier(epochs: int = 0, **kwargs):
         batch_size=16,
     )
     task = TabularClassifier.from_data(data, **kwargs)
-    if epochs:
-        quiet_trainer(max_epochs=epochs).fit(task, datamodule=data)
+    if epochs or checkpoint is not None:
+        trainer = quiet_trainer(max_epochs=epochs)
+        trainer.fit(task, datamodule=data)
+        if checkpoint is not None:
+            trainer.save_checkpoint(checkpoint)
     return task
 
 

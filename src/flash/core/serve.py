@@ -278,9 +278,10 @@ def serve(
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
     log_level: str = "info",
 ) -> None:
-    """Serve a task (or a checkpoint path) at ``http://host:port`` until interrupted (Ctrl-C).
+    """Serve a task (or a checkpoint path) at ``http://host:port``; returns after Ctrl-C (SIGINT) or SIGTERM.
 
-    See :func:`build_app` for the limits. ``host="0.0.0.0"`` listens on every interface.
+    In-flight requests are finished before it returns. See :func:`build_app` for the limits.
+    ``host="0.0.0.0"`` listens on every interface.
     """
     import uvicorn
 
@@ -296,7 +297,12 @@ def serve(
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     logger.info("Serving %s at http://%s:%d (docs at /docs)", type(app.state.task).__name__, host, port)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        pass
+    finally:
+        sock.close()
 
 
 class RunningServer:
