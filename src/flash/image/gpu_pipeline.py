@@ -507,7 +507,8 @@ def device_image_loader(
         transform: what happens on the device (training or evaluation transform).
         batch_size: images per batch.
         num_workers: reader processes; default :func:`default_reader_workers`.
-        sampler: item order (e.g. :class:`~flash.core.data.EpochShuffleSampler`); default in order.
+        sampler: item order (e.g. :class:`~flash.core.data.EpochShuffleSampler`), or a batch
+            sampler (one with a ``batch_size``); default: in order.
         drop_last: drop the last, smaller batch (keeps shapes static for ``torch.compile``).
         prefetch: batches waiting between the stages (decoding, augmentation, the model).
         background: run decoding and augmentation in background threads (default: on CUDA).
@@ -524,21 +525,103 @@ def device_image_loader(
         raise ValueError("No image files given.")
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4)
+        kwargs["persistent_workers"] = True
     generator = getattr(sampler, "generator", None)
     if isinstance(generator, torch.Generator):
         kwargs["generator"] = generator
+    if sampler is not None and hasattr(sampler, "batch_size"):  # a batch sampler makes its own batches
+        kwargs["batch_sampler"] = sampler
+    else:
+        kwargs.update(batch_size=batch_size, sampler=sampler, drop_last=drop_last)
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_encoded,
         pin_memory=transform.device.type == "cuda",
-        drop_last=drop_last,
         **kwargs,
     )
     return DeviceLoader(loader, transform.stages, transform.device, prefetch=prefetch, background=background)
+
+
+def gpu_loader_for(
+    datamodule: Any,
+    stage: str,
+    preprocessing: dict[str, Any],
+    *,
+    enabled: bool | None = None,
+    device: torch.device | str | None = None,
+    **augmentation: Any,
+) -> DeviceLoader | None:
+    """The device input path for one stage of an image data module, or ``None`` where it does not apply.
+
+    The hook an image data module calls from ``_loader(stage)``, falling back to the CPU path on
+    ``None``. It applies when the stage's inputs are all image files and the module's trainer
+    runs on a single CUDA device whose ``decode_jpeg`` works; inputs come out in the trainer's
+    precision (bf16 under ``"bf16-mixed"``) and channels-last.
+
+    Args:
+        datamodule: a :class:`~flash.core.data.DataModule` (its splits, batch size, workers, seed,
+            training sampler and trainer are used).
+        stage: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
+        preprocessing: the backbone's ``image_size``, ``mean``, ``std`` and, optionally,
+            ``crop_pct`` and ``interpolation``.
+        enabled: ``False`` never uses it; ``True`` raises when it cannot be used; ``None`` uses
+            it whenever it applies.
+        device: run on this device instead of the trainer's (``"cpu"`` runs the same code, for tests).
+        **augmentation: ``scale``, ``ratio``, ``hflip`` of the training crop and flip.
+    """
+    if enabled is False:
+        return None
+    split = datamodule.splits.get(stage)
+    reason = _why_not(datamodule, split, device)
+    if reason is not None:
+        if enabled:
+            raise RuntimeError(f"The GPU input path cannot be used for the {stage} data: {reason}.")
+        return None
+    trainer = getattr(datamodule, "trainer", None)
+    target = torch.device(device) if device is not None else trainer.strategy.root_device
+    options = {k: preprocessing[k] for k in ("crop_pct", "interpolation") if k in preprocessing}
+    train = stage == "train"
+    transform = DeviceImageTransform(
+        preprocessing["image_size"],
+        preprocessing["mean"],
+        preprocessing["std"],
+        train=train,
+        device=target,
+        seed=datamodule.seed,
+        dtype=input_dtype_for_precision(getattr(trainer, "precision", "32-true")),
+        **options,
+        **(augmentation if train else {}),
+    )
+    sampler = datamodule.train_sampler(range(len(split))) if train else None
+    return device_image_loader(
+        split.inputs,
+        split.targets,
+        transform,
+        batch_size=datamodule.batch_size,
+        num_workers=datamodule.num_workers,
+        sampler=sampler,
+    )
+
+
+def _why_not(datamodule: Any, split: Any, device: torch.device | str | None) -> str | None:
+    if split is None:
+        return "there is no such data"
+    if not all(isinstance(item, str | os.PathLike) for item in split.inputs):
+        return "its inputs are not all image files (arrays and PIL images take the CPU path)"
+    if device is not None:
+        return None
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return "the data module is not attached to a trainer"
+    root = trainer.strategy.root_device
+    if root.type != "cuda":
+        return f"the trainer runs on {root.type}, not on a CUDA GPU"
+    if trainer.world_size > 1:
+        return "it feeds one GPU; with several, each process would read every file"
+    if not gpu_decoding_available(str(root)):
+        return "torchvision's decode_jpeg does not work on this GPU (built without nvJPEG?)"
+    return None
 
 
 @functools.lru_cache(maxsize=8)
