@@ -3,8 +3,9 @@
 Loader workers only read each file's bytes (and check its header); the main process decodes a
 whole batch of JPEGs with one ``torchvision.io.decode_jpeg(list, device="cuda")`` call (nvJPEG),
 crops, resizes, flips and normalises on the GPU, and hands the model a channels-last batch in
-the training dtype. A :class:`~flash.core.device_loader.DeviceLoader` runs this in a background
-thread on its own CUDA stream, so the next batch is prepared while the model trains.
+the training dtype. A :class:`~flash.core.device_loader.DeviceLoader` runs decoding and
+augmentation as two stages in background threads, each on its own CUDA stream, so while the
+model trains on one batch the next is augmented and the one after decoded.
 
 Files that nvJPEG does not take (PNG, GIF, CMYK JPEGs, ...) are decoded by PIL in the workers,
 as the CPU path does. The same code runs with ``device="cpu"`` (``decode_jpeg`` decodes on the
