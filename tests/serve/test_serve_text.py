@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 
 import httpx
 import pytest
+import torch
 from tiny_tasks import FOOD, KNOWN_TEXTS, SPORTS, text_classifier
 
 from flash.core.checkpoint import load_task
@@ -17,6 +19,8 @@ from flash.core.serve import start_server
 def served(tmp_path_factory):
     checkpoint = tmp_path_factory.mktemp("text") / "text.ckpt"
     text_classifier(checkpoint)
+    raw = torch.load(checkpoint, weights_only=True)  # plain tensors and containers only
+    assert raw["hyper_parameters"]["labels"] == ["food", "sports"]
     reference = load_task(checkpoint)
     with start_server(checkpoint, max_batch_size=16) as server:
         yield server, reference
@@ -49,7 +53,6 @@ def test_bad_text_inputs_get_422(served, body, message):
     response = httpx.post(f"{server.url}/predict", json=body, timeout=60)
     assert response.status_code == 422
     assert response.json()["error"]
-    import re
 
     assert re.search(message, response.json()["error"])
     upload = httpx.post(f"{server.url}/predict", files={"files": ("a.txt", b"hello")}, timeout=60)
