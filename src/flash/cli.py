@@ -8,11 +8,14 @@ Heavy libraries are imported only when a command runs, so help and argument erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,16 +168,62 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # -- flash serve / flash export -------------------------------------------------------------------
+SERVE_DEFAULTS = {
+    "max_body_bytes": 16 * 1024 * 1024,
+    "max_batch_size": 32,
+    "max_wait_ms": 5.0,
+    "max_inputs_per_request": 256,
+}
+"""flash.core.serve's defaults, mirrored so that `flash --help` need not import the web stack."""
+
+
 def _add_serve_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "serve",
         help="serve a saved model over HTTP",
-        description='Serve a checkpoint: GET /health, POST /predict with {"inputs": [...]}; OpenAPI at /docs.',
+        description=(
+            'Serve a checkpoint: GET /health, POST /predict with {"inputs": [...]}, the OpenAPI schema '
+            "at /openapi.json and /docs. Concurrent requests are batched. Stop with Ctrl-C."
+        ),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=SERVE_DEFAULTS["max_body_bytes"],
+        metavar="N",
+        help="larger requests get 413",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=SERVE_DEFAULTS["max_batch_size"],
+        metavar="N",
+        help="inputs of concurrent requests run together up to this many",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=SERVE_DEFAULTS["max_wait_ms"],
+        metavar="MS",
+        help="how long a request waits for others to batch with",
+    )
+    parser.add_argument(
+        "--max-inputs-per-request",
+        type=positive_int,
+        default=SERVE_DEFAULTS["max_inputs_per_request"],
+        metavar="N",
+        help="requests with more inputs get 422",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="server log level",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -182,35 +231,61 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"No checkpoint at {args.checkpoint}.")
-    serve(args.checkpoint, host=args.host, port=args.port)
+    serve(
+        args.checkpoint,
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_inputs_per_request=args.max_inputs_per_request,
+        log_level=args.log_level,
+    )
     return 0
 
 
 def _add_export_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "export",
-        help="export a saved model (ONNX)",
-        description="Export a checkpoint's model: preprocessed batch in, logits out, dynamic batch size.",
+        help="export a saved model to ONNX",
+        description=(
+            "Export a checkpoint's model to ONNX: the preprocessed batch in, logits and probabilities out, "
+            "with a dynamic batch axis; checked against PyTorch with onnxruntime unless --no-check."
+        ),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     parser.add_argument(
-        "--out", metavar="PATH", help="output file (default: the checkpoint's name with .onnx)"
+        "--out", metavar="PATH", help="output file (default: the checkpoint's path with .onnx)"
     )
+    parser.add_argument(
+        "--exporter",
+        choices=("auto", "torchscript", "dynamo"),
+        default="auto",
+        help="torch's ONNX exporter to use",
+    )
+    parser.add_argument(
+        "--opset", type=positive_int, metavar="N", help="ONNX opset (default: the exporter's)"
+    )
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     parser.add_argument("--force", action="store_true", help="replace PATH if it exists")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from flash.core.checkpoint import load_task
     from flash.core.export import export_onnx
 
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"No checkpoint at {checkpoint}.")
+    out = Path(args.out) if args.out else checkpoint.with_suffix(".onnx")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it, or another --out.")
-    task = load_task(args.checkpoint)
-    result = export_onnx(task, out)
-    print(f"ONNX model written to {result or out}")
+    written = export_onnx(
+        checkpoint, out, exporter=args.exporter, opset_version=args.opset, check=not args.no_check
+    )
+    checked = "" if args.no_check else " (checked against PyTorch with onnxruntime)"
+    print(f"ONNX model written to {written}{checked}")
     return 0
 
 
@@ -254,9 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finetune = _subparser(parser, "finetune")
         finetune.error(f"name a domain ({', '.join(DOMAINS)}) or pass --config FILE")
     try:
-        if args.command == "finetune":
-            return run_finetune(args, _subparser(parser, "finetune", args.domain))
-        return RUNNERS[args.command](args, parser)
+        with command_messages(quiet=bool(getattr(args, "quiet", False))):
+            if args.command == "finetune":
+                return run_finetune(args, _subparser(parser, "finetune", args.domain))
+            return RUNNERS[args.command](args, parser)
     except USER_ERRORS as error:
         if debug:
             raise
@@ -265,6 +341,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"flash {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def command_messages(quiet: bool) -> Iterator[None]:
+    """What a command shows on stderr: flash's own lines and warnings, not library chatter.
+
+    Lightning's informational log lines and the libraries' deprecation notices (nothing a
+    command's user can act on) are hidden; other warnings print as one ``warning: ...`` line. ``quiet`` hides warnings
+    and progress bars too. Everything is put back afterwards.
+    """
+    from flash.core.progress import is_quiet
+    from flash.core.progress import quiet as quiet_mode
+
+    quiet = quiet or is_quiet()
+    with warnings.catch_warnings(), quiet_mode(quiet):
+        loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        if quiet:
+            warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def _show_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _message(error: BaseException) -> str:

@@ -44,6 +44,7 @@ class DomainSpec:
     summary: str
     package: str
     default_backbone: str
+    default_strategy: str
     options: tuple[Option, ...]
     build_data: Callable[[dict[str, Any]], Any]
     build_task: Callable[[dict[str, Any], Any, dict[str, Any]], Any]
@@ -193,7 +194,13 @@ def _text_data(options: dict[str, Any]) -> Any:
     kind = _by_extension(options["train_file"], "--train-file")
     constructor = getattr(TextClassificationData, f"from_{kind}")
     files = _data_kwargs(options, ("train_file", "val_file", "test_file"))
-    return constructor(options["input_field"], options["target_fields"], **files, **_loader_kwargs(options))
+    return constructor(
+        options["input_field"], _one_or_many(options["target_fields"]), **files, **_loader_kwargs(options)
+    )
+
+
+def _one_or_many(names: list[str]) -> str | list[str]:
+    return names[0] if len(names) == 1 else names
 
 
 def _text_task(options: dict[str, Any], data: Any, extra: dict[str, Any]) -> Any:
@@ -206,41 +213,17 @@ def _text_task(options: dict[str, Any], data: Any, extra: dict[str, Any]) -> Any
     )
 
 
-TEXT_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
-
-
 def _text_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> tuple[list[str], Any]:
+    """Each input is a text, or a file of texts (.txt, .csv, .tsv, .json, .jsonl, .parquet)."""
+    if options.get("input_field"):
+        task.input_field = options["input_field"]
     names: list[str] = []
     texts: list[str] = []
     for item in inputs:
-        path = Path(item)
-        if path.is_file() and path.suffix.lower() in TEXT_FILE_SUFFIXES:
-            frame = read_table(item)
-            column = options.get("input_field") or _text_column(frame, item)
-            if column not in frame.columns:
-                raise ValueError(
-                    f"{item} has no column {column!r}; its columns are {', '.join(map(str, frame.columns))}."
-                )
-            values = ["" if v is None else str(v) for v in frame[column].tolist()]
-            names.extend(f"{item}:{row}" for row in range(len(values)))
-            texts.extend(values)
-        elif path.is_file() and path.suffix.lower() == ".txt":
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            names.extend(f"{item}:{row}" for row in range(len(lines)))
-            texts.extend(lines)
-        else:
-            names.append(item)
-            texts.append(item)
+        found, single = task.texts_of(item)
+        names.extend([item] if single else [f"{item}:{row}" for row in range(len(found))])
+        texts.extend(found)
     return names, texts
-
-
-def _text_column(frame: Any, path: str) -> str:
-    text_columns = [c for c in frame.columns if frame[c].dtype == object]
-    if len(text_columns) == 1:
-        return str(text_columns[0])
-    raise ValueError(
-        f"Which column of {path} holds the text? Pass --input-field (columns: {', '.join(map(str, frame.columns))})."
-    )
 
 
 # -- tabular ----------------------------------------------------------------------------------
@@ -302,6 +285,7 @@ DOMAINS: dict[str, DomainSpec] = {
         summary="image classification from folders of images, one folder per class",
         package="flash.image",
         default_backbone="efficientnet_lite0",
+        default_strategy="freeze_unfreeze",
         options=(
             Option(
                 "--train-folder", "folder with one subfolder of images per class", kind="path", metavar="DIR"
@@ -336,6 +320,7 @@ DOMAINS: dict[str, DomainSpec] = {
         summary="text classification from a CSV, JSON or Parquet file",
         package="flash.text",
         default_backbone="all-MiniLM-L6-v2",
+        default_strategy="no_freeze",
         options=(
             Option(
                 "--train-file", "training file (.csv, .json, .jsonl or .parquet)", kind="path", metavar="FILE"
@@ -378,6 +363,7 @@ DOMAINS: dict[str, DomainSpec] = {
         summary="tabular classification or regression from a CSV or Parquet file",
         package="flash.tabular",
         default_backbone="tabm",
+        default_strategy="no_freeze",
         options=(
             Option("--train-file", "training table (.csv or .parquet)", kind="path", metavar="FILE"),
             Option(
@@ -409,6 +395,11 @@ DOMAINS: dict[str, DomainSpec] = {
                 fields,
                 kind="fields",
                 metavar="COLUMNS",
+            ),
+            Option(
+                "--numerical-scaling",
+                "how numbers are scaled, fitted on the training rows (default: the data module's, quantile)",
+                choices=("quantile", "robust", "standard"),
             ),
             Option("--regression", "predict numbers (regression) instead of classes", kind="flag"),
             VAL_SPLIT,

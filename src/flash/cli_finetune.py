@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULER_NAMES = ("constant", "cosine", "onecycle", "linear_warmup", "reduce_on_plateau")
 DEFAULT_EPOCHS = 10
-DEFAULT_STRATEGY = "freeze_unfreeze"
 DEFAULT_SEED = 42
 DEFAULT_LR_FIND_STEPS = 100
 
@@ -100,7 +100,7 @@ COMMON_OPTIONS = (
         "--strategy",
         "finetuning strategy: no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N]",
         parse_strategy,
-        DEFAULT_STRATEGY,
+        "no_freeze",
         metavar="NAME[:ARGS]",
     ),
     Option("--no-train-bn", "hold BatchNorm layers of frozen parts frozen too", kind="flag"),
@@ -181,12 +181,13 @@ def add_finetune_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]
         train_group = sub.add_argument_group("training")
         for option in COMMON_OPTIONS:
             if option.dest == "backbone":
-                option = Option(
-                    option.flag,
-                    f"pretrained backbone (see `flash backbones {spec.name}`)",
+                option = replace(
+                    option,
+                    help=f"backbone (see `flash backbones {spec.name}`)",
                     default=spec.default_backbone,
-                    metavar="NAME",
                 )
+            elif option.dest == "strategy":
+                option = replace(option, default=spec.default_strategy)
             add_option(train_group, option)
         run_group = sub.add_argument_group("run folder")
         run_group.add_argument("--out", metavar="DIR", help=f"run folder (default: a new runs/{spec.name}-N)")
@@ -347,10 +348,6 @@ def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     options = absolute_paths(spec, options)
     out = prepare_run_dir(Path(args.out) if args.out else default_run_dir(spec.name), args.force)
     say = _Say(args.quiet)
-    if args.quiet:
-        from flash.core.progress import set_quiet
-
-        set_quiet(True)
     started = time.perf_counter()
     run = _train(spec, options, out, say, quiet=args.quiet)
     run["wall_time_s"] = round(time.perf_counter() - started, 2)
@@ -387,7 +384,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quie
     data = spec.build_data(options)
     say(f"  {data!r}")
     task = spec.build_task(options, data, {})
-    options["backbone"] = getattr(task, "hparams", {}).get("backbone", options["backbone"])
+    record_defaults(spec, options, task, data)
     trainer = flash.Trainer(
         max_epochs=options["epochs"],
         accelerator=options["accelerator"],
@@ -448,6 +445,25 @@ def _evaluation_plots(
     if spec.extra_plots is not None and isinstance(task, ClassificationTask) and not task.multi_label:
         plots.update(spec.extra_plots(task, data, folder))
     return plots
+
+
+def record_defaults(spec: DomainSpec, options: dict[str, Any], task: Any, data: Any) -> None:
+    """Write the values the task and data chose by default into ``options``, so the saved config
+    still replays the same run if a later version changes a default."""
+    options["backbone"] = task.hparams.get("backbone", options["backbone"])
+    for name in ("optimizer", "lr_scheduler"):
+        if options.get(name) is None:
+            value = getattr(task, name, None)
+            if isinstance(value, str):
+                options[name] = value.lower()
+            elif value is None and name == "lr_scheduler":
+                options[name] = "constant"
+    given = {option.dest for option in spec.options}
+    for name, owners in (("batch_size", (data,)), ("max_length", (task, data)), ("image_size", (task, data))):
+        if name in given and options.get(name) is None:
+            value = next((getattr(o, name) for o in owners if isinstance(getattr(o, name, None), int)), None)
+            if value is not None:
+                options[name] = value
 
 
 def set_learning_rate(task: Any, learning_rate: float) -> None:

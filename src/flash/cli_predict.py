@@ -54,10 +54,6 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it, or another --out.")
-    if args.quiet:
-        from flash.core.progress import set_quiet
-
-        set_quiet(True)
     from flash.cli_domains import domain_of_task
     from flash.core.checkpoint import load_task
 

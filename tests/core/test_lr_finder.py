@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import flash
-from flash.core.lr_finder import LRFinderResult, suggest_learning_rate
+from flash.core.lr_finder import LRFinderResult, smooth, suggest_learning_rate
 from toy import ToyClassifier, toy_data
 
 QUIET = {
@@ -142,3 +142,18 @@ def test_suggestion_ignores_a_noisy_low_start_and_needs_enough_points():
     assert suggest_learning_rate(lrs, losses) > lrs[2]
     assert suggest_learning_rate(lrs[:2], losses[:2]) is None
     assert suggest_learning_rate([1e-3, 1e-2, 1e-1], [float("nan")] * 3) is None
+
+
+def test_smoothing_is_unbiased_from_the_first_step():
+    # Lightning's own smoothed losses start at about half the real loss; these must not
+    assert smooth([0.7] * 20) == pytest.approx([0.7] * 20)
+    noisy = [0.7 + (0.2 if i % 2 else -0.2) for i in range(40)]
+    assert max(abs(v - 0.7) for v in smooth(noisy)[10:]) < 0.1
+    assert smooth([1.0, float("nan"), 1.0])[1] != smooth([1.0, float("nan"), 1.0])[1]  # NaN kept
+
+
+def test_recorded_losses_are_the_raw_training_losses(found):
+    result = found["result"]
+    assert len(result.raw_losses) == len(result.lrs)
+    assert result.losses == pytest.approx(smooth(result.raw_losses))
+    assert 0.3 < result.raw_losses[0] < 1.5  # a two-class cross-entropy at the start, not half of it

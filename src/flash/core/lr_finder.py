@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
-__all__ = ["LRFinderResult", "find_learning_rate", "suggest_learning_rate"]
+__all__ = ["LRFinderResult", "find_learning_rate", "smooth", "suggest_learning_rate"]
 
 
 @dataclass
@@ -39,7 +39,8 @@ class LRFinderResult:
         suggestion: the suggested learning rate (steepest fall of the loss), or ``None`` when
             the test ran too few steps to suggest one.
         lrs: the learning rate of every step.
-        losses: the smoothed training loss of every step.
+        losses: the smoothed training loss of every step (see :func:`smooth`).
+        raw_losses: the training loss of every step as measured.
         plot: the plot's path when one was asked for, else a matplotlib ``Figure``.
     """
 
@@ -47,6 +48,7 @@ class LRFinderResult:
     lrs: list[float] = field(repr=False)
     losses: list[float] = field(repr=False)
     plot: Path | Any = field(default=None, repr=False)
+    raw_losses: list[float] = field(default_factory=list, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         yield self.suggestion
@@ -74,7 +76,10 @@ def find_learning_rate(
     try:
         with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir:
             scratch = _scratch_trainer(trainer, scratch_dir, strategy, train_bn, task)
-            with _finder_bar(enabled=scratch.progress_bar_callback is not None):
+            with (
+                _finder_bar(enabled=scratch.progress_bar_callback is not None),
+                _LossRecorder(task) as recorder,
+            ):
                 finder = Tuner(scratch).lr_find(
                     task,
                     train_dataloaders=train_loader,
@@ -90,12 +95,60 @@ def find_learning_rate(
     if finder is None:
         raise RuntimeError("The learning-rate finder did not run (is fast_dev_run set on the trainer?).")
     lrs = [float(x) for x in finder.results.get("lr", [])]
-    losses = [float(x) for x in finder.results.get("loss", [])]
+    raw = recorder.losses[: len(lrs)]
+    lrs = lrs[: len(raw)]
+    losses = smooth(raw)
     suggestion = suggest_learning_rate(lrs, losses)
     from flash.core.plots import plot_lr_finder
 
     plot = plot_lr_finder(lrs, losses, suggestion, path=plot_path)
-    return LRFinderResult(suggestion, lrs, losses, plot)
+    return LRFinderResult(suggestion, lrs, losses, plot, raw_losses=raw)
+
+
+def smooth(losses: list[float], beta: float | None = None) -> list[float]:
+    """Exponential moving average with bias correction (fastai's smoothing of the range test).
+
+    ``beta`` defaults to 0.98 for long tests and less for short ones (``1 - 5 / steps``), so a
+    short test's curve does not lag many steps behind the rate. Non-finite losses stay as they are.
+    """
+    if beta is None:
+        beta = min(0.98, max(0.0, 1.0 - 5.0 / max(1, len(losses))))
+    average, smoothed, count = 0.0, [], 0
+    for loss in losses:
+        if not math.isfinite(loss):
+            smoothed.append(loss)
+            continue
+        count += 1
+        average = beta * average + (1 - beta) * loss
+        smoothed.append(average / (1 - beta**count) if beta > 0 else loss)
+    return smoothed
+
+
+class _LossRecorder:
+    """Records the raw training loss of every step through the task's ``on_train_batch_end`` hook.
+
+    Lightning's range test keeps only its own smoothed losses, whose bias correction is off by one
+    step (the first value is about half the real loss), and it runs no other callbacks; the task's
+    own hooks still run, so the raw losses are taken there.
+    """
+
+    def __init__(self, task: pl.LightningModule) -> None:
+        self.task = task
+        self.losses: list[float] = []
+
+    def __enter__(self) -> _LossRecorder:
+        original = self.task.on_train_batch_end
+
+        def record(outputs: Any, batch: Any, batch_idx: int) -> Any:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            self.losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan"))
+            return original(outputs, batch, batch_idx)
+
+        object.__setattr__(self.task, "on_train_batch_end", record)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.task.__dict__.pop("on_train_batch_end", None)
 
 
 def _check_arguments(

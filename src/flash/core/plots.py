@@ -325,5 +325,18 @@ def plot_lr_finder(
             label=f"suggested {suggestion:.2g}",
         )
         ax.legend()
+    _clip_divergence(ax, losses)
     ax.set_title("learning-rate range test")
     return _finish(figure, path)
+
+
+def _clip_divergence(ax: Any, losses: Sequence[float]) -> None:
+    """Keep the y-axis on the useful part: the loss explodes once the rate is far too high."""
+    finite = [loss for loss in losses if math.isfinite(loss)]
+    if len(finite) < 2:
+        return
+    lowest = int(np.argmin(finite))
+    bottom, top = min(finite), max(finite[: lowest + 1])
+    span = top - bottom
+    if span > 0 and max(finite) > top + span:
+        ax.set_ylim(bottom - 0.1 * span, top + span)

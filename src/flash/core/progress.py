@@ -81,9 +81,30 @@ def progress(
 
 
 class FlashProgressBar(TQDMProgressBar):
-    """Lightning's bar (epoch, batches, loss and logged metrics) without the logger version number."""
+    """Lightning's bar (epoch, batches, loss and logged metrics) on stderr, without the logger's
+    version number, so a program's stdout carries only its results."""
 
     def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+    def init_sanity_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_test_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_test_tqdm()
+
+    def init_predict_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_predict_tqdm()

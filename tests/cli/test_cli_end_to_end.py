@@ -1,0 +1,186 @@
+"""End to end through real processes: finetune, predict from the saved checkpoint in a new
+process, then replay the saved config, on tiny generated data of each domain."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flash import cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def flash_command(*args: str, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
+    """``python -m flash ARGS`` in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flash", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == expect, (
+        f"flash {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    )
+    return done
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000, path
+
+
+def assert_run_folder(out: Path, plots: tuple[str, ...]) -> None:
+    for name in ("model.ckpt", "config.json", "results.json", "metrics.csv"):
+        assert (out / name).is_file(), name
+    for plot in plots:
+        assert_png(out / "plots" / plot)
+
+
+def assert_replay_matches(run: Path, replay: Path) -> None:
+    assert (
+        json.loads((run / "config.json").read_text())["options"]
+        == json.loads((replay / "config.json").read_text())["options"]
+    )
+    first, second = read_csv_rows(run / "metrics.csv"), read_csv_rows(replay / "metrics.csv")
+    assert [r.keys() for r in first] == [r.keys() for r in second]
+    for a, b in zip(first, second):
+        for key in a:
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-5), key
+
+
+# -- tabular ------------------------------------------------------------------------------------
+def write_passengers(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    sex = rng.choice(["male", "female"], n)
+    frame = pd.DataFrame(
+        {
+            "Age": rng.uniform(1, 80, n).round(1),
+            "Fare": rng.exponential(30, n).round(2),
+            "Sex": sex,
+            "Embarked": rng.choice(["S", "C", "Q"], n),
+            "Survived": ((sex == "female") ^ (rng.random(n) < 0.1)).astype(int),
+        }
+    )
+    frame.iloc[:40].to_csv(folder / "train.csv", index=False)
+    frame.iloc[40:].to_csv(folder / "val.csv", index=False)
+    frame.iloc[40:].drop(columns="Survived").to_csv(folder / "new.csv", index=False)
+
+
+def test_tabular_finetune_predict_replay(tmp_path):
+    write_passengers(tmp_path)
+    flash_command(
+        "finetune", "tabular", "--train-file", "train.csv", "--val-file", "val.csv", "--target-field", "Survived",
+        "--categorical-fields", "Sex,Embarked", "--numerical-fields", "Age,Fare", "--epochs", "2",
+        "--out", "run", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert_run_folder(tmp_path / "run", ("curves.png", "confusion_matrix.png"))
+
+    done = flash_command(
+        "predict", "run/model.ckpt", "new.csv", "--output", "probabilities", "--format", "json", cwd=tmp_path
+    )
+    rows = json.loads(done.stdout)
+    assert [row["input"] for row in rows] == [f"new.csv:{i}" for i in range(20)]
+    for row in rows:
+        assert set(row["probabilities"]) == {"0", "1"}
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert str(row["prediction"]) == max(row["probabilities"], key=row["probabilities"].get)
+
+    flash_command("finetune", "--config", "run/config.json", "--out", "replay", "--quiet", cwd=tmp_path)
+    assert_replay_matches(tmp_path / "run", tmp_path / "replay")
+
+
+# -- text ---------------------------------------------------------------------------------------
+POSITIVE = ["a wonderful film", "great acting and a lovely story", "I loved it", "brilliant and moving"]
+NEGATIVE = ["a dreadful film", "boring and far too long", "I hated it", "awful acting"]
+
+
+def write_reviews(folder: Path) -> None:
+    rng = random.Random(0)
+    for name, n in (("train.csv", 12), ("val.csv", 6)):
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["sentence", "label"])
+            for i in range(n):
+                good = i % 2 == 1
+                writer.writerow(
+                    [f"{rng.choice(POSITIVE if good else NEGATIVE)} {i}", "pos" if good else "neg"]
+                )
+
+
+@pytest.mark.slow
+def test_text_finetune_predict_replay(tmp_path):
+    write_reviews(tmp_path)
+    done = flash_command(
+        "finetune", "text", "--train-file", "train.csv", "--val-file", "val.csv", "--input-field", "sentence",
+        "--target-field", "label", "--epochs", "1", "--batch-size", "4", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert "val_accuracy" in done.stdout.splitlines()[0]
+    assert "Loading text data" in done.stderr  # not quiet: progress lines on stderr
+    assert_run_folder(tmp_path / "run", ("curves.png", "confusion_matrix.png"))
+
+    done = flash_command(
+        "predict",
+        "run/model.ckpt",
+        "I loved this film",
+        "val.csv",
+        "--format",
+        "csv",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert [row["input"] for row in rows] == ["I loved this film"] + [f"val.csv:{i}" for i in range(6)]
+    assert {row["prediction"] for row in rows} <= {"pos", "neg"}
+
+    flash_command("finetune", "--config", "run/config.json", "--out", "replay", "--quiet", cwd=tmp_path)
+    assert_replay_matches(tmp_path / "run", tmp_path / "replay")
+
+
+# -- errors and listings, in-process --------------------------------------------------------------
+def test_predict_with_a_missing_or_foreign_checkpoint_says_so(tmp_path, capsys):
+    assert cli.main(["predict", "nothing.ckpt", "a.csv"]) == 1
+    assert "No checkpoint at nothing.ckpt" in capsys.readouterr().err
+    (tmp_path / "notes.ckpt").write_text("not a model")
+    assert cli.main(["predict", "notes.ckpt", "a.csv"]) == 1
+    assert "not a flash checkpoint" in capsys.readouterr().err
+
+
+def test_backbones_lists_each_domain_and_marks_offline_ones(capsys):
+    assert cli.main(["backbones", "text", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {row["backbone"]: row for row in rows}
+    assert by_name["all-MiniLM-L6-v2"]["offline"] is True and by_name["all-MiniLM-L6-v2"]["default"] is True
+    assert by_name["bert-base-uncased"]["offline"] is False
+    assert cli.main(["backbones", "tabular"]) == 0
+    table = capsys.readouterr().out
+    assert "tabm" in table and "yes" in table
+
+
+def test_every_domain_default_backbone_is_the_task_default():
+    import inspect
+
+    from flash.cli_domains import DOMAINS
+
+    for spec in DOMAINS.values():
+        try:
+            package = spec.import_package()
+        except ImportError:
+            continue
+        task_classes = [
+            getattr(package, name) for name in dir(package) if name.endswith(("Classifier", "Regressor"))
+        ]
+        for task_class in task_classes:
+            default = inspect.signature(task_class.__init__).parameters["backbone"].default
+            assert default == spec.default_backbone, (spec.name, task_class.__name__)
