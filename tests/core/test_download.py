@@ -210,3 +210,15 @@ def test_corrupt_archive_is_a_clear_error(server, tmp_path):
     with pytest.raises(DownloadError, match="not a valid zip"):
         download_data(f"{server.url}/broken.zip", tmp_path / "out", progress=False)
     assert visible_files(tmp_path) == set()
+
+
+def test_concurrent_calls_download_once(server, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.files["/shared.tar.gz"] = make_tar_gz({f"shared/{i}.txt": bytes([i]) * 2048 for i in range(20)})
+    url = f"{server.url}/shared.tar.gz"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: download_data(url, tmp_path / "out", progress=False), range(4)))
+    assert results == [tmp_path / "out"] * 4
+    assert server.count("/shared.tar.gz") == 1
+    assert len(visible_files(tmp_path / "out")) == 20

@@ -16,10 +16,13 @@ Safety:
 - Archives are checked member by member before anything is extracted: absolute paths, ``..``
   components, symbolic and hard links and device files are refused with :class:`UnsafeArchiveError`.
 - Extraction happens in a staging folder that is moved into ``path`` only when it succeeds.
+- Processes downloading the same file into the same folder at once (DDP ranks) take turns
+  through a lock file; the ones that wait find the data there and return.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -81,24 +85,42 @@ def download_data(
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root} exists and is not a folder; pass a folder to download into.")
-    record_path = root / STATE_DIR / f"{name}.json"
+    state_dir = root / STATE_DIR
+    record_path = state_dir / f"{name}.json"
     if not force and _already_downloaded(record_path, url, root):
         return root
 
-    state_dir = root / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    partial = _fetch(url, state_dir, name, progress, timeout)
-    try:
-        if _is_archive(name):
-            entries = _extract(partial, root, state_dir, name)
-        else:
-            target = root / name
-            os.replace(partial, target)
-            entries = [name]
-    finally:
-        partial.unlink(missing_ok=True)
-    _write_record(record_path, url, entries)
+    with _exclusive(state_dir / f"{name}.lock"):
+        if not force and _already_downloaded(record_path, url, root):
+            return root  # another process (e.g. another DDP rank) finished it while we waited
+        partial = _fetch(url, state_dir, name, progress, timeout)
+        try:
+            if _is_archive(name):
+                entries = _extract(partial, root, state_dir, name)
+            else:
+                os.replace(partial, root / name)
+                entries = [name]
+        finally:
+            partial.unlink(missing_ok=True)
+        _write_record(record_path, url, entries)
     return root
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` where the platform has ``fcntl`` (one download at a time)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process lock, the temporary names still keep files whole
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_url(url: Any) -> str:
