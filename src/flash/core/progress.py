@@ -64,15 +64,22 @@ def quiet(value: bool = True) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
+PROGRESS_DELAY_S = 2.0
+"""Loops shorter than this show no bar."""
+
+
 def progress(
-    iterable: Iterable[T], *, total: int | None = None, desc: str | None = None, delay: float = 2.0
+    iterable: Iterable[T], *, total: int | None = None, desc: str | None = None, delay: float | None = None
 ) -> Iterable[T]:
-    """``iterable`` with a progress bar that appears once the loop has run ``delay`` seconds.
+    """``iterable`` with a progress bar (on stderr) that appears once the loop has run ``delay``
+    seconds (default :data:`PROGRESS_DELAY_S`).
 
     Short loops stay silent; in quiet mode there is never a bar.
     """
     if is_quiet():
         return iterable
+    if delay is None:
+        delay = PROGRESS_DELAY_S
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     return tqdm(

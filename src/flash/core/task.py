@@ -21,6 +21,7 @@ from flash.core.optimizers import (
     check_scheduler,
     layer_rates,
 )
+from flash.core.progress import progress
 
 Batch = dict[str, Any]
 
@@ -201,7 +202,7 @@ class Task(LightningModule):
         results: list[Any] = []
         try:
             with torch.inference_mode():
-                for batch in loader:
+                for batch in progress(loader, desc="Predicting"):
                     batch = self.transfer_batch_to_device(batch, self.device, 0)
                     results.extend(self.format_output(self(batch["input"]), output))
         finally:

@@ -1,0 +1,71 @@
+"""Progress bars on stderr during training and long predictions, and a quiet mode that hides them."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import flash
+import flash.core.progress as progress_module
+from flash.core.progress import FlashProgressBar, is_quiet, progress, quiet, set_quiet
+from toy import ToyClassifier, toy_data
+
+
+class PredictingToy(ToyClassifier):
+    def predict_dataset(self, inputs):
+        return TensorDataset(torch.as_tensor(inputs)), False
+
+    def collate_fn(self):
+        return lambda items: {"input": torch.stack([item[0] for item in items])}
+
+
+@pytest.fixture(autouse=True)
+def reset_quiet(monkeypatch):
+    monkeypatch.delenv("FLASH_QUIET", raising=False)
+    yield
+    progress_module._QUIET = None
+
+
+def test_training_bar_shows_epoch_loss_and_metrics_on_stderr(capsys):
+    pl.seed_everything(0)
+    trainer = flash.Trainer(
+        max_epochs=1, logger=True, enable_checkpointing=False, enable_model_summary=False,
+        callbacks=[FlashProgressBar(refresh_rate=1)],
+    )  # fmt: skip
+    trainer.finetune(ToyClassifier(), toy_data(n=32), strategy="no_freeze")
+    captured = capsys.readouterr()
+    assert "Epoch 0" not in captured.out
+    assert "Epoch 0" in captured.err
+    for shown in ("train_loss=", "val_loss=", "val_accuracy="):
+        assert shown in captured.err
+    assert "v_num" not in captured.err
+
+
+def test_long_predictions_show_a_bar_short_ones_do_not(monkeypatch, capsys):
+    task = PredictingToy()
+    inputs = torch.randn(64, 4).numpy()
+    task.predict(inputs, batch_size=8)
+    assert "Predicting" not in capsys.readouterr().err  # faster than the delay: silent
+    monkeypatch.setattr(progress_module, "PROGRESS_DELAY_S", 0.0)
+    labels = task.predict(inputs, batch_size=8)
+    assert len(labels) == 64
+    err = capsys.readouterr().err
+    assert "Predicting" in err and "8/8" in err
+
+
+def test_quiet_mode_hides_bars_from_code_and_environment(monkeypatch, capsys):
+    monkeypatch.setattr(progress_module, "PROGRESS_DELAY_S", 0.0)
+    with quiet():
+        assert is_quiet()
+        list(progress(range(5), desc="counting"))
+    assert not is_quiet()
+    assert "counting" not in capsys.readouterr().err
+    monkeypatch.setenv("FLASH_QUIET", "1")
+    assert is_quiet()
+    list(progress(range(5), desc="counting"))
+    assert "counting" not in capsys.readouterr().err
+    set_quiet(False)  # an explicit choice wins over the environment
+    list(progress(range(5), desc="counting"))
+    assert "counting" in capsys.readouterr().err
