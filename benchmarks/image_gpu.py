@@ -420,10 +420,12 @@ class PilImages:
     def __init__(self, paths: list[str], targets: list[int], image_size: int) -> None:
         from torchvision import transforms as T
 
+        from flash.image.transforms import DEFAULT_CROP_SCALE  # crop as flash's path does
+
         self.paths, self.targets = paths, targets
         self.transform = T.Compose(
             [
-                T.RandomResizedCrop(image_size),
+                T.RandomResizedCrop(image_size, scale=DEFAULT_CROP_SCALE),
                 T.RandomHorizontalFlip(),
                 T.ToTensor(),
                 T.Normalize((0.5,) * 3, (0.5,) * 3),

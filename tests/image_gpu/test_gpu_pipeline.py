@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from gpu_test_images import image_folder, write_image
-from PIL import Image
+from gpu_test_images import image_folder, smooth_rgb, write_image
+from PIL import Image, ImageOps
 from torch import nn
 from torchvision import transforms as T
 
@@ -24,10 +24,12 @@ from flash.image.gpu_pipeline import (
     device_image_loader,
     gpu_decoding_available,
     input_dtype_for_precision,
-    is_device_decodable,
     item_uniforms,
+    probe_image,
     random_resized_crop_boxes,
 )
+from flash.image.io import BadImageError
+from flash.image.transforms import ImageCollate, ImagePipeline
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -38,16 +40,22 @@ def batch_of(paths, targets=None, indices=None) -> EncodedBatch:
     return collate_encoded([dataset[i] for i in indices])
 
 
-def pil_eval(path, transform: DeviceImageTransform) -> torch.Tensor:
-    reference = T.Compose(
-        [
-            T.Resize(transform.resize_size),
-            T.CenterCrop(transform.image_size),
-            T.ToTensor(),
-            T.Normalize(transform.mean, transform.std),
-        ]
-    )
-    return reference(Image.open(path).convert("RGB"))
+def cpu_path_eval(paths, transform: DeviceImageTransform) -> torch.Tensor:
+    """What flash's CPU input path makes of ``paths`` for evaluation."""
+    preprocessing = {
+        "image_size": transform.image_size[0],
+        "mean": transform.mean,
+        "std": transform.std,
+        "crop_pct": transform.crop_pct,
+        "interpolation": transform.interpolation,
+    }
+    pipeline = ImagePipeline(preprocessing, train=False)
+    crops = torch.stack([pipeline(pipeline.load(str(p))) for p in paths])
+    return ImageCollate(transform.mean, transform.std, channels_last=False).normalize(crops)
+
+
+def pixel_levels(difference: torch.Tensor, std=STD) -> torch.Tensor:
+    return difference.abs() * torch.tensor(std).view(1, 3, 1, 1) * 255
 
 
 # -- evaluation transform against a PIL reference ---------------------------------------------------
@@ -63,10 +71,20 @@ def test_evaluation_matches_pil_resize_and_centre_crop(tmp_path, interpolation):
         [T.Resize(transform.resize_size, mode), T.CenterCrop((40, 48)), T.ToTensor(), T.Normalize(MEAN, STD)]
     )
     expected = torch.stack([reference(Image.open(p).convert("RGB")) for p in paths])
-    difference = (out["input"] - expected).abs() * torch.tensor(STD).view(1, 3, 1, 1) * 255  # in pixel levels
+    difference = pixel_levels(out["input"] - expected)
     assert out["input"].shape == (5, 3, 40, 48)
-    assert difference.mean() < 1.0 and difference.max() < 6.0
+    assert difference.mean() < 1.0  # rounding of the resized size differs from torchvision's by a pixel
     assert torch.equal(out["target"], torch.as_tensor(targets))
+    assert out["index"].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("crop_pct", [0.875, 0.9])
+def test_evaluation_matches_the_cpu_input_path(tmp_path, crop_pct):
+    paths, targets = image_folder(tmp_path, count=4, size=(90, 120))
+    transform = DeviceImageTransform(48, MEAN, STD, train=False, device="cpu", crop_pct=crop_pct)
+    difference = pixel_levels(transform(batch_of(paths, targets))["input"] - cpu_path_eval(paths, transform))
+    # the CPU path decodes large JPEGs at a reduced DCT scale (PIL's draft): close, not identical
+    assert difference.mean() < 2.0 and torch.quantile(difference.flatten(), 0.95) < 5.0
 
 
 def test_output_dtype_and_memory_format(tmp_path):
@@ -161,14 +179,39 @@ def test_impossible_crops_fall_back_to_torchvision_centre_crop():
 )
 def test_every_kind_of_file_decodes_like_pil(tmp_path, name, mode, on_device):
     path = write_image(tmp_path / name, 50, 70, mode=mode)
-    assert is_device_decodable(path.read_bytes(), str(path)) is on_device
+    assert (probe_image(path.read_bytes(), str(path)) == 1) is on_device
     transform = DeviceImageTransform(32, MEAN, STD, train=False, device="cpu")
     batch = batch_of([path, write_image(tmp_path / "plain.jpg")], [0, 1])
     assert (0 in batch.device_positions) is on_device
     out = transform(batch)["input"]
     assert out.shape == (2, 3, 32, 32)
-    difference = (out[0] - pil_eval(path, transform)).abs().mean()
-    assert difference < 0.05, difference
+    assert pixel_levels(out[:1] - cpu_path_eval([path], transform)).mean() < 1.5
+
+
+def test_transparent_pixels_become_white_as_on_the_cpu_path(tmp_path):
+    rgba = np.zeros((30, 40, 4), dtype=np.uint8)
+    rgba[:, :20] = (255, 0, 0, 255)  # left half opaque red, right half fully transparent
+    path = tmp_path / "logo.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    transform = DeviceImageTransform(16, (0.0,) * 3, (1.0,) * 3, train=False, device="cpu", crop_pct=1.0)
+    pixels = transform(batch_of([path]))["input"][0]
+    assert torch.allclose(pixels[:, 8, -2], torch.ones(3), atol=0.02)  # white, not black
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_the_cpu_path(tmp_path, orientation):
+    image = Image.fromarray(smooth_rgb(40, 64))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"rotated{orientation}.jpg"
+    image.save(path, "JPEG", quality=95, exif=exif)
+    assert probe_image(path.read_bytes(), str(path)) == orientation
+    transform = DeviceImageTransform((24, 40), MEAN, STD, train=False, device="cpu", crop_pct=1.0)
+    out = transform(batch_of([path]))["input"]
+    upright = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    resize = T.Resize(transform.resize_size)
+    expected = T.Compose([resize, T.CenterCrop((24, 40)), T.ToTensor(), T.Normalize(MEAN, STD)])(upright)
+    assert pixel_levels(out - expected[None]).mean() < 1.5
 
 
 def test_a_truncated_jpeg_is_named(tmp_path):
@@ -176,7 +219,7 @@ def test_a_truncated_jpeg_is_named(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(good.read_bytes()[:300])
     transform = DeviceImageTransform(32, train=False, device="cpu")
-    with pytest.raises(ValueError, match=r"broken\.jpg"):
+    with pytest.raises(BadImageError, match=r"broken\.jpg"):
         transform(batch_of([good, broken]))
 
 
@@ -187,12 +230,15 @@ def test_a_file_that_is_no_image_is_named_by_the_loader_workers(tmp_path):
     loader = device_image_loader(
         [*paths, tmp_path / "notes.jpg"], [*targets, 0], transform, batch_size=2, num_workers=1
     )
-    with pytest.raises(ValueError, match=r"notes\.jpg"):
+    # a worker's error comes back as the DataLoader rebuilds it; it names the file either way
+    with pytest.raises((ValueError, RuntimeError), match=r"notes\.jpg"):
         list(loader)
+    with pytest.raises(BadImageError, match=r"notes\.jpg: not an image file"):
+        EncodedImageDataset([tmp_path / "notes.jpg"])[0]
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"gone\.jpg"):
+    with pytest.raises(BadImageError, match=r"gone\.jpg"):
         EncodedImageDataset([tmp_path / "gone.jpg"])[0]
 
 
@@ -231,7 +277,7 @@ def test_background_stages_give_the_same_batches_as_inline(tmp_path):
 def test_prediction_batches_have_no_target_and_multi_label_targets_stack(tmp_path):
     paths, _ = image_folder(tmp_path, count=3)
     transform = DeviceImageTransform(16, train=False, device="cpu")
-    assert set(transform(batch_of(paths))) == {"input"}
+    assert set(transform(batch_of(paths))) == {"index", "input"}
     multi_hot = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=np.float32)
     assert transform(batch_of(paths, multi_hot))["target"].shape == (3, 3)
 

@@ -35,6 +35,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flash.core.device_loader import DeviceLoader
+from flash.image.io import BadImageError, open_image
+from flash.image.transforms import DEFAULT_CROP_SCALE
 
 DEVICE_DECODABLE = {("JPEG", "RGB"), ("JPEG", "L"), ("MPO", "RGB"), ("MPO", "L")}
 """(PIL format, PIL mode) of files decoded on the device; everything else is decoded by PIL."""
@@ -45,33 +47,48 @@ _DRAWS_PER_ITEM = _CROP_ATTEMPTS * 4 + 1  # (area, ratio, top, left) per attempt
 
 
 # -- reading (in loader workers) -------------------------------------------------------------------
-def _unreadable(path: str, error: BaseException) -> ValueError:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ValueError(
-        f"Could not read the image {path}: {reason}. The file is damaged or not an image; "
-        "remove it or save it again as JPEG or PNG."
-    )
+_EXIF_ORIENTATION = 0x0112
 
 
-def is_device_decodable(data: bytes, path: str = "<bytes>") -> bool:
-    """Whether the file in ``data`` is a JPEG that nvJPEG decodes (RGB or grayscale).
+def probe_image(data: bytes, path: str = "<bytes>") -> int | None:
+    """The EXIF orientation (1-8) of a JPEG that nvJPEG decodes, or ``None`` for any other image.
 
-    Reads only the header. Raises ``ValueError`` naming ``path`` when it is not an image at all.
+    Reads only the header. Raises :class:`~flash.image.io.BadImageError` naming ``path`` when the
+    bytes are not an image.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return (image.format, image.mode) in DEVICE_DECODABLE
+            if (image.format, image.mode) not in DEVICE_DECODABLE:
+                return None
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception as error:  # PIL raises many types for foreign bytes
-        raise _unreadable(path, error) from error
+        raise BadImageError(path, f"not an image file, or a damaged one ({error}).") from None
+    return orientation if orientation in range(1, 9) else 1
 
 
-def decode_with_pil(data: bytes, path: str = "<bytes>") -> torch.Tensor:
-    """Decode any image PIL reads into an RGB ``uint8`` tensor of shape ``(3, H, W)``."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            array = np.asarray(image.convert("RGB"))
-    except Exception as error:
-        raise _unreadable(path, error) from error
+def apply_orientation(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Turn a decoded ``(C, H, W)`` image upright, as ``PIL.ImageOps.exif_transpose`` does."""
+    rows, cols = -2, -1
+    if orientation == 2:
+        return image.flip(cols)
+    if orientation == 3:
+        return image.flip(rows, cols)
+    if orientation == 4:
+        return image.flip(rows)
+    if orientation == 5:
+        return image.transpose(rows, cols)
+    if orientation == 6:
+        return image.rot90(-1, dims=(rows, cols))
+    if orientation == 7:
+        return image.transpose(rows, cols).flip(rows, cols)
+    if orientation == 8:
+        return image.rot90(1, dims=(rows, cols))
+    return image
+
+
+def decode_on_cpu(path: str) -> torch.Tensor:
+    """Decode any image file as the CPU path does (:func:`flash.image.io.open_image`): RGB ``uint8`` ``(3, H, W)``."""
+    array = np.asarray(open_image(path), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -85,6 +102,7 @@ class EncodedBatch:
         data: the JPEG files' bytes, back to back; ``offsets[k]:offsets[k + 1]`` is file ``k``.
         offsets: ``len(device_positions) + 1`` byte offsets into ``data``.
         device_positions: batch positions of the files in ``data`` (decoded on the device).
+        orientations: EXIF orientation of each file in ``data``.
         decoded: RGB ``uint8`` ``(3, H, W)`` images decoded on the CPU by PIL.
         decoded_positions: batch positions of ``decoded``.
         targets: the items' targets, or ``None`` (prediction).
@@ -95,6 +113,7 @@ class EncodedBatch:
     data: torch.Tensor
     offsets: list[int]
     device_positions: list[int]
+    orientations: list[int] = field(default_factory=list)
     decoded: list[torch.Tensor] = field(default_factory=list)
     decoded_positions: list[int] = field(default_factory=list)
     targets: torch.Tensor | None = None
@@ -110,6 +129,7 @@ class EncodedBatch:
             self.data.pin_memory(),
             self.offsets,
             self.device_positions,
+            self.orientations,
             [image.pin_memory() for image in self.decoded],
             self.decoded_positions,
             None if self.targets is None else self.targets.pin_memory(),
@@ -146,12 +166,16 @@ class EncodedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        data = Path(path).read_bytes()
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            raise BadImageError(path, f"the file cannot be read ({error.strerror or error}).") from None
         item: dict[str, Any] = {"index": index, "path": path}
-        if is_device_decodable(data, path):
-            item["data"] = data
+        orientation = probe_image(data, path)
+        if orientation is not None:
+            item["data"], item["orientation"] = data, orientation
         else:
-            item["image"] = decode_with_pil(data, path)
+            item["image"] = decode_on_cpu(path)
         if self.targets is not None:
             item["target"] = self.targets[index]
         return item
@@ -178,6 +202,7 @@ def collate_encoded(items: Sequence[dict[str, Any]]) -> EncodedBatch:
         data=data,
         offsets=offsets,
         device_positions=device_positions,
+        orientations=[items[i]["orientation"] for i in device_positions],
         decoded=[items[i]["image"] for i in decoded_positions],
         decoded_positions=decoded_positions,
         targets=targets,
@@ -191,20 +216,20 @@ def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) 
     return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
-def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
+def _decode_one(data: torch.Tensor, path: str, orientation: int, device: torch.device) -> torch.Tensor:
     try:
-        return _decode_jpeg(data, device)
+        return apply_orientation(_decode_jpeg(data, device), orientation)
     except RuntimeError:
-        pass  # nvJPEG and libjpeg refuse some files PIL reads; PIL has the last word
-    return decode_with_pil(data.numpy().tobytes(), path).to(device)
+        pass  # nvJPEG and libjpeg refuse some files PIL reads; the CPU path has the last word
+    return decode_on_cpu(path).to(device)
 
 
 def decode_batch(batch: EncodedBatch, device: torch.device | str) -> list[torch.Tensor]:
     """Every image of ``batch`` as an RGB ``uint8`` ``(3, H, W)`` tensor on ``device``.
 
-    The JPEGs are decoded by one batched ``decode_jpeg`` call. If it fails (one bad file fails
-    the whole batch), each file is decoded on its own and a file no decoder reads raises a
-    ``ValueError`` naming it.
+    The JPEGs are decoded by one batched ``decode_jpeg`` call and turned upright by their EXIF
+    orientation. If the call fails (one bad file fails the whole batch), each file is decoded on
+    its own, and a file no decoder reads raises :class:`~flash.image.io.BadImageError` naming it.
     """
     device = torch.device(device)
     images: list[torch.Tensor | None] = [None] * len(batch)
@@ -212,10 +237,13 @@ def decode_batch(batch: EncodedBatch, device: torch.device | str) -> list[torch.
         starts, ends = batch.offsets[:-1], batch.offsets[1:]
         encoded = [batch.data[start:end] for start, end in zip(starts, ends)]
         try:
-            decoded = list(_decode_jpeg(encoded, device))
+            decoded = [
+                apply_orientation(image, orientation)
+                for image, orientation in zip(_decode_jpeg(encoded, device), batch.orientations)
+            ]
         except RuntimeError:
             paths = [batch.paths[p] for p in batch.device_positions]
-            decoded = [_decode_one(data, path, device) for data, path in zip(encoded, paths)]
+            decoded = [_decode_one(*args, device) for args in zip(encoded, paths, batch.orientations)]
         for position, image in zip(batch.device_positions, decoded):
             images[position] = image
     for position, image in zip(batch.decoded_positions, batch.decoded):
@@ -293,10 +321,10 @@ def _central_fallback(sizes: np.ndarray, ratio: tuple[float, float]) -> np.ndarr
 
 
 def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
-    """Size after resizing the shorter side to ``shorter_side`` (torchvision's ``Resize(int)`` rule)."""
-    short, long = (width, height) if width <= height else (height, width)
-    new_long = int(shorter_side * long / short)
-    return (new_long, shorter_side) if width <= height else (shorter_side, new_long)
+    """Size after resizing the shorter side to ``shorter_side``, rounding as the CPU path does
+    (:func:`flash.image.transforms.resize_short_side`)."""
+    scale = shorter_side / min(height, width)
+    return max(shorter_side, round(height * scale)), max(shorter_side, round(width * scale))
 
 
 # -- the transform ------------------------------------------------------------------------------------
@@ -340,9 +368,11 @@ def _channels(value: Any, name: str, positive: bool) -> list[float]:
 class DeviceImageTransform:
     """Decode, crop, resize, flip and normalise an :class:`EncodedBatch` on ``device``.
 
-    Training: torchvision's RandomResizedCrop and a horizontal flip, per image. Evaluation:
-    resize the shorter side to ``floor(image_size / crop_pct)`` and take the centre crop, as
-    ``Resize`` + ``CenterCrop`` do. Resizing is antialiased (like PIL's).
+    The same transforms as the CPU path (:class:`flash.image.transforms.ImagePipeline`). Training:
+    torchvision's RandomResizedCrop rule (area range ``scale``, default
+    :data:`~flash.image.transforms.DEFAULT_CROP_SCALE`) and a horizontal flip, per image.
+    Evaluation: resize the shorter side to ``round(image_size / crop_pct)`` and take the centre
+    crop. Resizing is antialiased (like PIL's).
 
     Args:
         image_size: output size, ``S`` or ``(height, width)``.
@@ -366,7 +396,7 @@ class DeviceImageTransform:
         train: bool,
         device: torch.device | str | None = None,
         seed: int = 0,
-        scale: tuple[float, float] = (0.08, 1.0),
+        scale: Sequence[float] = DEFAULT_CROP_SCALE,
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
         crop_pct: float = 0.875,
@@ -409,7 +439,7 @@ class DeviceImageTransform:
     @property
     def resize_size(self) -> int:
         """Shorter side of the resized image the evaluation centre crop is taken from."""
-        return math.floor(max(self.image_size) / self.crop_pct)
+        return round(max(self.image_size) / self.crop_pct)
 
     def crop_parameters(
         self, sizes: np.ndarray, indices: np.ndarray, epoch: int
@@ -426,14 +456,19 @@ class DeviceImageTransform:
         return [self.decode, self.augment]
 
     def __call__(self, batch: EncodedBatch, epoch: int = 0) -> dict[str, torch.Tensor]:
-        """The model's batch ``{"input", "target"}`` (no ``"target"`` when the items have none)."""
+        """The model's batch ``{"index", "input", "target"}``, as the CPU path's collate makes it
+        (no ``"target"`` when the items have none)."""
         return self.augment(self.decode(batch, epoch), epoch)
 
     def decode(self, batch: EncodedBatch, epoch: int = 0) -> dict[str, Any]:
-        """Stage 1: ``{"images": [uint8 (3, H, W) on the device], "indices", "target"}``."""
+        """Stage 1: ``{"images": [upright uint8 (3, H, W) on the device], "indices", "index", "target"}``."""
         if not isinstance(batch, EncodedBatch):
             raise TypeError(f"Expected an EncodedBatch (from collate_encoded), got {type(batch).__name__}.")
-        decoded: dict[str, Any] = {"images": decode_batch(batch, self.device), "indices": batch.indices}
+        decoded: dict[str, Any] = {
+            "images": decode_batch(batch, self.device),
+            "indices": batch.indices,
+            "index": batch.indices.to(self.device, non_blocking=True),
+        }
         if batch.targets is not None:
             decoded["target"] = batch.targets.to(self.device, non_blocking=True)
         return decoded
@@ -447,7 +482,7 @@ class DeviceImageTransform:
             pixels = self._eval_crops(images)
         pixels = pixels.sub_(self._offset).mul_(self._scale)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        out = {"input": pixels.to(dtype=self.dtype, memory_format=memory_format)}
+        out = {"index": decoded["index"], "input": pixels.to(dtype=self.dtype, memory_format=memory_format)}
         if "target" in decoded:
             out["target"] = decoded["target"]
         return out
