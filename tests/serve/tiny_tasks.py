@@ -137,3 +137,66 @@ def onnx_feeds(batch) -> dict[str, np.ndarray]:
     if isinstance(batch, torch.Tensor):
         return {"input": batch.numpy()}
     return {name: tensor.numpy() for name, tensor in batch.items()}
+
+
+COLORS = {"red": (200, 30, 30), "blue": (30, 40, 200)}
+
+
+def color_image(color: str, seed: int, size: int = 48):
+    """A noisy image of one colour (a PIL image)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = np.array(COLORS[color], dtype=np.float32)
+    pixels = np.clip(base + rng.normal(0, 25, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def image_folders(root: Path, per_class: int = 3) -> dict[str, list[Path]]:
+    """``root/<colour>/<i>.png`` for each colour; returns the files per colour."""
+    files: dict[str, list[Path]] = {}
+    for color in COLORS:
+        (root / color).mkdir(parents=True, exist_ok=True)
+        files[color] = []
+        for i in range(per_class):
+            path = root / color / f"{i}.png"
+            color_image(color, seed=hash((color, i)) % 1000).save(path)
+            files[color].append(path)
+    return files
+
+
+@torch.no_grad()
+def fit_centroid_head(task, inputs, targets) -> None:
+    """Make the head a nearest-centroid classifier of the backbone's features of ``inputs``."""
+    task.eval()
+    features = task.backbone(preprocessed_batch(task, inputs)).flatten(1)
+    linear = task.head if isinstance(task.head, torch.nn.Linear) else task.head[-1]
+    for index, label in enumerate(task.labels):
+        centroid = features[[t == label for t in targets]].mean(dim=0)
+        linear.weight[index] = centroid
+        linear.bias[index] = -0.5 * centroid.dot(centroid)
+
+
+def image_classifier(root: Path, checkpoint: Path | None = None, image_size: int = 96):
+    """The default image backbone (EfficientNet-Lite0, ImageNet weights) with a red/blue centroid head.
+
+    Small crops keep the tests fast; the network is the same at any size."""
+    from flash.image import ImageClassificationData, ImageClassifier
+
+    files = image_folders(root / "train")
+    data = ImageClassificationData.from_folders(
+        train_folder=root / "train",
+        val_folder=root / "train",
+        batch_size=6,
+        num_workers=0,
+        image_size=image_size,
+    )
+    task = ImageClassifier(num_classes=data.num_classes, labels=data.labels, image_size=image_size)
+    paths = [str(p) for color in data.labels for p in files[color]]
+    targets = [color for color in data.labels for _ in files[color]]
+    fit_centroid_head(task, paths, targets)
+    if checkpoint is not None:
+        trainer = quiet_trainer()
+        trainer.validate(task, datamodule=data, verbose=False)
+        trainer.save_checkpoint(checkpoint)
+    return task

@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from flash.core.progress import is_quiet, set_quiet
 from flash.core.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
 from flash.core.serve_limits import BodySizeLimit
 from flash.core.serve_schema import (
@@ -297,12 +298,15 @@ def serve(
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     logger.info("Serving %s at http://%s:%d (docs at /docs)", type(app.state.task).__name__, host, port)
+    was_quiet = is_quiet()
+    set_quiet(True)  # a server logs requests, not progress bars of each batch
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:
         sock.close()
+        set_quiet(was_quiet)
 
 
 class RunningServer:
