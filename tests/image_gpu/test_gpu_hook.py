@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gpu_test_images import image_folder
+from gpu_test_images import image_folder, write_image
 from torch import nn
 
 import flash
 from flash.core.classification import ClassificationTask
 from flash.core.data import DataModule, Split
 from flash.core.device_loader import DeviceLoader
+from flash.image import ImageClassificationData, ImageClassifier
 from flash.image.gpu_pipeline import gpu_loader_for
 
 PREPROCESSING = {
@@ -94,3 +95,59 @@ def test_asking_for_it_where_it_cannot_run_says_why(tmp_path):
     data.trainer = flash.Trainer(accelerator="cpu", logger=False)
     with pytest.raises(RuntimeError, match="runs on cpu, not on a CUDA GPU"):
         gpu_loader_for(data, "train", PREPROCESSING, enabled=True)
+
+
+# -- wired into flash.image.ImageClassificationData ---------------------------------------------------
+class DeviceFolderData(ImageClassificationData):
+    """ImageClassificationData with the hook wired as the image module is told to wire it, forced
+    onto the CPU device here (on a GPU machine the hook picks the trainer's CUDA device itself)."""
+
+    def _loader(self, stage):
+        loader = gpu_loader_for(self, stage, device="cpu")
+        return loader if loader is not None else super()._loader(stage)
+
+
+def image_folders(root, per_class=3):
+    for split in ("train", "val"):
+        for label in ("ants", "bees"):
+            for i in range(per_class):
+                write_image(
+                    root / split / label / f"{i}.jpg", 60 + 5 * i, 80 - 4 * i, seed=i + 3 * (label == "bees")
+                )
+    return root / "train", root / "val"
+
+
+def test_the_device_path_gives_what_the_cpu_path_gives_for_evaluation(tmp_path):
+    train, val = image_folders(tmp_path)
+    cpu = ImageClassificationData.from_folders(train, val, batch_size=6, num_workers=0, image_size=32)
+    device = DeviceFolderData.from_folders(train, val, batch_size=6, num_workers=0, image_size=32)
+    expected, got = next(iter(cpu.val_dataloader())), next(iter(device.val_dataloader()))
+    assert isinstance(device.val_dataloader(), DeviceLoader)
+    assert torch.equal(expected["target"], got["target"]) and torch.equal(expected["index"], got["index"])
+    assert got["input"].shape == expected["input"].shape == (6, 3, 32, 32)
+    assert got["input"].is_contiguous(memory_format=torch.channels_last)
+    levels = (got["input"] - expected["input"]).abs() * 0.5 * 255  # the default backbone's std is 0.5
+    assert levels.mean() < 2.0
+
+
+def test_a_custom_transform_keeps_the_cpu_path(tmp_path):
+    train, val = image_folders(tmp_path)
+    data = DeviceFolderData.from_folders(train, val, num_workers=0, train_transform=lambda image: image)
+    assert gpu_loader_for(data, "train", device="cpu") is None
+    assert isinstance(gpu_loader_for(data, "val", device="cpu"), DeviceLoader)
+
+
+@pytest.mark.slow
+def test_an_image_classifier_finetunes_through_the_wired_hook(tmp_path):
+    train, val = image_folders(tmp_path, per_class=2)
+    data = DeviceFolderData.from_folders(train, val, batch_size=2, num_workers=0, image_size=32)
+    task = ImageClassifier(num_classes=data.num_classes, pretrained=False)
+    trainer = flash.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.finetune(task, data, strategy="freeze")
+    assert trainer.global_step == 2 and "val_accuracy" in trainer.callback_metrics

@@ -582,7 +582,7 @@ def device_image_loader(
 def gpu_loader_for(
     datamodule: Any,
     stage: str,
-    preprocessing: dict[str, Any],
+    preprocessing: dict[str, Any] | None = None,
     *,
     enabled: bool | None = None,
     device: torch.device | str | None = None,
@@ -591,43 +591,54 @@ def gpu_loader_for(
     """The device input path for one stage of an image data module, or ``None`` where it does not apply.
 
     The hook an image data module calls from ``_loader(stage)``, falling back to the CPU path on
-    ``None``. It applies when the stage's inputs are all image files and the module's trainer
-    runs on a single CUDA device whose ``decode_jpeg`` works; inputs come out in the trainer's
-    precision (bf16 under ``"bf16-mixed"``) and channels-last.
+    ``None``. It applies when the stage's inputs are all image files, no custom (PIL) transform is
+    set, and the module's trainer runs on a single CUDA device whose ``decode_jpeg`` works.
+    Batches come out in the trainer's precision (bf16 under ``"bf16-mixed"``), channels-last.
 
     Args:
-        datamodule: a :class:`~flash.core.data.DataModule` (its splits, batch size, workers, seed,
-            training sampler and trainer are used).
+        datamodule: a :class:`~flash.core.data.DataModule`; its splits, batch size, workers, seed,
+            training sampler and trainer are used, and, where it has them, ``preprocessing``,
+            ``crop_scale``, ``channels_last``, ``transform`` and ``train_transform``.
         stage: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
         preprocessing: the backbone's ``image_size``, ``mean``, ``std`` and, optionally,
-            ``crop_pct`` and ``interpolation``.
+            ``crop_pct`` and ``interpolation``; default: ``datamodule.preprocessing``.
         enabled: ``False`` never uses it; ``True`` raises when it cannot be used; ``None`` uses
             it whenever it applies.
         device: run on this device instead of the trainer's (``"cpu"`` runs the same code, for tests).
-        **augmentation: ``scale``, ``ratio``, ``hflip`` of the training crop and flip.
+        **augmentation: ``scale`` (default ``datamodule.crop_scale``), ``ratio``, ``hflip`` of the
+            training crop and flip.
     """
     if enabled is False:
         return None
     split = datamodule.splits.get(stage)
-    reason = _why_not(datamodule, split, device)
+    reason = _why_not(datamodule, split, stage, device)
     if reason is not None:
         if enabled:
             raise RuntimeError(f"The GPU input path cannot be used for the {stage} data: {reason}.")
         return None
+    preprocessing = preprocessing if preprocessing is not None else getattr(datamodule, "preprocessing", None)
+    if not isinstance(preprocessing, dict) or not {"image_size", "mean", "std"} <= set(preprocessing):
+        raise ValueError(
+            "gpu_loader_for needs the backbone's preprocessing: a dict with image_size, mean and std "
+            f"(pass preprocessing=..., or give the data module a .preprocessing); got {preprocessing!r}."
+        )
     trainer = getattr(datamodule, "trainer", None)
-    target = torch.device(device) if device is not None else trainer.strategy.root_device
-    options = {k: preprocessing[k] for k in ("crop_pct", "interpolation") if k in preprocessing}
     train = stage == "train"
+    options = {k: preprocessing[k] for k in ("crop_pct", "interpolation") if k in preprocessing}
+    if train:
+        if getattr(datamodule, "crop_scale", None) is not None:
+            options["scale"] = datamodule.crop_scale
+        options.update(augmentation)
     transform = DeviceImageTransform(
         preprocessing["image_size"],
         preprocessing["mean"],
         preprocessing["std"],
         train=train,
-        device=target,
+        device=torch.device(device) if device is not None else trainer.strategy.root_device,
         seed=datamodule.seed,
         dtype=input_dtype_for_precision(getattr(trainer, "precision", "32-true")),
+        channels_last=getattr(datamodule, "channels_last", None),
         **options,
-        **(augmentation if train else {}),
     )
     sampler = datamodule.train_sampler(range(len(split))) if train else None
     return device_image_loader(
@@ -640,11 +651,14 @@ def gpu_loader_for(
     )
 
 
-def _why_not(datamodule: Any, split: Any, device: torch.device | str | None) -> str | None:
+def _why_not(datamodule: Any, split: Any, stage: str, device: torch.device | str | None) -> str | None:
     if split is None:
         return "there is no such data"
     if not all(isinstance(item, str | os.PathLike) for item in split.inputs):
         return "its inputs are not all image files (arrays and PIL images take the CPU path)"
+    custom = getattr(datamodule, "train_transform", None) if stage == "train" else None
+    if (custom or getattr(datamodule, "transform", None)) is not None:
+        return "a custom transform is set, and it runs on PIL images on the CPU"
     if device is not None:
         return None
     trainer = getattr(datamodule, "trainer", None)
