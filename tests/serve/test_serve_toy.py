@@ -178,3 +178,36 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         build_app(junk)
     with start_server(task, port=0) as srv, pytest.raises(OSError, match="Cannot listen"):
         start_server(task, port=srv.port)
+
+
+class FragileToy(ServableToy):
+    """Fails inside the model on any batch holding a row whose third value is 999."""
+
+    def forward(self, x):
+        if bool((x[:, 2] == 999).any()):
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
+def test_a_model_failure_is_a_500_for_its_request_only():
+    with start_server(FragileToy(), max_wait_ms=50) as srv:
+
+        async def mixed():
+            async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+                bad = c.post("/predict", json={"inputs": [[1, 1, 999, 0]]})
+                goods = [c.post("/predict", json={"inputs": [[i, 1, 0, 0]]}) for i in range(5)]
+                return await asyncio.gather(bad, *goods)
+
+        bad, *goods = asyncio.run(mixed())
+        assert bad.status_code == 500
+        assert "RuntimeError" in bad.json()["error"]
+        assert [g.json()["predictions"][0]["label"] for g in goods] == ["pos"] * 5
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+        assert max(srv.app.state.predictor.batch_sizes) > 1, "the bad request never shared a batch"
+
+
+def test_multi_label_predictions_are_lists_of_labels():
+    with start_server(ServableToy(multi_label=True)) as srv:
+        response = httpx.post(f"{srv.url}/predict", json={"inputs": [[2, 1, 0, 0], [-2, 1, 0, 0]]})
+    assert response.status_code == 200
+    assert [p["label"] for p in response.json()["predictions"]] == [["pos"], ["neg"]]
