@@ -130,11 +130,14 @@ def test_the_device_path_gives_what_the_cpu_path_gives_for_evaluation(tmp_path):
     assert levels.mean() < 2.0
 
 
-def test_a_custom_transform_keeps_the_cpu_path(tmp_path):
+def test_custom_transforms_and_skipping_bad_images_keep_the_cpu_path(tmp_path):
     train, val = image_folders(tmp_path)
     data = DeviceFolderData.from_folders(train, val, num_workers=0, train_transform=lambda image: image)
     assert gpu_loader_for(data, "train", device="cpu") is None
     assert isinstance(gpu_loader_for(data, "val", device="cpu"), DeviceLoader)
+    skipping = DeviceFolderData.from_folders(train, val, num_workers=0, on_bad_image="skip")
+    with pytest.raises(RuntimeError, match="on_bad_image='skip'"):
+        gpu_loader_for(skipping, "val", device="cpu", enabled=True)
 
 
 @pytest.mark.slow

@@ -592,13 +592,15 @@ def gpu_loader_for(
 
     The hook an image data module calls from ``_loader(stage)``, falling back to the CPU path on
     ``None``. It applies when the stage's inputs are all image files, no custom (PIL) transform is
-    set, and the module's trainer runs on a single CUDA device whose ``decode_jpeg`` works.
+    set, unreadable images are not to be skipped, and the module's trainer runs on a single CUDA
+    device whose ``decode_jpeg`` works. A file that cannot be read raises when its batch is
+    decoded, naming the file.
     Batches come out in the trainer's precision (bf16 under ``"bf16-mixed"``), channels-last.
 
     Args:
         datamodule: a :class:`~flash.core.data.DataModule`; its splits, batch size, workers, seed,
             training sampler and trainer are used, and, where it has them, ``preprocessing``,
-            ``crop_scale``, ``channels_last``, ``transform`` and ``train_transform``.
+            ``crop_scale``, ``channels_last``, ``transform``, ``train_transform`` and ``on_bad_image``.
         stage: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
         preprocessing: the backbone's ``image_size``, ``mean``, ``std`` and, optionally,
             ``crop_pct`` and ``interpolation``; default: ``datamodule.preprocessing``.
@@ -659,6 +661,8 @@ def _why_not(datamodule: Any, split: Any, stage: str, device: torch.device | str
     custom = getattr(datamodule, "train_transform", None) if stage == "train" else None
     if (custom or getattr(datamodule, "transform", None)) is not None:
         return "a custom transform is set, and it runs on PIL images on the CPU"
+    if getattr(datamodule, "on_bad_image", "error") == "skip":
+        return "on_bad_image='skip' decodes every image once before training, which the CPU path does"
     if device is not None:
         return None
     trainer = getattr(datamodule, "trainer", None)
