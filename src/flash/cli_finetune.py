@@ -375,6 +375,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quie
     import lightning.pytorch as pl
 
     import flash
+    from flash.core.lr_finder import apply_learning_rate
     from flash.core.plots import plot_confusion_matrix, plot_training_curves
     from flash.core.progress import FlashProgressBar
 
@@ -416,7 +417,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quie
                 f"keeping the task's {task.learning_rate:g}. Raise --lr-find-steps or give --lr."
             )
         else:
-            set_learning_rate(task, found.suggestion)
+            apply_learning_rate(task, found.suggestion)
             say(f"  suggested learning rate {found.suggestion:.3g}")
     options["lr"] = float(task.learning_rate)
     trainer.finetune(task, data, strategy=strategy, train_bn=train_bn)
@@ -464,13 +465,6 @@ def record_defaults(spec: DomainSpec, options: dict[str, Any], task: Any, data: 
             value = next((getattr(o, name) for o in owners if isinstance(getattr(o, name, None), int)), None)
             if value is not None:
                 options[name] = value
-
-
-def set_learning_rate(task: Any, learning_rate: float) -> None:
-    """Give ``task`` a new head learning rate, also in the hyperparameters its checkpoint keeps."""
-    task.learning_rate = float(learning_rate)
-    if "learning_rate" in task.hparams:
-        task.hparams["learning_rate"] = float(learning_rate)
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> Path:

@@ -88,18 +88,19 @@ def test_random_state_is_untouched(found):
 def test_the_trainer_still_finetunes_afterwards_with_a_clean_history(found):
     trainer, task, data = found["trainer"], found["task"], found["data"]
     assert trainer.history == []
-    task.learning_rate = found["result"].suggestion
+    assert task.learning_rate == 1e-3  # update_attr=False leaves the rate alone
     trainer.finetune(task, data, strategy="freeze")
     assert len(trainer.history) == 2
 
 
-def test_without_a_plot_path_the_plot_is_a_figure():
+def test_without_a_plot_path_the_plot_is_a_figure_and_update_attr_sets_the_rate():
     from matplotlib.figure import Figure
 
     pl.seed_everything(0)
-    task, data = ToyClassifier(), toy_data(n=32, batch_size=16)
-    result = flash.Trainer(**QUIET).lr_find(task, data.train_dataloader(), num_training=8)
+    task, data = ToyClassifier(learning_rate=1e-3), toy_data(n=32, batch_size=16)
+    result = flash.Trainer(**QUIET).lr_find(task, data.train_dataloader(), num_training=8, update_attr=True)
     assert isinstance(result.plot, Figure)
+    assert task.learning_rate == task.hparams["learning_rate"] == result.suggestion
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
-__all__ = ["LRFinderResult", "find_learning_rate", "smooth", "suggest_learning_rate"]
+__all__ = ["LRFinderResult", "apply_learning_rate", "find_learning_rate", "smooth", "suggest_learning_rate"]
 
 
 @dataclass
@@ -67,6 +67,7 @@ def find_learning_rate(
     num_training: int = 100,
     early_stop_threshold: float | None = 4.0,
     plot_path: str | os.PathLike | None = None,
+    update_attr: bool = False,
 ) -> LRFinderResult:
     """Run the learning-rate range test of ``task`` on ``data``; see :meth:`flash.Trainer.lr_find`."""
     _check_arguments(task, min_lr, max_lr, num_training, early_stop_threshold)
@@ -102,7 +103,18 @@ def find_learning_rate(
     from flash.core.plots import plot_lr_finder
 
     plot = plot_lr_finder(lrs, losses, suggestion, path=plot_path)
+    if update_attr and suggestion is not None:
+        apply_learning_rate(task, suggestion)
     return LRFinderResult(suggestion, lrs, losses, plot, raw_losses=raw)
+
+
+def apply_learning_rate(task: Any, learning_rate: float) -> None:
+    """Give ``task`` a new head learning rate, also in the hyperparameters its checkpoints keep."""
+    if not isinstance(learning_rate, int | float) or not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+    task.learning_rate = float(learning_rate)
+    if "learning_rate" in task.hparams:
+        task.hparams["learning_rate"] = float(learning_rate)
 
 
 def smooth(losses: list[float], beta: float | None = None) -> list[float]:

@@ -146,10 +146,12 @@ class Trainer(pl.Trainer):
         num_training: int = 100,
         early_stop_threshold: float | None = 4.0,
         plot_path: str | os.PathLike | None = None,
+        update_attr: bool = False,
     ) -> Any:
         """Find a learning rate with the range test (Lightning's tuner); the task is left unchanged.
 
-        ``suggestion, plot = trainer.lr_find(task, data)``, then ``task.learning_rate = suggestion``.
+        ``suggestion, plot = trainer.lr_find(task, data, update_attr=True)`` also sets the task's
+        learning rate to the suggestion.
 
         Args:
             model: the task.
@@ -161,6 +163,7 @@ class Trainer(pl.Trainer):
             early_stop_threshold: stop once the loss exceeds this multiple of the best loss.
             plot_path: write the loss-against-rate plot there (PNG); otherwise the result holds
                 the matplotlib figure.
+            update_attr: set ``model.learning_rate`` (and its saved hyperparameter) to the suggestion.
 
         Returns:
             :class:`flash.core.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
@@ -180,6 +183,7 @@ class Trainer(pl.Trainer):
             num_training=num_training,
             early_stop_threshold=early_stop_threshold,
             plot_path=plot_path,
+            update_attr=update_attr,
         )
 
     def _install_finetuning(self, callback: BaseFinetuning) -> None:
