@@ -13,7 +13,9 @@ How a Markdown file marks its examples for this test:
 - For speed, ``max_epochs=N`` runs at most 2 epochs and ``--epochs N`` at most 1.
 - A python block that uses ``data``, ``model`` or ``task`` without defining them (as the
   finetuning page's later snippets do) gets the seed example's: the tiny ants/bees
-  ``ImageClassificationData`` and an ``ImageClassifier`` for it.
+  ``ImageClassificationData`` (64 px crops) and an ``ImageClassifier`` for it.
+- Examples that train an image model (they name ``hymenoptera``, ``ImageClassif...``,
+  ``finetune image`` or ``flash demo``, or use the seed example's names) are marked ``slow``.
 - In bash blocks, each command that starts with ``flash`` runs through ``flash.cli.main`` in
   this process (continuation lines with ``\\`` are joined); other lines are not run.
 - ``FLASH_README=docs/cli.md pytest tests/test_readme.py`` tests another Markdown file, e.g. a
@@ -121,7 +123,26 @@ def _cases():
     if not found:
         reason = f"{path.name} has no code block marked <!-- test --> yet"
         return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
-    return [pytest.param(chain, id=f"line{chain[0].line}-{_slug(chain[0].heading)}") for chain in found]
+    return [
+        pytest.param(
+            chain,
+            id=f"line{chain[0].line}-{_slug(chain[0].heading)}",
+            marks=[pytest.mark.slow] if any(_trains_images(block) for block in chain) else [],
+        )
+        for chain in found
+    ]
+
+
+IMAGE_WORDS = re.compile(r"hymenoptera|ImageClassif|finetune\s+image|flash\s+demo|vision")
+
+
+def _trains_images(block: Block) -> bool:
+    if IMAGE_WORDS.search(block.source):
+        return True
+    try:
+        return block.language == "python" and bool(undefined_names(block.source))
+    except SyntaxError:
+        return False  # the test itself reports it
 
 
 def _slug(text: str) -> str:
@@ -213,6 +234,7 @@ def seed_example(data_root: Path) -> dict[str, object]:
         train_folder=str(data_root / "hymenoptera_data" / "train"),
         val_folder=str(data_root / "hymenoptera_data" / "val"),
         batch_size=4,
+        image_size=64,
     )
     model = image.ImageClassifier(num_classes=data.num_classes)
     return {"data": data, "model": model, "task": model}
