@@ -184,3 +184,11 @@ def test_other_bad_arguments(table):
         TabularClassificationData.from_data_frame(
             **FIELDS, train_data_frame=pd.concat([table, table["age"]], axis=1)
         )
+
+
+def test_categories_unseen_in_training_go_to_the_unknown_slot_in_validation(table):
+    val = table.iloc[:6].assign(color=["purple", "red", None, "teal", "blue", "green"])
+    data = TabularClassificationData.from_data_frame(**FIELDS, train_data_frame=table, val_data_frame=val)
+    codes = data.dataset("val").features[:, -1].tolist()
+    assert codes[0] == 0 and codes[3] == 0
+    assert all(code > 0 for code in codes[1:3] + codes[4:])

@@ -252,3 +252,18 @@ def test_data_and_task_from_a_csv_with_inferred_fields(tmp_path):
     task = TabularClassifier.from_data(data, backbone_kwargs=SMALL_TABM)
     assert task.preprocessor.numerical_fields == ["age", "fare", "amount"]
     assert isinstance(pd.DataFrame(task.predict(frame.head(3), output="probabilities")), pd.DataFrame)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_training_ends_on_the_epoch_with_the_lowest_val_loss(data, restore):
+    task = TabularClassifier.from_data(
+        data, backbone_kwargs=SMALL_TABM, learning_rate=0.05, restore_best_weights=restore
+    )
+    run = trainer(max_epochs=6, logger=False, enable_checkpointing=False)
+    run.finetune(task, data)
+    losses = [row["val_loss"] for row in run.history]
+    final = run.validate(task, datamodule=data, verbose=False)[0]["val_loss"]
+    if restore:
+        assert final == pytest.approx(min(losses), rel=1e-5)
+    else:
+        assert final == pytest.approx(losses[-1], rel=1e-5)

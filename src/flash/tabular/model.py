@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,8 @@ from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_b
 from flash.tabular.data import TabularData, TabularDataset
 from flash.tabular.frames import read_table, shown
 from flash.tabular.preprocessing import TabularPreprocessor
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_WEIGHT_DECAY = 3e-4
@@ -77,16 +80,46 @@ class TabularTask:
         return output
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Training optimises every member's loss; validation and test report the ensemble's."""
         members = self.members(batch["input"])
         target = batch["target"]
-        loss = self.member_loss(members, target)
+        combined = self.combine(members)
+        loss = self.member_loss(members if stage == "train" else combined.unsqueeze(1), target)
         size = int(target.shape[0])
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        prediction = self.metric_prediction(self.combine(members))
+        prediction = self.metric_prediction(combined)
         for name, metric in getattr(self, f"{stage}_metrics").items():
             metric.update(prediction, target)
             self.log(f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
         return loss
+
+    # -- keeping the best epoch ----------------------------------------------------------------------
+    restore_best_weights: bool = True
+
+    def on_fit_start(self) -> None:
+        self._best_epoch: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.restore_best_weights or self.trainer.sanity_checking:
+            return
+        score = self.trainer.callback_metrics.get("val_loss")
+        if score is None or not math.isfinite(float(score)):
+            return
+        best = getattr(self, "_best_epoch", None)
+        if best is None or float(score) < best[0]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
+            self._best_epoch = (float(score), self.current_epoch, state)
+
+    def on_fit_end(self) -> None:
+        """With validation data, go back to the weights of the epoch with the lowest ``val_loss``."""
+        best = getattr(self, "_best_epoch", None)
+        self._best_epoch = None
+        if best is None or not self.restore_best_weights:
+            return
+        score, epoch, state = best
+        self.load_state_dict(state)
+        if epoch < self.current_epoch - 1:
+            log.info("Restored the weights of epoch %d, which had the lowest val_loss (%.4f).", epoch, score)
 
     # -- inputs ----------------------------------------------------------------------------------
     def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
@@ -179,6 +212,8 @@ class TabularClassifier(TabularTask, ClassificationTask):
         optimizer, optimizer_kwargs: default AdamW with ``weight_decay=3e-4``.
         lr_scheduler, lr_scheduler_kwargs: see :class:`~flash.core.task.Task`.
         label_smoothing: cross-entropy label smoothing.
+        restore_best_weights: when the data has validation rows, end training with the weights
+            of the epoch with the lowest ``val_loss`` (early stopping without stopping early).
     """
 
     def __init__(
@@ -195,6 +230,7 @@ class TabularClassifier(TabularTask, ClassificationTask):
         lr_scheduler: str | None = None,
         lr_scheduler_kwargs: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        restore_best_weights: bool = True,
     ) -> None:
         hparams = {
             "num_classes": num_classes,
@@ -209,6 +245,7 @@ class TabularClassifier(TabularTask, ClassificationTask):
             "lr_scheduler": lr_scheduler,
             "lr_scheduler_kwargs": lr_scheduler_kwargs,
             "label_smoothing": label_smoothing,
+            "restore_best_weights": restore_best_weights,
         }
         preprocessor, built, head = _network(preprocessing, backbone, backbone_kwargs, num_classes)
         super().__init__(
@@ -222,6 +259,7 @@ class TabularClassifier(TabularTask, ClassificationTask):
         )
         self.preprocessor = preprocessor
         self.target_fields = list(target_fields or [])
+        self.restore_best_weights = bool(restore_best_weights)
         self.save_hyperparameters(hparams)
 
     @classmethod
@@ -257,7 +295,7 @@ class TabularRegressor(TabularTask, RegressionTask):
 
     Build it from the data: ``TabularRegressor.from_data(data)``. Targets are standardised with
     the training mean and standard deviation (kept in checkpoints); predictions are in the
-    original units. Arguments as in :class:`TabularClassifier`, plus ``num_targets``,
+    original units. Arguments as in :class:`TabularClassifier` (``restore_best_weights`` too), plus ``num_targets``,
     ``target_mean`` and ``target_std``.
     """
 
@@ -275,6 +313,7 @@ class TabularRegressor(TabularTask, RegressionTask):
         optimizer_kwargs: dict[str, Any] | None = None,
         lr_scheduler: str | None = None,
         lr_scheduler_kwargs: dict[str, Any] | None = None,
+        restore_best_weights: bool = True,
     ) -> None:
         if isinstance(num_targets, bool) or not isinstance(num_targets, int) or num_targets < 1:
             raise ValueError(f"num_targets must be a whole number >= 1, got {num_targets!r}.")
@@ -294,6 +333,7 @@ class TabularRegressor(TabularTask, RegressionTask):
             "optimizer_kwargs": optimizer_kwargs,
             "lr_scheduler": lr_scheduler,
             "lr_scheduler_kwargs": lr_scheduler_kwargs,
+            "restore_best_weights": restore_best_weights,
         }
         preprocessor, built, head = _network(preprocessing, backbone, backbone_kwargs, num_targets)
         super().__init__(
@@ -307,6 +347,7 @@ class TabularRegressor(TabularTask, RegressionTask):
         )
         self.preprocessor = preprocessor
         self.target_fields = list(target_fields or [])
+        self.restore_best_weights = bool(restore_best_weights)
         self.save_hyperparameters(hparams)
 
     @classmethod
