@@ -143,13 +143,15 @@ COLORS = {"red": (200, 30, 30), "blue": (30, 40, 200)}
 
 
 def color_image(color: str, seed: int, size: int = 48):
-    """A noisy image of one colour (a PIL image)."""
+    """An image of one colour with a random smooth shading and a little noise (a PIL image)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    shading = rng.uniform(-30, 30) * ramp[None, :, None] + rng.uniform(-30, 30) * ramp[:, None, None]
     base = np.array(COLORS[color], dtype=np.float32)
-    pixels = np.clip(base + rng.normal(0, 25, size=(size, size, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)
+    pixels = base + shading + rng.normal(0, 6, size=(size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def image_folders(root: Path, per_class: int = 3) -> dict[str, list[Path]]:
@@ -160,7 +162,7 @@ def image_folders(root: Path, per_class: int = 3) -> dict[str, list[Path]]:
         files[color] = []
         for i in range(per_class):
             path = root / color / f"{i}.png"
-            color_image(color, seed=hash((color, i)) % 1000).save(path)
+            color_image(color, seed=1000 * list(COLORS).index(color) + i).save(path)
             files[color].append(path)
     return files
 
