@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import lightning.pytorch
 import pytest
 from tiny_tasks import tabular_classifier, tabular_regressor
 
@@ -21,7 +22,8 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def classifier_server():
-    task = tabular_classifier(epochs=2, learning_rate=1e-2)
+    lightning.pytorch.seed_everything(0)
+    task = tabular_classifier(epochs=1, learning_rate=2e-2)
     with start_server(task) as server:
         yield server, task
 
