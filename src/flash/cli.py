@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flash.cli_domains import DOMAINS, positive_int
 from flash.cli_finetune import add_finetune_parser, config_argv, run_finetune
@@ -42,6 +42,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors as two short lines (the problem, then where the options are), not the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nRun `{self.prog} --help` for the options.\n")
+
+
 def _module_exists(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -53,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``flash`` argument parser with every subcommand."""
     from flash import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="flash",
         description="Finetune pretrained models on small data sets, predict, serve and export them.",
         formatter_class=HelpFormatter,
@@ -333,6 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "finetune":
                 return run_finetune(args, _subparser(parser, "finetune", args.domain))
             return RUNNERS[args.command](args, parser)
+    except BrokenPipeError:  # e.g. `flash predict ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except USER_ERRORS as error:
         if debug:
             raise

@@ -77,5 +77,9 @@ def _cell(value: Any, csv_cell: bool = False) -> str:
 
 
 def _shorten(text: str, width: int) -> str:
+    """Cut the middle of a long cell, so a path keeps its file name and a text its end."""
     text = text.replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
