@@ -1,0 +1,644 @@
+"""``ImageClassificationData``: images from folders, file lists, data frames, CSV files, arrays."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from flash.core.data import DataModule, LabelEncoder, Split, encode_multi_hot_columns, split_off_validation
+from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
+from flash.image.dataset import DecodedImageCache, ImageDataset
+from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images
+from flash.image.transforms import DEFAULT_CROP_SCALE, ImageCollate, ImagePipeline, UserTransform
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def _default_preprocessing() -> dict[str, Any]:
+    """The default backbone's preprocessing, without building it."""
+    from flash.image.backbones import preprocessing
+
+    if DEFAULT_BACKBONE in IMAGE_BACKBONES:
+        return preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.875, "bilinear")
+    return preprocessing()
+
+
+def _check_folder(folder: Any, what: str) -> Path:
+    if not isinstance(folder, str | os.PathLike):
+        raise TypeError(f"{what} must be a folder path, got {type(folder).__name__}.")
+    path = Path(folder)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(folder)!r} does not exist.")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{what} {str(folder)!r} is a file, not a folder.")
+    return path
+
+
+def _class_folders(folder: Any, what: str, require_images: bool) -> dict[str, list[str]]:
+    """``{class name: image paths}`` of a folder holding one subfolder per class."""
+    path = _check_folder(folder, what)
+    subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = list_images(path)
+    if not subfolders:
+        hint = f" It holds {len(loose)} images directly; put them in one subfolder per class." if loose else ""
+        raise ValueError(
+            f"{what} {str(folder)!r} has no class subfolders.{hint} Expected {what}/<class name>/<image>."
+        )
+    if loose:
+        warnings.warn(
+            f"{what} {str(folder)!r} holds {len(loose)} images outside the class subfolders; they are "
+            f"ignored (e.g. {os.path.basename(loose[0])}).",
+            stacklevel=3,
+        )
+    classes: dict[str, list[str]] = {}
+    empty = []
+    for sub in subfolders:
+        images = list_images(sub, recursive=True)
+        if images:
+            classes[sub.name] = images
+        else:
+            empty.append(sub)
+    if empty:
+        names = ", ".join(p.name for p in empty)
+        others = {p.name for e in empty for p in e.rglob("*") if p.is_file()}
+        found = f" (found only {', '.join(sorted(others)[:5])})" if others else ""
+        message = (
+            f"{what} {str(folder)!r}: class folder(s) {names} hold no images{found}. Images end in "
+            f"{', '.join(IMAGE_EXTENSIONS)}."
+        )
+        if require_images:
+            raise ValueError(message + " Remove the folder or add images of that class.")
+        warnings.warn(message, stacklevel=3)
+    if not classes:
+        raise ValueError(f"{what} {str(folder)!r} holds no images in its class subfolders.")
+    return classes
+
+
+def _folder_split(classes: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    files, targets = [], []
+    for name, images in classes.items():
+        files += images
+        targets += [name] * len(images)
+    return files, targets
+
+
+def _check_files(files: Any, what: str) -> list[str]:
+    if isinstance(files, str | os.PathLike):
+        raise TypeError(f"{what} must be a list of file paths, not one path {str(files)!r}.")
+    files = [str(f) for f in files]
+    if not files:
+        raise ValueError(f"{what} is empty.")
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        shown = "\n  ".join(missing[:10])
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise FileNotFoundError(f"{len(missing)} of the {what} do not exist:\n  {shown}{more}")
+    return files
+
+
+def _is_multi_label(targets: Sequence[Any]) -> bool:
+    return any(isinstance(t, list | tuple | set | np.ndarray) for t in targets)
+
+
+def _resolve_path(value: Any, root: Path | None, row: int, what: str) -> str:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError(f"{what} row {row}: {value!r} is not an image path.")
+    path = Path(str(value).strip())
+    if root is not None and not path.is_absolute():
+        path = root / path
+    if path.is_file():
+        return str(path)
+    for extension in IMAGE_EXTENSIONS:  # ids without extension, as in many Kaggle CSV files
+        candidate = path.with_name(path.name + extension)
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"{what} row {row}: image {str(value)!r} not found (looked for {path}"
+        f"{' with and without an image extension' if not path.suffix else ''}). "
+        "Pass images_root= if paths are relative to another folder."
+    )
+
+
+class ImageClassificationData(DataModule):
+    """Images and their classes for :class:`~flash.image.ImageClassifier`.
+
+    Build it with a ``from_*`` constructor. Class names come from the training data (folder names,
+    target values or target column names); ``num_classes`` and ``labels`` travel to the task.
+
+    Args:
+        image_size: side of the crops; default: the task's backbone's (224 for the default).
+        transform: a callable on an RGB PIL image (e.g. a torchvision ``Compose``) used for every
+            stage instead of the default crops.
+        train_transform: as ``transform``, for training only.
+        on_bad_image: ``"error"`` (default) lists unreadable images before training; ``"skip"``
+            leaves them out with a warning.
+        cache_mb: memory bound of the decoded-image cache (default a quarter of RAM, at most
+            4 GiB; ``0`` turns it off).
+        crop_scale: area range of random training crops.
+        batch_size, num_workers, seed: see :class:`flash.core.data.DataModule`.
+    """
+
+    def __init__(
+        self,
+        train: Split | None = None,
+        val: Split | None = None,
+        test: Split | None = None,
+        predict: Split | None = None,
+        *,
+        labels: Sequence[Any] | None = None,
+        multi_label: bool = False,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 42,
+        image_size: int | None = None,
+        transform: UserTransform | None = None,
+        train_transform: UserTransform | None = None,
+        on_bad_image: str = "error",
+        cache_mb: float | None = None,
+        crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    ) -> None:
+        super().__init__(
+            train,
+            val,
+            test,
+            predict,
+            labels=labels,
+            multi_label=multi_label,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        if image_size is not None and (
+            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
+        ):
+            raise ValueError(f"image_size must be a whole number of pixels >= 8, got {image_size!r}.")
+        for name, value in (("transform", transform), ("train_transform", train_transform)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be a callable taking a PIL image, got {type(value).__name__}.")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}.")
+        if cache_mb is not None and (not isinstance(cache_mb, int | float) or cache_mb < 0):
+            raise ValueError(f"cache_mb must be a number of megabytes >= 0 (0: no cache), got {cache_mb!r}.")
+        scale = tuple(float(s) for s in crop_scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
+        self.image_size = image_size
+        self.transform = transform
+        self.train_transform = train_transform
+        self.on_bad_image = on_bad_image
+        self.crop_scale = scale
+        self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
+        self.preprocessing = _default_preprocessing()
+        if image_size is not None:
+            self.preprocessing["image_size"] = image_size
+        self.channels_last = True
+
+    # -- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def _from_inputs(
+        cls,
+        train: tuple[list[Any], Sequence[Any]] | None,
+        val: tuple[list[Any], Sequence[Any]] | None,
+        test: tuple[list[Any], Sequence[Any]] | None,
+        predict: list[Any] | None,
+        val_split: float | None,
+        multi_label: bool | None,
+        labels: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """Encode targets with the training labels and hold out ``val_split``; the one path every
+        constructor takes."""
+        seed = kwargs.get("seed", 42)
+        encoder = None
+        if labels is not None:
+            encoder = LabelEncoder(labels, bool(multi_label))
+        splits: dict[str, Split | None] = {"train": None, "val": None, "test": None}
+        for name, pair in (("train", train), ("val", val), ("test", test)):
+            if pair is None:
+                continue
+            inputs, targets = pair
+            if targets is None:
+                raise ValueError(f"{name} images need targets (their classes).")
+            if len(inputs) != len(targets):
+                raise ValueError(f"{len(inputs)} {name} images but {len(targets)} {name} targets.")
+            if encoder is None:
+                if name != "train":
+                    raise ValueError(f"{name} data needs training data (or labels=) to define the classes.")
+                is_multi = _is_multi_label(targets) if multi_label is None else bool(multi_label)
+                encoder = LabelEncoder.fit(targets, multi_label=is_multi, what=name)
+            splits[name] = Split(list(inputs), encoder.encode(targets, what=name))
+        if val_split is not None:
+            if splits["train"] is None:
+                raise ValueError("val_split needs training data to split.")
+            if splits["val"] is not None:
+                raise ValueError("Pass either validation data or val_split, not both.")
+            splits["train"], splits["val"] = split_off_validation(splits["train"], val_split, seed)
+        return cls(
+            splits["train"],
+            splits["val"],
+            splits["test"],
+            Split(list(predict)) if predict is not None else None,
+            labels=encoder.labels if encoder is not None else None,
+            multi_label=encoder.multi_label if encoder is not None else False,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_folders(
+        cls,
+        train_folder: str | os.PathLike | None = None,
+        val_folder: str | os.PathLike | None = None,
+        test_folder: str | os.PathLike | None = None,
+        predict_folder: str | os.PathLike | None = None,
+        *,
+        valid_folder: str | os.PathLike | None = None,
+        val_split: float | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """Images in one subfolder per class: ``train_folder/<class>/<image>``.
+
+        Args:
+            train_folder, val_folder (alias ``valid_folder``), test_folder: folders of class
+                subfolders. Hidden and non-image files (``.DS_Store``, ``Thumbs.db``) are ignored.
+            predict_folder: a folder of images (no classes).
+            val_split: fraction of the training images held out for validation (stratified).
+            **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``transform``, ... (see the class).
+
+        Raises:
+            FileNotFoundError: for a folder that does not exist.
+            ValueError: for a folder without class subfolders or images, an empty class folder in
+                training, or validation/test classes that training lacks.
+        """
+        if valid_folder is not None:
+            if val_folder is not None:
+                raise ValueError("Pass val_folder or its alias valid_folder, not both.")
+            val_folder = valid_folder
+        train = val = test = None
+        train_classes = None
+        if train_folder is not None:
+            train_classes = _class_folders(train_folder, "train_folder", require_images=True)
+            train = _folder_split(train_classes)
+        for name, folder in (("val_folder", val_folder), ("test_folder", test_folder)):
+            if folder is None:
+                continue
+            classes = _class_folders(folder, name, require_images=False)
+            if train_classes is not None:
+                unknown = sorted(set(classes) - set(train_classes))
+                if unknown:
+                    raise ValueError(
+                        f"{name} {str(folder)!r} has class folder(s) {', '.join(unknown)} that train_folder "
+                        f"lacks. Training classes: {', '.join(train_classes)}. Every class needs training "
+                        "images (or rename the folder to match)."
+                    )
+            if name == "val_folder":
+                val = _folder_split(classes)
+            else:
+                test = _folder_split(classes)
+        predict = None
+        if predict_folder is not None:
+            path = _check_folder(predict_folder, "predict_folder")
+            predict = list_images(path, recursive=True)
+            if not predict:
+                raise ValueError(f"predict_folder {str(predict_folder)!r} holds no images.")
+        labels = kwargs.pop("labels", None)
+        if train_classes is not None:
+            if labels is not None and [str(x) for x in labels] != list(train_classes):
+                raise ValueError(
+                    f"labels={list(labels)} differ from the class folders of train_folder "
+                    f"({', '.join(train_classes)}); leave labels out to use the folder names."
+                )
+            labels = list(train_classes)
+        return cls._from_inputs(train, val, test, predict, val_split, False, labels=labels, **kwargs)
+
+    @classmethod
+    def from_files(
+        cls,
+        train_files: Sequence[str | os.PathLike] | None = None,
+        train_targets: Sequence[Any] | None = None,
+        val_files: Sequence[str | os.PathLike] | None = None,
+        val_targets: Sequence[Any] | None = None,
+        test_files: Sequence[str | os.PathLike] | None = None,
+        test_targets: Sequence[Any] | None = None,
+        predict_files: Sequence[str | os.PathLike] | None = None,
+        *,
+        val_split: float | None = None,
+        multi_label: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """Lists of image files and their targets (class names or numbers; a list of classes per
+        image makes the data multi-label)."""
+        train = (_check_files(train_files, "train_files"), train_targets) if train_files is not None else None
+        val = (_check_files(val_files, "val_files"), val_targets) if val_files is not None else None
+        test = (_check_files(test_files, "test_files"), test_targets) if test_files is not None else None
+        predict = _check_files(predict_files, "predict_files") if predict_files is not None else None
+        for name, pair in (("train", train), ("val", val), ("test", test)):
+            if pair is not None and pair[1] is None:
+                raise ValueError(f"{name}_files need {name}_targets.")
+        return cls._from_inputs(train, val, test, predict, val_split, multi_label, **kwargs)
+
+    @classmethod
+    def from_data_frame(
+        cls,
+        input_field: str,
+        target_fields: str | Sequence[str] | None = None,
+        train_data_frame: Any = None,
+        val_data_frame: Any = None,
+        test_data_frame: Any = None,
+        predict_data_frame: Any = None,
+        *,
+        images_root: str | os.PathLike | None = None,
+        train_images_root: str | os.PathLike | None = None,
+        val_images_root: str | os.PathLike | None = None,
+        test_images_root: str | os.PathLike | None = None,
+        predict_images_root: str | os.PathLike | None = None,
+        val_split: float | None = None,
+        multi_label: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """pandas data frames with an image-path column and one or more target columns.
+
+        Args:
+            input_field: the column of image paths (relative to ``images_root``; a missing image
+                extension is found).
+            target_fields: one column of classes; or several 0/1 columns, one per class
+                (multi-label, the column names are the classes). With ``multi_label=True`` a single
+                column may hold several classes per row separated by ``,`` or ``;``.
+            images_root: folder the paths are relative to (per split: ``train_images_root``, ...).
+        """
+        import pandas as pd
+
+        fields = [target_fields] if isinstance(target_fields, str) else list(target_fields or [])
+        roots = {
+            "train": train_images_root or images_root,
+            "val": val_images_root or images_root,
+            "test": test_images_root or images_root,
+            "predict": predict_images_root or images_root,
+        }
+        frames = {"train": train_data_frame, "val": val_data_frame, "test": test_data_frame}
+        if all(f is None for f in (*frames.values(), predict_data_frame)):
+            raise ValueError("Pass at least one of train_data_frame, val_data_frame, test_data_frame, predict_data_frame.")
+        multi_columns = len(fields) > 1
+        labels = list(fields) if multi_columns else kwargs.pop("labels", None)
+
+        def paths(frame: Any, name: str) -> list[str]:
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"{name}_data_frame must be a pandas DataFrame, got {type(frame).__name__}.")
+            if input_field not in frame.columns:
+                raise KeyError(
+                    f"{name} data has no column {input_field!r}; columns: {', '.join(map(str, frame.columns))}."
+                )
+            root = Path(roots[name]) if roots[name] is not None else None
+            if root is not None:
+                _check_folder(root, f"{name}_images_root")
+            return [_resolve_path(v, root, i, name) for i, v in enumerate(frame[input_field].tolist())]
+
+        def targets(frame: pd.DataFrame, name: str) -> Any:
+            missing = [f for f in fields if f not in frame.columns]
+            if not fields or missing:
+                raise KeyError(
+                    f"{name} data has no target column(s) {missing or fields}; columns: "
+                    f"{', '.join(map(str, frame.columns))}."
+                )
+            if multi_columns:
+                hot = encode_multi_hot_columns(frame[fields].to_numpy(), name)
+                return [[fields[j] for j in np.flatnonzero(row)] for row in hot]
+            return frame[fields[0]].tolist()
+
+        pairs: dict[str, tuple[list[str], Any] | None] = {}
+        for name, frame in frames.items():
+            pairs[name] = None if frame is None else (paths(frame, name), targets(frame, name))
+        predict = paths(predict_data_frame, "predict") if predict_data_frame is not None else None
+        return cls._from_inputs(
+            pairs["train"],
+            pairs["val"],
+            pairs["test"],
+            predict,
+            val_split,
+            True if multi_columns else multi_label,
+            labels=labels,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_csv(
+        cls,
+        input_field: str,
+        target_fields: str | Sequence[str] | None = None,
+        train_file: str | os.PathLike | None = None,
+        val_file: str | os.PathLike | None = None,
+        test_file: str | os.PathLike | None = None,
+        predict_file: str | os.PathLike | None = None,
+        *,
+        images_root: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """CSV files with an image-path column and target column(s); see :meth:`from_data_frame`.
+
+        Relative image paths are resolved against ``images_root``, by default the CSV file's folder.
+        """
+        import pandas as pd
+
+        frames: dict[str, Any] = {}
+        for name, file in (("train", train_file), ("val", val_file), ("test", test_file), ("predict", predict_file)):
+            if file is None:
+                continue
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"{name}_file {str(file)!r} does not exist.")
+            frames[name] = pd.read_csv(file)
+            if images_root is None:
+                kwargs.setdefault(f"{name}_images_root", str(Path(file).parent))
+        return cls.from_data_frame(
+            input_field,
+            target_fields,
+            frames.get("train"),
+            frames.get("val"),
+            frames.get("test"),
+            frames.get("predict"),
+            images_root=images_root,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_numpy(
+        cls,
+        train_data: Any = None,
+        train_targets: Sequence[Any] | None = None,
+        val_data: Any = None,
+        val_targets: Sequence[Any] | None = None,
+        test_data: Any = None,
+        test_targets: Sequence[Any] | None = None,
+        predict_data: Any = None,
+        *,
+        val_split: float | None = None,
+        multi_label: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """Images as numpy arrays: ``(N, H, W)`` or ``(N, H, W, C)`` (or a list of ``(H, W[, C])``
+        arrays of any size); uint8 0-255 or float 0-1."""
+        return cls._from_arrays(
+            "numpy", train_data, train_targets, val_data, val_targets, test_data, test_targets,
+            predict_data, val_split, multi_label, **kwargs,
+        )  # fmt: skip
+
+    @classmethod
+    def from_tensors(
+        cls,
+        train_data: Any = None,
+        train_targets: Sequence[Any] | None = None,
+        val_data: Any = None,
+        val_targets: Sequence[Any] | None = None,
+        test_data: Any = None,
+        test_targets: Sequence[Any] | None = None,
+        predict_data: Any = None,
+        *,
+        val_split: float | None = None,
+        multi_label: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        """Images as torch tensors: ``(N, C, H, W)`` or ``(N, H, W)`` (or a list of ``(C, H, W)``);
+        uint8 0-255 or float 0-1."""
+        return cls._from_arrays(
+            "torch", train_data, train_targets, val_data, val_targets, test_data, test_targets,
+            predict_data, val_split, multi_label, **kwargs,
+        )  # fmt: skip
+
+    @classmethod
+    def _from_arrays(
+        cls,
+        kind: str,
+        train_data: Any,
+        train_targets: Any,
+        val_data: Any,
+        val_targets: Any,
+        test_data: Any,
+        test_targets: Any,
+        predict_data: Any,
+        val_split: float | None,
+        multi_label: bool | None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        def items(data: Any, name: str) -> list[Any] | None:
+            return None if data is None else _array_items(data, kind, name)
+
+        def targets(values: Any) -> Any:
+            if isinstance(values, torch.Tensor) or isinstance(values, np.ndarray):
+                values = values.tolist()
+            return values
+
+        pairs = []
+        for name, data, target in (
+            ("train", train_data, train_targets),
+            ("val", val_data, val_targets),
+            ("test", test_data, test_targets),
+        ):
+            if data is None:
+                pairs.append(None)
+                continue
+            if target is None:
+                raise ValueError(f"{name}_data needs {name}_targets.")
+            pairs.append((items(data, f"{name}_data"), targets(target)))
+        return cls._from_inputs(
+            pairs[0], pairs[1], pairs[2], items(predict_data, "predict_data"), val_split, multi_label, **kwargs
+        )
+
+    # -- the task's preprocessing ---------------------------------------------------------------
+    def attach_task(self, task: Any) -> None:
+        """Take the task's image size and normalisation (the data's ``image_size`` wins if given)."""
+        super().attach_task(task)
+        preprocessing = getattr(task, "preprocessing", None)
+        if preprocessing:
+            self.preprocessing = dict(preprocessing)
+            if self.image_size is not None:
+                self.preprocessing["image_size"] = self.image_size
+                if hasattr(task, "set_image_size"):
+                    task.set_image_size(self.image_size)
+        if hasattr(task, "use_eval_transform"):
+            task.use_eval_transform(self.transform)
+        self.channels_last = bool(getattr(task, "channels_last", True))
+
+    # -- datasets and loaders -------------------------------------------------------------------
+    def pipeline(self, stage: str, train: bool | None = None) -> ImagePipeline:
+        """The decoding and cropping of ``stage`` (random crops for ``train`` unless ``train=False``)."""
+        augment = stage == "train" if train is None else train
+        transform = (self.train_transform or self.transform) if augment else self.transform
+        return ImagePipeline(self.preprocessing, augment, transform, self.crop_scale)
+
+    def make_dataset(self, split: Split, stage: str) -> ImageDataset:
+        dataset = ImageDataset(split.inputs, split.targets, self.pipeline(stage), self.cache, stage)
+        bad = dataset.prefill(skip_bad=self.on_bad_image == "skip")
+        if bad:
+            keep = sorted(set(range(len(split))) - set(bad))
+            if not keep:
+                raise ValueError(f"None of the {stage} images can be read.")
+            kept = split.subset(keep)
+            self.splits[stage] = kept
+            dataset = ImageDataset(kept.inputs, kept.targets, dataset.pipeline, self.cache, stage)
+        return dataset
+
+    def collate_fn(self, stage: str) -> Callable[[list[Any]], Any]:
+        return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
+
+    def eval_loader(self, stage: str) -> DataLoader:
+        """``stage``'s items with evaluation crops, in order (for computing frozen features)."""
+        dataset = self.dataset(stage)
+        if not isinstance(dataset, ImageDataset):
+            raise ValueError(f"This data module has no {stage} data.")
+        plain = dataset.with_pipeline(self.pipeline(stage, train=False))
+        return DataLoader(
+            plain,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn(stage),
+            shuffle=False,
+        )
+
+    def show_batch(self, stage: str = "train") -> Any:
+        """One batch of ``stage`` as the task receives it (after augmentation and normalisation)."""
+        return next(iter(self._loader(stage)))
+
+
+def _array_items(data: Any, kind: str, what: str) -> list[Any]:
+    """Split a stacked array/tensor (or a list of them) into one item per image, checking shapes."""
+    if kind == "torch":
+        if isinstance(data, torch.Tensor):
+            if data.ndim not in (3, 4):
+                raise ValueError(f"{what} has shape {tuple(data.shape)}; expected (N, C, H, W) or (N, H, W).")
+            if data.ndim == 4 and data.shape[1] not in (1, 3, 4):
+                raise ValueError(
+                    f"{what} has shape {tuple(data.shape)}; tensors are channels-first (N, C, H, W) "
+                    "with C = 1, 3 or 4."
+                )
+            items = list(data.cpu())
+        else:
+            items = list(data)
+        for i, item in enumerate(items):
+            if not isinstance(item, torch.Tensor):
+                raise TypeError(f"{what}[{i}] is a {type(item).__name__}, not a tensor.")
+    else:
+        if isinstance(data, np.ndarray):
+            if data.ndim not in (3, 4):
+                raise ValueError(f"{what} has shape {data.shape}; expected (N, H, W) or (N, H, W, C).")
+            if data.ndim == 4 and data.shape[-1] not in (1, 3, 4):
+                raise ValueError(
+                    f"{what} has shape {data.shape}; numpy images are channels-last (N, H, W, C) with "
+                    "C = 1, 3 or 4."
+                )
+            items = list(data)
+        else:
+            items = [np.asarray(x) for x in data]
+    if not items:
+        raise ValueError(f"{what} is empty.")
+    for i, item in enumerate(items):
+        if np.issubdtype(np.asarray(item).dtype, np.floating) and not np.isfinite(np.asarray(item)).all():
+            raise ValueError(f"{what}[{i}] has NaN or infinite pixel values.")
+    return items
+
+
+__all__ = ["ImageClassificationData", "is_image_file"]

@@ -1,0 +1,84 @@
+"""Frozen-backbone features, computed once and reused while the backbone cannot change.
+
+While the backbone is frozen with its BatchNorm layers frozen too (``train_bn=False``) and holds
+no active dropout, it is a fixed function: training the head on it is a linear probe. Then the
+training images' features (of their evaluation crops: augmenting them would make every epoch's
+features new) are computed once and each frozen epoch trains the head on them, and validation
+features are computed once per backbone state. The first training step through a trainable
+backbone (or training BatchNorm) invalidates everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def backbone_is_fixed(backbone: nn.Module) -> bool:
+    """True when training steps cannot change the backbone or its outputs."""
+    if any(p.requires_grad for p in backbone.parameters()):
+        return False
+    for module in backbone.modules():
+        if not module.training:
+            continue
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            return False
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return False
+        if type(module).__name__ == "DropPath" and getattr(module, "drop_prob", 0) > 0:
+            return False
+    return True
+
+
+class FeatureCache:
+    """Backbone features by item index, for one dataset (``token``) and one backbone state."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._store: dict[str, tuple[int, str, dict[int, torch.Tensor]]] = {}
+
+    def backbone_changed(self) -> None:
+        """Call after a training step that may have changed the backbone."""
+        self.version += 1
+        self._store.clear()
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    def _entries(self, stage: str, token: str) -> dict[int, torch.Tensor]:
+        version, stored_token, entries = self._store.get(stage, (-1, "", {}))
+        if version != self.version or stored_token != token:
+            entries = {}
+            self._store[stage] = (self.version, token, entries)
+        return entries
+
+    def complete(self, stage: str, token: str, size: int) -> bool:
+        return len(self._entries(stage, token)) == size
+
+    def get(self, stage: str, token: str, indices: torch.Tensor) -> torch.Tensor | None:
+        entries = self._entries(stage, token)
+        keys = indices.tolist()
+        if not all(k in entries for k in keys):
+            return None
+        return torch.stack([entries[k] for k in keys])
+
+    def put(self, stage: str, token: str, indices: torch.Tensor, features: torch.Tensor) -> None:
+        entries = self._entries(stage, token)
+        for key, feature in zip(indices.tolist(), features.detach()):
+            entries[key] = feature.clone()
+
+    def fill(self, stage: str, token: str, backbone: nn.Module, loader: Any, device: torch.device) -> None:
+        """Compute the features of every item of ``loader`` (batches with ``index`` and ``input``)."""
+        modes = [(module, module.training) for module in backbone.modules()]
+        backbone.eval()
+        try:
+            with torch.no_grad():  # not inference_mode: the head's backward saves these features
+                for batch in loader:
+                    features = backbone(batch["input"].to(device))
+                    self.put(stage, token, batch["index"], features.float())
+        finally:
+            for module, training in modes:
+                module.training = training

@@ -1,0 +1,198 @@
+"""Reading images: files, PIL images, arrays and tensors to RGB, with errors that name the file.
+
+Every image becomes 8-bit RGB: grayscale and bilevel images are repeated over three channels,
+palette images expanded, transparent images (RGBA, LA, palette with transparency) composited on
+white, 16- and 32-bit images scaled to 8 bits, CMYK converted; EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
+"""File name endings treated as images (case-insensitive). Other files in folders are ignored."""
+
+IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".directory"})
+
+
+class BadImageError(ValueError):
+    """An image that cannot be read; ``path`` names it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"Cannot read image {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True for a file whose name ends in one of :data:`IMAGE_EXTENSIONS` (hidden files excluded)."""
+    name = os.path.basename(str(path))
+    if name.startswith(".") or name.lower() in IGNORED_NAMES:
+        return False
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[str]:
+    """Image files in ``folder`` (sorted), skipping hidden and non-image files."""
+    folder = Path(folder)
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(str(p) for p in pattern if p.is_file() and is_image_file(p))
+
+
+def _composite_on_white(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
+    array = np.asarray(image)
+    if image.mode == "F":
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        scale = 255.0 / (high - low) if high > low else 0.0
+        array8 = np.clip((array - low) * scale, 0, 255).astype(np.uint8)
+    else:
+        bits = 16 if (image.mode.startswith("I;16") or array.max(initial=0) <= 65535) else 32
+        array8 = (array.astype(np.float64) / (2**bits - 1) * 255).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(array8, mode="L").convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB (see the module docstring for what each mode becomes)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("RGBA", "LA", "RGBa", "La", "PA") or (mode == "P" and "transparency" in image.info):
+        return _composite_on_white(image)
+    if mode == "I" or mode.startswith("I;16") or mode == "F":
+        return _high_bit_depth_to_rgb(image)
+    return image.convert("RGB")
+
+
+def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Image:
+    """Decode the image file at ``path`` to RGB.
+
+    Args:
+        min_size: when given, JPEGs may be decoded at a reduced scale (DCT scaling) as long as
+            their short side stays at least this large: much faster for large photos that are
+            resized down anyway.
+
+    Raises:
+        BadImageError: naming ``path`` when the file is missing, not an image, corrupt or truncated.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise BadImageError(path, "the file does not exist.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if min_size and image.format == "JPEG":
+                    short = min(image.size)
+                    scale = max(1, short // min_size)
+                    if scale > 1:
+                        image.draft("RGB", (image.size[0] // scale, image.size[1] // scale))
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except BadImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise BadImageError(path, "not an image file (or a format Pillow cannot read).") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+        raise BadImageError(path, f"the file is corrupt or truncated ({error}).") from None
+
+
+def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding it.
+
+    Raises:
+        BadImageError: for a missing file or one that is not an image.
+    """
+    path = str(path)
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise BadImageError(path, "the file does not exist.") from None
+    except Image.UnidentifiedImageError:
+        raise BadImageError(path, "not an image file (or a format Pillow cannot read).") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(path, f"the file is corrupt ({error}).") from None
+
+
+def array_to_rgb(value: np.ndarray | torch.Tensor, what: str = "image") -> Image.Image:
+    """An array or tensor holding one image as an RGB PIL image.
+
+    Accepted: numpy ``(H, W)``, ``(H, W, C)``; torch ``(H, W)``, ``(C, H, W)``; with ``C`` in 1, 3,
+    4. Integer pixels are 0-255 (uint16: 0-65535); float pixels 0-1 (or 0-255 when larger than 1).
+    """
+    if isinstance(value, torch.Tensor):
+        array = value.detach().cpu().numpy()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):  # tensors are channels-first
+            array = np.moveaxis(array, 0, -1)
+    else:
+        array = np.asarray(value)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"{what} has shape {tuple(np.shape(value))}; an image array is (H, W), (H, W, C) or, as a "
+            "tensor, (C, H, W) with C = 1, 3 or 4."
+        )
+    if array.size == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(array.shape)}).")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{what} has NaN or infinite pixel values.")
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    elif array.dtype == np.uint16:
+        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(array))
+    return to_rgb(image)
+
+
+def read_any(item: Any, min_size: int | None = None, what: str = "image") -> Image.Image:
+    """A path, PIL image, numpy array or tensor as an RGB PIL image."""
+    if isinstance(item, str | os.PathLike):
+        return open_image(item, min_size)
+    if isinstance(item, Image.Image):
+        return to_rgb(item)
+    if isinstance(item, np.ndarray | torch.Tensor):
+        return array_to_rgb(item, what)
+    raise TypeError(
+        f"{what} is a {type(item).__name__}; expected a file path, a PIL image, a numpy array or a tensor."
+    )
+
+
+def first_lines(errors: Iterable[BadImageError], limit: int = 10) -> str:
+    errors = list(errors)
+    lines = [f"  {e.path}: {e.reason}" for e in errors[:limit]]
+    if len(errors) > limit:
+        lines.append(f"  ... and {len(errors) - limit} more")
+    return "\n".join(lines)

@@ -1,0 +1,358 @@
+"""``ImageClassifier``: a pretrained image backbone with a new classification head."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from flash.core.classification import ClassificationTask
+from flash.core.optimizers import OptimizerSpec, SchedulerSpec
+from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
+from flash.image.dataset import ImageDataset
+from flash.image.features import FeatureCache, backbone_is_fixed
+from flash.image.io import list_images, to_rgb
+from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
+
+HEADS = ("linear", "mlp")
+
+HeadSpec = str | nn.Module | Callable[[int, int], nn.Module]
+
+
+def build_head(head: HeadSpec, num_features: int, num_classes: int, dropout: float) -> nn.Module:
+    """``"linear"``: dropout then one linear layer. ``"mlp"``: a hidden layer of 512 units with
+    ReLU and dropout. A module is used as is; a callable gets ``(num_features, num_classes)``."""
+    if isinstance(head, nn.Module):
+        return head
+    if isinstance(head, str):
+        if head == "linear":
+            return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+        if head == "mlp":
+            return nn.Sequential(
+                nn.Linear(num_features, 512), nn.ReLU(), nn.Dropout(dropout), nn.Linear(512, num_classes)
+            )
+        raise ValueError(
+            f"Unknown head {head!r}. Choose one of {', '.join(HEADS)}, an nn.Module, or a callable "
+            "(num_features, num_classes) -> nn.Module."
+        )
+    if callable(head):
+        module = head(num_features, num_classes)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"The head callable returned a {type(module).__name__}, not an nn.Module.")
+        return module
+    raise TypeError(f"head must be a name, an nn.Module or a callable, got {type(head).__name__}.")
+
+
+class ImageClassifier(ClassificationTask):
+    """Classify images with a pretrained backbone and a new head.
+
+    Args:
+        num_classes: number of classes (default: ``len(labels)``).
+        backbone: ``"efficientnet_lite0"`` (ImageNet weights shipped with flash's dependencies,
+            works offline), any timm model name, or ``"torchvision/<name>"``; see
+            :meth:`available_backbones` and :mod:`flash.image.backbones`.
+        pretrained: load the backbone's pretrained weights.
+        head: ``"linear"``, ``"mlp"``, an ``nn.Module`` or a callable ``(num_features, num_classes)``.
+            A module or callable is not saved in checkpoints' hyperparameters: pass it again to
+            ``load_from_checkpoint(path, head=...)``.
+        dropout: dropout before the head's last layer.
+        multi_label: each image may carry several classes (sigmoid outputs).
+        labels: class names; filled from the data at training time and saved in checkpoints.
+        learning_rate: the head's learning rate.
+        optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs: see :mod:`flash.core.optimizers`.
+        backbone_lr_factor: the backbone's learning rate as a fraction of ``learning_rate``.
+        layer_lr_decay: each backbone stage below the top one gets this factor more.
+        label_smoothing: for single-label training.
+        image_size: crop size (default: the backbone's); a data module's ``image_size`` overrides it.
+        cache_features: while the backbone is frozen with ``train_bn=False``, compute its features
+            of the (unaugmented) training and validation images once and train the head on them.
+        channels_last: keep the network and batches in NHWC layout (faster on CPUs and GPUs).
+        preprocessing: the backbone's input description (set from checkpoints; leave it out).
+    """
+
+    domain = "image"
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        backbone: str = DEFAULT_BACKBONE,
+        pretrained: bool = True,
+        head: HeadSpec = "linear",
+        dropout: float = 0.0,
+        multi_label: bool = False,
+        labels: Sequence[str] | None = None,
+        learning_rate: float = 1e-3,
+        optimizer: OptimizerSpec = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
+        lr_scheduler: SchedulerSpec = "cosine",
+        lr_scheduler_kwargs: dict[str, Any] | None = None,
+        backbone_lr_factor: float = 0.1,
+        layer_lr_decay: float = 1.0,
+        label_smoothing: float = 0.0,
+        multi_label_threshold: float = 0.5,
+        image_size: int | None = None,
+        cache_features: bool = True,
+        channels_last: bool = True,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
+        if num_classes is None:
+            if labels is None:
+                raise ValueError("Pass num_classes (e.g. num_classes=data.num_classes) or labels.")
+            num_classes = len(labels)
+        if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+        if image_size is not None and (
+            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
+        ):
+            raise ValueError(f"image_size must be a whole number of pixels >= 8, got {image_size!r}.")
+        if not isinstance(pretrained, bool):
+            raise TypeError(f"pretrained must be True or False, got {pretrained!r}.")
+        built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)
+        head_module = build_head(head, built.num_features, num_classes, float(dropout))
+        super().__init__(
+            built.module,
+            head_module,
+            num_classes=num_classes,
+            labels=labels,
+            multi_label=multi_label,
+            multi_label_threshold=multi_label_threshold,
+            label_smoothing=label_smoothing,
+            backbone_blocks=built.blocks,
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            optimizer_kwargs=optimizer_kwargs,
+            lr_scheduler=lr_scheduler,
+            lr_scheduler_kwargs=lr_scheduler_kwargs,
+            backbone_lr_factor=backbone_lr_factor,
+            layer_lr_decay=layer_lr_decay,
+        )
+        self.preprocessing = dict(preprocessing or built.preprocessing)
+        if image_size is not None:
+            self.preprocessing["image_size"] = image_size
+        self.num_features = built.num_features
+        self.cache_features = bool(cache_features)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self._features = FeatureCache()
+        self._input_is_features = False
+        self._eval_transform: UserTransform | None = None
+        self.save_hyperparameters(
+            {
+                "num_classes": num_classes,
+                "backbone": backbone,
+                "pretrained": pretrained,
+                "head": head if isinstance(head, str) else "custom",
+                "dropout": float(dropout),
+                "multi_label": bool(multi_label),
+                "labels": list(labels) if labels is not None else None,
+                "learning_rate": float(learning_rate),
+                "optimizer": optimizer if isinstance(optimizer, str) else "custom",
+                "optimizer_kwargs": optimizer_kwargs,
+                "lr_scheduler": lr_scheduler if lr_scheduler is None or isinstance(lr_scheduler, str) else "custom",
+                "lr_scheduler_kwargs": lr_scheduler_kwargs,
+                "backbone_lr_factor": float(backbone_lr_factor),
+                "layer_lr_decay": float(layer_lr_decay),
+                "label_smoothing": float(label_smoothing),
+                "multi_label_threshold": float(multi_label_threshold),
+                "image_size": image_size,
+                "cache_features": self.cache_features,
+                "channels_last": self.channels_last,
+                "preprocessing": self.preprocessing,
+            }
+        )
+
+    # -- backbones ------------------------------------------------------------------------------
+    @classmethod
+    def available_backbones(cls) -> list[str]:
+        """Named backbones; any other timm name or ``torchvision/<name>`` works too (downloading
+        its weights). ``IMAGE_BACKBONES.offline()`` lists those that need no network."""
+        return IMAGE_BACKBONES.available()
+
+    # -- what the data module hands over ------------------------------------------------------
+    def set_image_size(self, image_size: int) -> None:
+        """Use crops of ``image_size`` (called by a data module built with ``image_size=``)."""
+        self.preprocessing["image_size"] = int(image_size)
+        self.hparams["preprocessing"] = dict(self.preprocessing)
+
+    def use_eval_transform(self, transform: UserTransform | None) -> None:
+        """The data's custom evaluation transform, used by :meth:`predict` in this process (it is
+        not saved in checkpoints)."""
+        self._eval_transform = transform
+
+    # -- frozen features -----------------------------------------------------------------------
+    def _feature_source(self) -> Any:
+        """The image data module being fitted on, whose datasets' features may be cached."""
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return None
+        datamodule = getattr(trainer, "datamodule", None)
+        return datamodule if hasattr(datamodule, "eval_loader") else None
+
+    def on_fit_start(self) -> None:
+        self._features.backbone_changed()
+
+    def on_fit_end(self) -> None:
+        self._features.backbone_changed()
+        self._set_pixels("train", True)
+        self._set_pixels("val", True)
+
+    def _set_pixels(self, stage: str, on: bool) -> None:
+        source = self._feature_source()
+        dataset = source.dataset(stage) if source is not None else None
+        if isinstance(dataset, ImageDataset):
+            dataset.pixels = on
+
+    def _caching_now(self) -> bool:
+        return self.cache_features and self._feature_source() is not None and backbone_is_fixed(self.backbone)
+
+    def on_train_epoch_start(self) -> None:
+        if not self._caching_now():
+            self._set_pixels("train", True)
+            return
+        source = self._feature_source()
+        dataset = source.dataset("train")
+        if not self._features.complete("train", dataset.token, len(dataset)):
+            self._features.fill("train", dataset.token, self.backbone, source.eval_loader("train"), self.device)
+        self._set_pixels("train", False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not backbone_is_fixed(self.backbone):
+            self._features.backbone_changed()
+
+    def on_validation_epoch_start(self) -> None:
+        source = self._feature_source()
+        if source is None or not self.cache_features or self.trainer.sanity_checking:
+            return
+        dataset = source.dataset("val")
+        if isinstance(dataset, ImageDataset):
+            dataset.pixels = not self._features.complete("val", dataset.token, len(dataset))
+
+    def on_validation_epoch_end(self) -> None:
+        self._set_pixels("val", True)
+
+    def _features_of(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        source = self._feature_source()
+        dataset = source.dataset(stage) if source is not None and "index" in batch else None
+        use_cache = isinstance(dataset, ImageDataset) and self.cache_features
+        if use_cache and (stage == "val" or self._caching_now()):
+            cached = self._features.get(stage, dataset.token, batch["index"].cpu())
+            if cached is not None:
+                return cached.to(self.device)
+        if "input" not in batch:
+            raise RuntimeError(f"A {stage} batch without images and no cached features for it.")
+        features = self.backbone(batch["input"])
+        if use_cache and stage == "val" and not self.trainer.sanity_checking:
+            self._features.put(stage, dataset.token, batch["index"].cpu(), features.float())
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._input_is_features:
+            return self.head(x)
+        return self.head(self.backbone(x))
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        if stage not in ("train", "val") or self._feature_source() is None:
+            return super()._shared_step(batch, stage)
+        batch = {**batch, "input": self._features_of(batch, stage)}
+        self._input_is_features = True
+        try:
+            return super()._shared_step(batch, stage)
+        finally:
+            self._input_is_features = False
+
+    # -- prediction -----------------------------------------------------------------------------
+    def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
+        """Images for :meth:`predict`: a path (file or folder), PIL image, array or tensor, or a list.
+
+        Arrays: ``(H, W)``, ``(H, W, C)`` one image, ``(N, H, W, C)`` several. Tensors: ``(C, H, W)``
+        one image, ``(N, C, H, W)`` several. A folder gives every image in it (sorted).
+        """
+        items, single = _predict_items(inputs)
+        pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
+        return ImageDataset(items, None, pipeline, cache=None, stage="predict"), single
+
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
+
+    def decode_serve_input(self, value: Any) -> Image.Image:
+        """Base64 of an image file's bytes (a ``data:image/...;base64,`` prefix is allowed) -> RGB image."""
+        if not isinstance(value, str):
+            raise ValueError(f"An image input must be a base64 string of the image file, got {type(value).__name__}.")
+        text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("The image input is not valid base64.") from None
+        if not data:
+            raise ValueError("The image input is empty.")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return to_rgb(image)
+        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise ValueError("The decoded bytes are not an image Pillow can read (or the image is truncated).") from None
+
+    def example_input(self, batch_size: int = 2) -> torch.Tensor:
+        size = int(self.preprocessing["image_size"])
+        generator = torch.Generator().manual_seed(0)
+        return torch.randn(batch_size, 3, size, size, generator=generator)
+
+
+def _predict_items(inputs: Any) -> tuple[list[Any], bool]:
+    if isinstance(inputs, str | os.PathLike):
+        path = Path(inputs)
+        if path.is_dir():
+            images = list_images(path, recursive=True)
+            if not images:
+                raise ValueError(f"The folder {str(inputs)!r} holds no images.")
+            return images, False
+        if not path.exists():
+            raise FileNotFoundError(f"No image or folder at {str(inputs)!r}.")
+        return [str(path)], True
+    if isinstance(inputs, Image.Image):
+        return [inputs], True
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim == 2 or (inputs.ndim == 3 and inputs.shape[-1] in (1, 3, 4)):
+            return [inputs], True
+        if inputs.ndim in (3, 4):
+            return list(inputs), False
+        raise ValueError(f"An image array has 2 to 4 dimensions, got shape {inputs.shape}.")
+    if isinstance(inputs, torch.Tensor):
+        if inputs.ndim == 2 or (inputs.ndim == 3 and inputs.shape[0] in (1, 3, 4)):
+            return [inputs], True
+        if inputs.ndim in (3, 4):
+            return list(inputs), False
+        raise ValueError(f"An image tensor has 2 to 4 dimensions, got shape {tuple(inputs.shape)}.")
+    if isinstance(inputs, list | tuple):
+        if not inputs:
+            raise ValueError("Nothing to predict: the list of images is empty.")
+        items: list[Any] = []
+        for item in inputs:
+            if isinstance(item, str | os.PathLike) and Path(item).is_dir():
+                items += _predict_items(item)[0]
+            elif isinstance(item, str | os.PathLike | Image.Image | np.ndarray | torch.Tensor):
+                items.append(str(item) if isinstance(item, os.PathLike) else item)
+            else:
+                raise TypeError(
+                    f"Cannot predict on a {type(item).__name__}; pass image paths, PIL images, arrays or tensors."
+                )
+        return items, False
+    raise TypeError(
+        f"Cannot predict on a {type(inputs).__name__}; pass an image path, a folder, a PIL image, an "
+        "array, a tensor, or a list of them."
+    )
+
+
+ImageClassification = ImageClassifier
+"""The name the finetuning page uses for :class:`ImageClassifier`."""

@@ -1,0 +1,168 @@
+"""From a decoded image to the batch a backbone takes.
+
+Two steps per image, so the expensive one can be cached:
+
+1. :meth:`ImagePipeline.load`: decode and resize so the short side is ``image_size / crop_pct``
+   (256 for a 224 backbone): an 8-bit RGB array, the same every epoch, cached by the data module.
+2. :meth:`ImagePipeline.__call__`: training takes a random-resized crop and a random horizontal
+   flip of that array; evaluation and prediction take its centre ``image_size`` square.
+
+:class:`ImageCollate` stacks the 8-bit crops and normalises them with the backbone's mean and std
+in one vectorised step. A user's transform (any callable on a PIL image, e.g. a torchvision
+``Compose``) replaces step 2 and the resize of step 1; its output may be a PIL image, an 8-bit
+tensor (normalised by the collate) or a float tensor (taken as final).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from flash.image.io import read_any
+
+UserTransform = Callable[[Image.Image], Any]
+
+DEFAULT_CROP_SCALE = (0.25, 1.0)
+"""Area range of training crops. torchvision's (0.08, 1) suits training from scratch; a
+pretrained backbone finetuned for a few epochs on a small data set does better with milder crops
+(measured in ``benchmarks/image_cpu.py``)."""
+
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+_INTERPOLATION = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
+
+
+def resize_size(preprocessing: dict[str, Any]) -> int:
+    """Short side images are resized to before cropping: ``image_size / crop_pct``."""
+    return round(preprocessing["image_size"] / preprocessing.get("crop_pct", 0.875))
+
+
+class ImagePipeline:
+    """How one stage turns an item (path, PIL image, array, tensor) into a crop.
+
+    Args:
+        preprocessing: the backbone's ``image_size``, ``mean``, ``std``, ``crop_pct``, ``interpolation``.
+        train: random-resized crop and flip (training) or centre crop (everything else).
+        transform: a user's transform on the RGB PIL image; replaces the crops.
+        crop_scale: area range of training crops.
+    """
+
+    def __init__(
+        self,
+        preprocessing: dict[str, Any],
+        train: bool,
+        transform: UserTransform | None = None,
+        crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    ) -> None:
+        self.preprocessing = preprocessing
+        self.train = train
+        self.transform = transform
+        size = int(preprocessing["image_size"])
+        self.image_size = size
+        interpolation = preprocessing.get("interpolation", "bilinear")
+        self.resample = _RESAMPLE.get(interpolation, Image.BILINEAR)
+        self.fit_size = None if transform is not None else resize_size(preprocessing)
+        self._random_crop = v2.RandomResizedCrop(
+            size, scale=tuple(crop_scale), interpolation=_INTERPOLATION[interpolation], antialias=True
+        )
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What the output of :meth:`load` depends on: cached arrays are valid while it is equal."""
+        return (self.fit_size, self.resample if self.fit_size else None)
+
+    def load(self, item: Any, what: str = "image") -> np.ndarray:
+        """Decode ``item`` to an (H, W, 3) uint8 array, resized for cropping unless a user transform runs."""
+        image = read_any(item, self.fit_size, what)
+        if self.fit_size is not None:
+            image = resize_short_side(image, self.fit_size, self.resample)
+        return np.array(image, dtype=np.uint8)  # writable: torch.from_numpy needs that
+
+    def __call__(self, array: np.ndarray) -> Any:
+        if self.transform is not None:
+            return self.transform(Image.fromarray(array))
+        tensor = torch.from_numpy(array).permute(2, 0, 1)
+        if self.train:
+            tensor = self._random_crop(tensor)
+            if torch.rand(()) < 0.5:
+                tensor = tensor.flip(-1)
+            return tensor.contiguous()
+        return center_crop(tensor, self.image_size, self.preprocessing.get("interpolation", "bilinear"))
+
+
+def resize_short_side(image: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
+    """``image`` resized (antialiased) so its shorter side is ``size``, keeping its aspect ratio."""
+    width, height = image.size
+    scale = size / min(width, height)
+    if scale == 1:
+        return image
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return image.resize(new, resample)
+
+
+def center_crop(tensor: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """The centre ``size`` x ``size`` square of a (C, H, W) tensor, resized first if it is smaller."""
+    height, width = tensor.shape[-2:]
+    if min(height, width) < size:
+        tensor = F.resize(tensor, size, interpolation=_INTERPOLATION[interpolation], antialias=True)
+    return F.center_crop(tensor, [size, size]).contiguous()
+
+
+def to_batch_tensor(value: Any) -> torch.Tensor:
+    """One transformed item as a (C, H, W) tensor (PIL images become uint8 tensors)."""
+    if isinstance(value, Image.Image):
+        return torch.from_numpy(np.asarray(value.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+        if value.ndim == 3 and value.shape[-1] in (1, 3) and value.shape[0] not in (1, 3):
+            value = value.permute(2, 0, 1)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"An image transform returned a {type(value).__name__}; return a tensor or PIL image.")
+    return value
+
+
+class ImageCollate:
+    """Stack items into a batch; 8-bit images are normalised with ``mean``/``std`` here.
+
+    Args:
+        mean, std: the backbone's normalisation of pixel values in [0, 1].
+        channels_last: lay the batch out as NHWC in memory (faster convolutions on CPUs).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = True) -> None:
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+        self.channels_last = channels_last
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            scale = torch.tensor([1 / (255 * s) for s in self.std]).view(1, -1, 1, 1)
+            shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)]).view(1, -1, 1, 1)
+            images = images.float().mul_(scale).sub_(shift)
+        elif not images.is_floating_point():
+            raise TypeError(f"Image batches must be uint8 or float, got {images.dtype}.")
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {"index": torch.tensor([item["index"] for item in items], dtype=torch.long)}
+        if "input" in items[0]:
+            images = [to_batch_tensor(item["input"]) for item in items]
+            shapes = {tuple(t.shape) for t in images}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"Images of one batch have different shapes {sorted(shapes)[:4]}; a custom transform "
+                    "must return images of one size (e.g. end it with Resize and CenterCrop)."
+                )
+            batch["input"] = self.normalize(torch.stack(images))
+        if "target" in items[0]:
+            batch["target"] = torch.as_tensor(np.stack([item["target"] for item in items]))
+        return batch
