@@ -135,7 +135,9 @@ class Task(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self.format_output(self(batch["input"]), getattr(self, "predict_output", "labels"))
+        return self.format_output(
+            self(batch["input"]), getattr(self, "predict_output", None) or self.outputs[0]
+        )
 
     # -- optimisation ---------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -182,14 +184,18 @@ class Task(LightningModule):
         return int(steps) if math.isfinite(steps) else 1000
 
     # -- prediction -----------------------------------------------------------------------------
-    def predict(self, inputs: Any, output: str = "labels", batch_size: int = 32, num_workers: int = 0) -> Any:
+    def predict(
+        self, inputs: Any, output: str | None = None, batch_size: int = 32, num_workers: int = 0
+    ) -> Any:
         """Predict on ``inputs``; a single input gives a single result, a collection a list.
 
         Args:
             inputs: what the task's domain accepts (see the subclass).
-            output: ``"labels"`` or ``"probabilities"`` (classification), ``"values"`` (regression).
+            output: ``"labels"`` (the default) or ``"probabilities"`` (classification);
+                ``"values"`` (regression, the default there).
             batch_size: items per forward pass.
         """
+        output = output or self.outputs[0]
         self.check_output(output)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
