@@ -70,6 +70,7 @@ def test_classifier_learns_and_predicts_every_input_kind(trained, table, tmp_pat
     assert task.predict(str(tmp_path / "rows.csv")) == labels
     assert task.predict(rows.to_dict("records")) == labels
     assert task.predict(rows.to_dict("list")) == labels
+    assert task.predict(rows.iloc[0]) == labels[0]
     single = task.predict(rows.iloc[0].to_dict(), output="probabilities")
     assert set(single) == {"no", "yes"} and sum(single.values()) == pytest.approx(1.0, abs=1e-5)
 

@@ -100,7 +100,7 @@ class TabularTask:
         self._best_epoch: tuple[float, int, dict[str, torch.Tensor]] | None = None
 
     def on_validation_epoch_end(self) -> None:
-        if not self.restore_best_weights or self.trainer.sanity_checking:
+        if not self.restore_best_weights or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
         score = self.trainer.callback_metrics.get("val_loss")
         if score is None or not math.isfinite(float(score)):
@@ -123,11 +123,14 @@ class TabularTask:
 
     # -- inputs ----------------------------------------------------------------------------------
     def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
-        """Rows to predict: a DataFrame, a CSV path, a list of row dicts, a dict of columns, or one row dict.
+        """Rows to predict: a DataFrame, a CSV path, a list of row dicts, a dict of columns, or one row
+        (a dict of column -> value, or a pandas Series).
 
         Raises:
             ValueError: for a missing column, text in a numerical column or infinite values.
         """
+        if isinstance(inputs, pd.Series):
+            inputs = inputs.to_dict()
         single = isinstance(inputs, Mapping) and not any(
             isinstance(v, list | tuple | np.ndarray | pd.Series) for v in inputs.values()
         )

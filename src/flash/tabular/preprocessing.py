@@ -219,7 +219,7 @@ class TabularPreprocessor:
             warnings.warn(
                 f"The {what} data has columns the model does not use; ignoring {shown(extra)}.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def transform(self, frame: pd.DataFrame, what: str = "predict") -> np.ndarray:
