@@ -303,8 +303,8 @@ def default_run_dir(domain: str, root: Path = Path("runs")) -> Path:
     return root / f"{domain}-{n}"
 
 
-def prepare_run_dir(out: Path, force: bool) -> Path:
-    """Make ``out`` ready for a run; refuse to replace an earlier run's files unless ``force``."""
+def check_run_dir(out: Path, force: bool) -> None:
+    """Refuse, before any work, to replace an earlier run's files unless ``force``."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder.")
     existing = [name for name in RUN_FILES if (out / name).exists()]
@@ -313,14 +313,17 @@ def prepare_run_dir(out: Path, force: bool) -> Path:
             f"{out} already holds a run ({', '.join(existing)}). Pass a new --out folder, "
             "or --force to replace that run."
         )
-    for name in existing:
+
+
+def clear_run_dir(out: Path) -> None:
+    """Remove an earlier run's own files from ``out`` (other files stay) and make ``out/plots``."""
+    for name in RUN_FILES:
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
-        else:
+        elif target.exists():
             target.unlink()
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def check_required(parser: argparse.ArgumentParser, spec: DomainSpec, options: dict[str, Any]) -> None:
@@ -341,18 +344,23 @@ def absolute_paths(spec: DomainSpec, options: dict[str, Any]) -> dict[str, Any]:
 
 # -- running --------------------------------------------------------------------------------------
 def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Train, save and summarise a run from parsed ``flash finetune DOMAIN`` arguments."""
+    """Train, save and summarise a run from parsed ``flash finetune DOMAIN`` arguments.
+
+    Nothing is written into the run folder until training has finished, so a failed or
+    interrupted run leaves an earlier run (``--force``) as it was.
+    """
     spec = DOMAINS[args.domain]
     options = {option.dest: getattr(args, option.dest) for option in saved_options(spec)}
     check_required(parser, spec, options)
     options = absolute_paths(spec, options)
-    out = prepare_run_dir(Path(args.out) if args.out else default_run_dir(spec.name), args.force)
+    out = Path(args.out) if args.out else default_run_dir(spec.name)
+    check_run_dir(out, args.force)
     say = _Say(args.quiet)
     started = time.perf_counter()
-    run = _train(spec, options, out, say, quiet=args.quiet)
+    run = _train(spec, options, say, quiet=args.quiet)
     run["wall_time_s"] = round(time.perf_counter() - started, 2)
-    write_config(out / "config.json", spec, run["options"])
-    (out / "results.json").write_text(json.dumps(_results(run), indent=2) + "\n", encoding="utf-8")
+    clear_run_dir(out)
+    _write_run(spec, run, out)
     print(summary(run, out))
     return 0
 
@@ -371,12 +379,13 @@ class _Say:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quiet: bool) -> dict[str, Any]:
+def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) -> dict[str, Any]:
+    import tempfile
+
     import lightning.pytorch as pl
 
     import flash
     from flash.core.lr_finder import apply_learning_rate
-    from flash.core.plots import plot_confusion_matrix, plot_training_curves
     from flash.core.progress import FlashProgressBar
 
     strategy = strategy_value(options["strategy"])
@@ -389,7 +398,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quie
     trainer = flash.Trainer(
         max_epochs=options["epochs"],
         accelerator=options["accelerator"],
-        default_root_dir=str(out),
+        default_root_dir=tempfile.gettempdir(),
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -397,20 +406,20 @@ def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quie
         callbacks=[] if quiet else [FlashProgressBar()],
     )
     say(f"Task: {type(task).__name__}, backbone {options['backbone']}, {_parameters(task)}")
-    run: dict[str, Any] = {"options": options, "task": type(task).__name__, "files": {}, "lr_finder": None}
+    run: dict[str, Any] = {
+        "options": options,
+        "task": task,
+        "data": data,
+        "trainer": trainer,
+        "lr_finder": None,
+    }
     train_bn = not options["no_train_bn"]
     if options["lr"] == "auto":
         say(f"Finding a learning rate ({options['lr_find_steps']} steps) ...")
         found = trainer.lr_find(
-            task,
-            data,
-            strategy=strategy,
-            train_bn=train_bn,
-            num_training=options["lr_find_steps"],
-            plot_path=out / "plots" / "lr_finder.png",
+            task, data, strategy=strategy, train_bn=train_bn, num_training=options["lr_find_steps"]
         )
-        run["files"]["learning-rate finder"] = found.plot
-        run["lr_finder"] = {"suggestion": found.suggestion, "steps": len(found.lrs)}
+        run["lr_finder"] = {"suggestion": found.suggestion, "steps": len(found.lrs), "figure": found.plot}
         if found.suggestion is None:
             say.warn(
                 f"the learning-rate finder could not suggest a rate from {len(found.lrs)} steps; "
@@ -421,29 +430,40 @@ def _train(spec: DomainSpec, options: dict[str, Any], out: Path, say: _Say, quie
             say(f"  suggested learning rate {found.suggestion:.3g}")
     options["lr"] = float(task.learning_rate)
     trainer.finetune(task, data, strategy=strategy, train_bn=train_bn)
-    history = trainer.history
-    run["history"] = history
-    checkpoint = out / "model.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=True)
-    run["files"]["checkpoint"] = checkpoint
-    run["files"]["config"] = out / "config.json"
-    if history:
-        run["files"]["metrics"] = write_metrics(out / "metrics.csv", history)
-        run["files"]["training curves"] = plot_training_curves(history, out / "plots" / "curves.png")
-    run["files"].update(_evaluation_plots(spec, task, data, out / "plots", say, plot_confusion_matrix))
+    run["history"] = trainer.history
     return run
 
 
-def _evaluation_plots(
-    spec: DomainSpec, task: Any, data: Any, folder: Path, say: _Say, confusion: Any
-) -> dict[str, Path]:
-    from flash.core.classification import ClassificationTask
+def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
+    """Write the checkpoint, metrics, plots, config and results of a finished run into ``out``."""
+    from flash.core.plots import plot_training_curves, save_figure
 
+    task, data, history, plots = run["task"], run["data"], run["history"], out / "plots"
+    files: dict[str, Path] = {}
+    if run["lr_finder"] is not None:
+        files["learning-rate finder"] = save_figure(run["lr_finder"].pop("figure"), plots / "lr_finder.png")
+    files["checkpoint"] = out / "model.ckpt"
+    run["trainer"].save_checkpoint(files["checkpoint"], weights_only=True)
+    files["config"] = out / "config.json"
+    if history:
+        files["metrics"] = write_metrics(out / "metrics.csv", history)
+        files["training curves"] = plot_training_curves(history, plots / "curves.png")
+    files.update(_evaluation_plots(spec, task, data, plots))
+    run["files"] = files
+    write_config(files["config"], spec, run["options"])
+    (out / "results.json").write_text(json.dumps(_results(run), indent=2) + "\n", encoding="utf-8")
+
+
+def _evaluation_plots(spec: DomainSpec, task: Any, data: Any, folder: Path) -> dict[str, Path]:
+    from flash.core.classification import ClassificationTask
+    from flash.core.plots import plot_confusion_matrix
+
+    if not isinstance(task, ClassificationTask) or task.multi_label:
+        return {}
     plots: dict[str, Path] = {}
-    has_val = data.splits.get("val") is not None
-    if isinstance(task, ClassificationTask) and not task.multi_label and has_val:
-        plots["confusion matrix"] = confusion(task, data, folder / "confusion_matrix.png")
-    if spec.extra_plots is not None and isinstance(task, ClassificationTask) and not task.multi_label:
+    if data.splits.get("val") is not None:
+        plots["confusion matrix"] = plot_confusion_matrix(task, data, folder / "confusion_matrix.png")
+    if spec.extra_plots is not None:
         plots.update(spec.extra_plots(task, data, folder))
     return plots
 
@@ -494,7 +514,7 @@ def _parameters(task: Any) -> str:
 def _results(run: dict[str, Any]) -> dict[str, Any]:
     history = run.get("history") or []
     return {
-        "task": run["task"],
+        "task": type(run["task"]).__name__,
         "backbone": run["options"]["backbone"],
         "learning_rate": run["options"]["lr"],
         "lr_finder": run["lr_finder"],
@@ -516,7 +536,7 @@ def summary(run: dict[str, Any], out: Path) -> str:
     options = run["options"]
     lr_note = " (learning-rate finder)" if run.get("lr_finder") and run["lr_finder"]["suggestion"] else ""
     lines.append(
-        f"{run['task']} on {options['backbone']}, strategy {options['strategy']}, "
+        f"{type(run['task']).__name__} on {options['backbone']}, strategy {options['strategy']}, "
         f"learning rate {options['lr']:.3g}{lr_note}, {run['wall_time_s']:.1f} s"
     )
     lines.append(f"run folder: {out}")

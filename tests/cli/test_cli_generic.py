@@ -155,6 +155,16 @@ def test_force_replaces_the_run(tmp_path):
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only the run's own files go
 
 
+def test_a_failed_run_writes_nothing_and_keeps_the_run_it_would_replace(tmp_path, capsys):
+    assert cli.main(["finetune", "toy", "--rows", "32", "--epochs", "1", "--out", "r", "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert cli.main(["finetune", "toy", "--rows", "1", "--out", "r", "--force", "--quiet"]) == 1
+    assert "data is empty" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+    assert cli.main(["finetune", "toy", "--rows", "1", "--quiet"]) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_default_run_folders_are_numbered(tmp_path):
     argv = ["finetune", "toy", "--rows", "32", "--epochs", "1", "--quiet"]
     assert cli.main(argv) == 0
