@@ -1,6 +1,7 @@
 """Tabular benchmark on CPU: flash's TabularClassifier/TabularRegressor next to scikit-learn.
 
-    python benchmarks/tabular_cpu.py TITANIC_CSV [--epochs 20] [--backbones tabm,mlp_plr]
+    python benchmarks/tabular_cpu.py TITANIC_CSV [--epochs 20] [--backbones tabm_pwl,mlp_plr]
+        [--scalings robust,standard] [--variant d_block=256 --variant epochs=10 ...]
 
 Data sets, each with 5 folds (seed 0; stratified for classification), every contender scored on
 the same folds and run in its own process (wall time covers all folds, preprocessing included):
@@ -13,7 +14,8 @@ the same folds and run in its own process (wall time covers all folds, preproces
 Contenders: flash with its defaults (``TabularClassifier.from_data(data)``, ``flash.Trainer(
 max_epochs=--epochs)``), scikit-learn's HistGradientBoosting (native categorical support) and a
 linear model (logistic regression / ridge on one-hot categories, imputed and standardised numbers).
-``--backbones`` adds rows for other flash backbones; ``--scalings`` for other numerical scalings.
+``--backbones`` adds rows for other flash backbones, ``--scalings`` for other numerical scalings,
+``--variant`` for any other change of settings (see ``--help``).
 """
 
 from __future__ import annotations
@@ -68,8 +70,31 @@ def score(predictions: Any, truth: np.ndarray, regression: bool) -> float:
     return float(np.mean(predictions == truth))
 
 
-def run_flash(spec: dict[str, Any], epochs: int, backbone: str | None, scaling: str) -> list[float]:
-    """flash with its defaults on every fold."""
+DATA_SETTINGS = ("numerical_scaling", "val_split", "batch_size")
+TASK_SETTINGS = ("backbone", "learning_rate")
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """``"backbone=tabm_pwl,d_block=256"`` -> settings; keys other than data, task and ``epochs``
+    settings are backbone options."""
+    settings: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"variant part {part!r} is not key=value")
+        for cast in (int, float):
+            try:
+                settings[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            settings[key] = value
+    return settings
+
+
+def run_flash(spec: dict[str, Any], epochs: int, settings: dict[str, Any]) -> list[float]:
+    """flash with its defaults, changed by ``settings`` (see :func:`parse_variant`), on every fold."""
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     import lightning.pytorch as pl
@@ -85,14 +110,20 @@ def run_flash(spec: dict[str, Any], epochs: int, backbone: str | None, scaling: 
     frame, target, categorical, numerical, regression = load(spec)
     data_class = TabularRegressionData if regression else TabularClassificationData
     task_class = TabularRegressor if regression else TabularClassifier
+    settings = dict(settings)
+    epochs = int(settings.pop("epochs", epochs))
+    data_kwargs = {k: settings.pop(k) for k in DATA_SETTINGS if k in settings}
+    task_kwargs = {k: settings.pop(k) for k in TASK_SETTINGS if k in settings}
+    if settings:
+        task_kwargs["backbone_kwargs"] = settings
     scores = []
     for fold, (train_rows, test_rows) in enumerate(folds(frame, target, regression)):
         pl.seed_everything(fold, verbose=False)
         train, test = frame.iloc[train_rows], frame.iloc[test_rows]
         data = data_class.from_data_frame(
-            categorical, numerical, target, train_data_frame=train, numerical_scaling=scaling
+            categorical, numerical, target, train_data_frame=train, **data_kwargs
         )
-        task = task_class.from_data(data, **({"backbone": backbone} if backbone else {}))
+        task = task_class.from_data(data, **task_kwargs)
         trainer = flash.Trainer(
             max_epochs=epochs,
             enable_progress_bar=False,
@@ -165,6 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbones", default="", help="extra flash backbones to compare, comma-separated")
     parser.add_argument("--scalings", default="", help="extra numerical scalings to compare, comma-separated")
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        help="an extra flash row with changed settings, e.g. 'd_block=256' or 'epochs=10' or "
+        "'val_split=0.2' or 'backbone=tabm_pwl,k=8' (repeatable)",
+    )
+    parser.add_argument(
         "--datasets", default="titanic,breast_cancer,diabetes", help="data sets to run, comma-separated"
     )
     args = parser.parse_args(argv)
@@ -182,15 +221,20 @@ def main(argv: list[str] | None = None) -> None:
     for name in [d for d in args.datasets.split(",") if d]:
         spec = {"name": name, "path": str(Path(args.titanic_csv).resolve())}
         regression = name == "diabetes"
+        variants = [
+            *({"backbone": b} for b in extra_backbones),
+            *({"numerical_scaling": s} for s in extra_scalings),
+            *args.variant,
+        ]
         contenders: list[tuple[str, Any, tuple]] = [
-            (f"flash (default, {args.epochs} epochs)", run_flash, (spec, args.epochs, None, "quantile")),
+            (f"flash (defaults, {args.epochs} epochs)", run_flash, (spec, args.epochs, {})),
             *(
-                (f"flash backbone={b}", run_flash, (spec, args.epochs, b, "quantile"))
-                for b in extra_backbones
-            ),
-            *(
-                (f"flash numerical_scaling={s}", run_flash, (spec, args.epochs, None, s))
-                for s in extra_scalings
+                (
+                    "flash " + ", ".join(f"{k}={v}" for k, v in variant.items()),
+                    run_flash,
+                    (spec, args.epochs, variant),
+                )
+                for variant in variants
             ),
             ("HistGradientBoosting", run_sklearn, (spec, "gradient_boosting")),
             ("ridge" if regression else "logistic regression", run_sklearn, (spec, "linear")),

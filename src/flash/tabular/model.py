@@ -97,9 +97,11 @@ class TabularTask:
     restore_best_weights: bool = True
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()  # type: ignore[misc]
         self._best_epoch: tuple[float, int, dict[str, torch.Tensor]] | None = None
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()  # type: ignore[misc]
         if not self.restore_best_weights or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
         score = self.trainer.callback_metrics.get("val_loss")
@@ -112,6 +114,7 @@ class TabularTask:
 
     def on_fit_end(self) -> None:
         """With validation data, go back to the weights of the epoch with the lowest ``val_loss``."""
+        super().on_fit_end()  # type: ignore[misc]
         best = getattr(self, "_best_epoch", None)
         self._best_epoch = None
         if best is None or not self.restore_best_weights:
