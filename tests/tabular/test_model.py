@@ -268,3 +268,19 @@ def test_training_ends_on_the_epoch_with_the_lowest_val_loss(data, restore):
         assert final == pytest.approx(min(losses), rel=1e-5)
     else:
         assert final == pytest.approx(losses[-1], rel=1e-5)
+
+
+def test_trainer_test_and_predict_on_the_data_module(table):
+    data = TabularClassificationData.from_data_frame(
+        **FIELDS,
+        train_data_frame=table,
+        test_data_frame=table.iloc[:20],
+        predict_data_frame=table.iloc[:10].drop(columns=["label"]),
+        batch_size=8,
+    )
+    task = TabularClassifier.from_data(data, backbone_kwargs=SMALL_TABM)
+    run = trainer(max_epochs=1, logger=False, enable_checkpointing=False)
+    run.finetune(task, data)
+    assert 0.0 <= run.test(task, datamodule=data, verbose=False)[0]["test_accuracy"] <= 1.0
+    predicted = [label for batch in run.predict(task, datamodule=data) for label in batch]
+    assert predicted == task.predict(table.iloc[:10])
