@@ -89,6 +89,14 @@ def test_several_target_fields_make_it_multi_label(tmp_path):
         train_targets=[["comedy", "horror"], ["comedy"], ["horror"]],
     )
     assert lists.multi_label and lists.splits["train"].targets.tolist() == [[1, 1], [1, 0], [0, 1]]
+    tags = pd.DataFrame(
+        {"text": ["funny and scary", "funny", "scary"], "tags": ["comedy,horror", "comedy", "horror"]}
+    )
+    one_column = TextClassificationData.from_data_frame(
+        "text", "tags", train_data_frame=tags, multi_label=True
+    )
+    assert one_column.labels == ["comedy", "horror"]
+    assert one_column.splits["train"].targets.tolist() == [[1, 1], [1, 0], [0, 1]]
 
 
 def test_val_split_is_stratified():

@@ -47,7 +47,8 @@ class TextClassifier(ClassificationTask):
         backbone_lr_factor: see above.
         layer_lr_decay: each backbone block below the top one gets this factor more.
         optimizer, lr_scheduler: see :mod:`flash.core.optimizers`. The default schedule warms up
-            linearly over the first tenth of the steps, then decays linearly to zero.
+            linearly over the first tenth of the steps, then decays linearly to zero. Adam and
+            AdamW use torch's fused implementation unless ``optimizer_kwargs`` are given.
         input_field: the text column of the training data (filled from the data; used when
             predicting on a table file).
         **kwargs: more :class:`~flash.core.classification.ClassificationTask` arguments.
