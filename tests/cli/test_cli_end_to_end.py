@@ -101,6 +101,20 @@ def test_tabular_finetune_predict_replay(tmp_path):
     assert_replay_matches(tmp_path / "run", tmp_path / "replay")
 
 
+def test_tabular_regression_in_process(tmp_path, capsys):
+    write_passengers(tmp_path)
+    argv = ["finetune", "tabular", "--regression", "--train-file", "train.csv", "--val-file", "val.csv"]
+    argv += ["--target-field", "Fare", "--numerical-fields", "Age", "--categorical-fields", "Sex,Embarked"]
+    assert cli.main([*argv, "--epochs", "2", "--out", "reg", "--quiet"]) == 0
+    assert "val_mae" in read_csv_rows(tmp_path / "reg" / "metrics.csv")[0]
+    assert (tmp_path / "reg" / "plots" / "curves.png").is_file()
+    assert not (tmp_path / "reg" / "plots" / "confusion_matrix.png").exists()  # no classes
+    capsys.readouterr()
+    assert cli.main(["predict", "reg/model.ckpt", "new.csv", "--format", "json", "--quiet"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 20 and all(isinstance(row["prediction"], float) for row in rows)
+
+
 # -- text ---------------------------------------------------------------------------------------
 POSITIVE = ["a wonderful film", "great acting and a lovely story", "I loved it", "brilliant and moving"]
 NEGATIVE = ["a dreadful film", "boring and far too long", "I hated it", "awful acting"]
@@ -143,6 +157,43 @@ def test_text_finetune_predict_replay(tmp_path):
     rows = list(csv.DictReader(done.stdout.splitlines()))
     assert [row["input"] for row in rows] == ["I loved this film"] + [f"val.csv:{i}" for i in range(6)]
     assert {row["prediction"] for row in rows} <= {"pos", "neg"}
+
+    flash_command("finetune", "--config", "run/config.json", "--out", "replay", "--quiet", cwd=tmp_path)
+    assert_replay_matches(tmp_path / "run", tmp_path / "replay")
+
+
+# -- image --------------------------------------------------------------------------------------
+def write_insects(folder: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"ants": (150, 40, 30), "bees": (230, 190, 40)}
+    for split, count in (("train", 4), ("val", 2)):
+        for name, colour in colours.items():
+            (folder / split / name).mkdir(parents=True)
+            for k in range(count):
+                pixels = np.clip(np.array(colour) + rng.integers(-30, 30, size=(36, 40, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / split / name / f"{k}.jpg")
+
+
+@pytest.mark.slow
+def test_image_finetune_predict_replay(tmp_path):
+    write_insects(tmp_path)
+    flash_command(
+        "finetune", "image", "--train-folder", "train", "--val-folder", "val", "--image-size", "32",
+        "--epochs", "1", "--batch-size", "4", "--out", "run", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    plots = ("curves.png", "confusion_matrix.png", "worst_predictions.png", "train_batch.png")
+    assert_run_folder(tmp_path / "run", plots)
+
+    done = flash_command(
+        "predict", "run/model.ckpt", "val", "train/ants/0.jpg", "--format", "json", cwd=tmp_path
+    )
+    rows = json.loads(done.stdout)
+    assert [Path(row["input"]).as_posix() for row in rows] == [
+        "val/ants/0.jpg", "val/ants/1.jpg", "val/bees/0.jpg", "val/bees/1.jpg", "train/ants/0.jpg",
+    ]  # fmt: skip
+    assert {row["prediction"] for row in rows} <= {"ants", "bees"}
 
     flash_command("finetune", "--config", "run/config.json", "--out", "replay", "--quiet", cwd=tmp_path)
     assert_replay_matches(tmp_path / "run", tmp_path / "replay")
