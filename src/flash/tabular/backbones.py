@@ -191,7 +191,9 @@ class FeatureTokenizer(nn.Module):
         if self.numerical is not None:
             tokens.append(self.numerical(x[:, : self.num_numerical]))
         if self.categorical is not None:
-            tokens.append(self.categorical(x[:, self.num_numerical :].long() + self.offsets))
+            codes = x[:, self.num_numerical :].long()
+            known = (codes > 0).unsqueeze(-1).to(x.dtype)  # the "unknown" code 0 gets a zero token
+            tokens.append(self.categorical(codes + self.offsets) * known)
         return torch.cat(tokens, dim=1)
 
 
