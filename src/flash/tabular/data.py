@@ -244,49 +244,11 @@ class TabularData(DataModule):
         if val_split is not None and sources["val"] is not None:
             raise ValueError("Pass either val_split or a validation table, not both.")
         frames = {stage: None if src is None else read_table(src, stage) for stage, src in sources.items()}
-        train = frames["train"]
-        check_target_present(train, targets, "training")
-        if categorical is None and numerical is None:
-            inferred = infer_fields(train, exclude=targets)
-            announce(inferred)
-            categorical, numerical = inferred.categorical, inferred.numerical
-        categorical, numerical = categorical or [], numerical or []
-        clash = [t for t in targets if t in categorical or t in numerical]
-        if clash:
-            raise ValueError(f"Target column {shown(clash)} is also listed as an input field.")
-        require_columns(train, [*numerical, *categorical], "training")
-        for stage in ("val", "test"):
-            if frames[stage] is not None:
-                check_target_present(frames[stage], targets, stage)
-                require_columns(frames[stage], [*numerical, *categorical], stage)
-        if frames["predict"] is not None:
-            require_columns(frames["predict"], [*numerical, *categorical], "predict")
-
-        target_values = {
-            stage: None if frame is None or stage == "predict" else cls._raw_targets(frame, targets, stage)
-            for stage, frame in frames.items()
-        }
-        encoder = None if cls.is_regression else LabelEncoder.fit(target_values["train"], what="training")
-        splits: dict[str, Split | None] = {}
-        for stage, frame in frames.items():
-            if frame is None:
-                splits[stage] = None
-                continue
-            encoded = None
-            if target_values[stage] is not None:
-                encoded = (
-                    np.asarray(target_values[stage], dtype=np.float32)
-                    if encoder is None
-                    else encoder.encode(target_values[stage], what=stage)
-                )
-            splits[stage] = Split(list(range(len(frame))), encoded)
+        categorical, numerical = cls._fields(frames, categorical, numerical, targets)
+        labels, splits = cls._encode_targets(frames, targets)
         if val_split is not None:
-            train_part, val_part = split_off_validation(splits["train"], val_split, seed)
-            frames["val"] = train.iloc[val_part.inputs].reset_index(drop=True)
-            frames["train"] = train = train.iloc[train_part.inputs].reset_index(drop=True)
-            splits["train"] = Split(list(range(len(train))), train_part.targets)
-            splits["val"] = Split(list(range(len(frames["val"]))), val_part.targets)
-        preprocessor = TabularPreprocessor.fit(train, categorical, numerical, numerical_scaling)
+            cls._hold_out(frames, splits, val_split, seed)
+        preprocessor = TabularPreprocessor.fit(frames["train"], categorical, numerical, numerical_scaling)
         for stage in ("val", "test", "predict"):
             if frames[stage] is not None:
                 preprocessor.transform(frames[stage], stage)  # bad values fail here, before training
@@ -300,13 +262,76 @@ class TabularData(DataModule):
             splits,
             preprocessor=preprocessor,
             target_fields=targets,
-            labels=None if encoder is None else encoder.labels,
+            labels=labels,
             target_mean=mean,
             target_std=std,
             batch_size=batch_size,
             num_workers=num_workers,
             seed=seed,
         )
+
+    @staticmethod
+    def _fields(
+        frames: dict[str, pd.DataFrame | None],
+        categorical: list[str] | None,
+        numerical: list[str] | None,
+        targets: list[str],
+    ) -> tuple[list[str], list[str]]:
+        """The input columns (inferred from the training table when neither kind is given), checked
+        against every table."""
+        train = frames["train"]
+        check_target_present(train, targets, "training")
+        if categorical is None and numerical is None:
+            inferred = infer_fields(train, exclude=targets)
+            announce(inferred)
+            categorical, numerical = inferred.categorical, inferred.numerical
+        categorical, numerical = categorical or [], numerical or []
+        clash = [t for t in targets if t in categorical or t in numerical]
+        if clash:
+            raise ValueError(f"Target column {shown(clash)} is also listed as an input field.")
+        inputs = [*numerical, *categorical]
+        require_columns(train, inputs, "training")
+        for stage in ("val", "test", "predict"):
+            if frames[stage] is not None:
+                if stage != "predict":
+                    check_target_present(frames[stage], targets, stage)
+                require_columns(frames[stage], inputs, stage)
+        return categorical, numerical
+
+    @classmethod
+    def _encode_targets(
+        cls, frames: dict[str, pd.DataFrame | None], targets: list[str]
+    ) -> tuple[list[Any] | None, dict[str, Split | None]]:
+        """Class names learned from the training targets (classification), and a split per table."""
+        raw = {
+            stage: cls._raw_targets(frame, targets, stage)
+            for stage, frame in frames.items()
+            if frame is not None and stage != "predict"
+        }
+        encoder = None if cls.is_regression else LabelEncoder.fit(raw["train"], what="training")
+        splits: dict[str, Split | None] = {}
+        for stage, frame in frames.items():
+            encoded = None
+            if stage in raw:
+                encoded = (
+                    np.asarray(raw[stage], dtype=np.float32)
+                    if encoder is None
+                    else encoder.encode(raw[stage], what=stage)
+                )
+            splits[stage] = None if frame is None else Split(list(range(len(frame))), encoded)
+        return (None if encoder is None else encoder.labels), splits
+
+    @staticmethod
+    def _hold_out(
+        frames: dict[str, pd.DataFrame | None], splits: dict[str, Split | None], val_split: float, seed: int
+    ) -> None:
+        """Move ``val_split`` of the training rows (stratified by class) into the validation table."""
+        train_part, val_part = split_off_validation(splits["train"], val_split, seed)
+        train = frames["train"]
+        frames["val"] = train.iloc[val_part.inputs].reset_index(drop=True)
+        frames["train"] = train.iloc[train_part.inputs].reset_index(drop=True)
+        splits["train"] = Split(list(range(len(train_part))), train_part.targets)
+        splits["val"] = Split(list(range(len(val_part))), val_part.targets)
 
     @classmethod
     def _raw_targets(cls, frame: pd.DataFrame, targets: list[str], what: str) -> Any:
