@@ -78,6 +78,7 @@ def write_passengers(folder: Path) -> None:
     frame.iloc[40:].drop(columns="Survived").to_csv(folder / "new.csv", index=False)
 
 
+@pytest.mark.slow
 def test_tabular_finetune_predict_replay(tmp_path):
     write_passengers(tmp_path)
     flash_command(

@@ -44,7 +44,7 @@ def found(tmp_path_factory):
     root = tmp_path_factory.mktemp("lr")
     trainer = flash.Trainer(max_epochs=2, default_root_dir=root, **QUIET)
     plot_path = root / "lr_finder.png"
-    result = trainer.lr_find(task, data, strategy="freeze", num_training=30, plot_path=plot_path)
+    result = trainer.lr_find(task, data, strategy="freeze", num_training=20, plot_path=plot_path)
     rng_after = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     return {
         "task": task,
@@ -66,7 +66,7 @@ def test_returns_a_suggestion_and_a_png_plot(found):
     assert suggestion is not None and 1e-7 <= suggestion <= 1.0
     assert plot == found["plot_path"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
-    assert len(result.lrs) == len(result.losses) == 30
+    assert len(result.lrs) == len(result.losses) == 20
     assert result.lrs == sorted(result.lrs)
 
 
