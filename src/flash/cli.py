@@ -153,8 +153,9 @@ def _add_demo_parser(commands: Any) -> None:
         help="finetune the default image model on a shipped data set, offline (or on --data)",
         description=(
             "Run the finetuning example end to end with no network: renders scikit-learn's handwritten "
-            "digits as image files, finetunes the default pretrained backbone, prints validation accuracy "
-            "and a few predictions and saves a checkpoint. --data takes a folder with train/ and val/ inside."
+            "digits as image files, finetunes the default pretrained backbone (frozen for the first half "
+            "of the epochs), prints validation accuracy and a few predictions and saves a checkpoint. "
+            "--data takes a folder with train/ and val/ class folders instead."
         ),
         formatter_class=HelpFormatter,
     )
@@ -162,16 +163,29 @@ def _add_demo_parser(commands: Any) -> None:
         "--data", metavar="DIR", help="a folder with train/ and val/ class folders (default: the digits)"
     )
     parser.add_argument("--out", metavar="DIR", default="flash_demo", help="where the demo writes its files")
+    parser.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="training epochs")
     parser.add_argument(
-        "--epochs", type=positive_int, metavar="N", help="training epochs (default: the demo's)"
+        "--image-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="crop size (default: 64 for the digits, else 224)",
     )
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per step")
+    parser.add_argument("--backbone", default="efficientnet_lite0", metavar="NAME", help="image backbone")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from flash.image.demo import run_demo as demo
 
-    result = demo(data=args.data, out=args.out, epochs=args.epochs)
-    return result if isinstance(result, int) else 0
+    demo(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        backbone=args.backbone,
+    )
+    return 0
 
 
 # -- flash serve / flash export -------------------------------------------------------------------

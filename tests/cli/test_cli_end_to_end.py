@@ -200,6 +200,27 @@ def test_image_finetune_predict_replay(tmp_path):
     assert_replay_matches(tmp_path / "run", tmp_path / "replay")
 
 
+@pytest.mark.slow
+def test_demo_runs_on_a_folder(tmp_path, capsys):
+    write_insects(tmp_path / "insects")
+    argv = [
+        "demo",
+        "--data",
+        "insects",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--out",
+        "d",
+    ]
+    assert cli.main(argv) == 0
+    assert "Validation accuracy" in capsys.readouterr().out
+    assert list((tmp_path / "d").glob("*.ckpt"))
+
+
 # -- errors and listings, in-process --------------------------------------------------------------
 def test_predict_with_a_missing_or_foreign_checkpoint_says_so(tmp_path, capsys):
     assert cli.main(["predict", "nothing.ckpt", "a.csv"]) == 1
