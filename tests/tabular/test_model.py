@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tabular_tables import SMALL_TABM, make_table
 
 import flash
-from conftest import SMALL_TABM, make_table
 from flash.core.checkpoint import load_task
 from flash.tabular import (
     TabularClassificationData,
