@@ -47,7 +47,7 @@ class DomainSpec:
     default_strategy: str
     options: tuple[Option, ...]
     build_data: Callable[[dict[str, Any]], Any]
-    build_task: Callable[[dict[str, Any], Any, dict[str, Any]], Any]
+    build_task: Callable[[dict[str, Any], Any], Any]
     example: str = ""
     extra_plots: Callable[[Any, Any, Path], dict[str, Path]] | None = None
     predict_inputs: Callable[[Any, Sequence[str], dict[str, Any]], tuple[list[str], Any]] | None = None
@@ -110,7 +110,7 @@ def _loader_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return _data_kwargs(options, ("batch_size", "num_workers", "val_split"))
 
 
-def _task_kwargs(options: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _task_kwargs(options: dict[str, Any], **extra: Any) -> dict[str, Any]:
     kwargs = {"backbone": options["backbone"], **extra}
     for name in ("optimizer", "lr_scheduler"):
         if options.get(name) is not None:
@@ -150,10 +150,10 @@ def _image_data(options: dict[str, Any]) -> Any:
     return ImageClassificationData.from_folders(**kwargs, **_loader_kwargs(options))
 
 
-def _image_task(options: dict[str, Any], data: Any, extra: dict[str, Any]) -> Any:
+def _image_task(options: dict[str, Any], data: Any) -> Any:
     from flash.image import ImageClassifier
 
-    return ImageClassifier(num_classes=data.num_classes, **_task_kwargs(options, extra))
+    return ImageClassifier(num_classes=data.num_classes, **_task_kwargs(options))
 
 
 def _image_plots(task: Any, data: Any, folder: Path) -> dict[str, Path]:
@@ -166,19 +166,17 @@ def _image_plots(task: Any, data: Any, folder: Path) -> dict[str, Path]:
     return plots
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
 def _image_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> tuple[list[str], Any]:
+    """Image files, and the images in folders (searched recursively, hidden and non-image files skipped)."""
+    from flash.image.io import list_images
+
     files: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(
-                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = list_images(path, recursive=True)
             if not found:
-                raise ValueError(f"The folder {item} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+                raise ValueError(f"The folder {item} holds no images.")
             files.extend(found)
         elif path.is_file():
             files.append(str(path))
@@ -203,13 +201,12 @@ def _one_or_many(names: list[str]) -> str | list[str]:
     return names[0] if len(names) == 1 else names
 
 
-def _text_task(options: dict[str, Any], data: Any, extra: dict[str, Any]) -> Any:
+def _text_task(options: dict[str, Any], data: Any) -> Any:
     from flash.text import TextClassifier
 
-    if options.get("max_length") is not None:
-        extra = {**extra, "max_length": options["max_length"]}
+    extra = {"max_length": options["max_length"]} if options.get("max_length") is not None else {}
     return TextClassifier(
-        num_classes=data.num_classes, multi_label=bool(data.multi_label), **_task_kwargs(options, extra)
+        num_classes=data.num_classes, multi_label=bool(data.multi_label), **_task_kwargs(options, **extra)
     )
 
 
@@ -250,11 +247,11 @@ def _tabular_data(options: dict[str, Any]) -> Any:
     return cls.from_csv(**kwargs, **_loader_kwargs(options))
 
 
-def _tabular_task(options: dict[str, Any], data: Any, extra: dict[str, Any]) -> Any:
+def _tabular_task(options: dict[str, Any], data: Any) -> Any:
     import flash.tabular as tabular
 
     cls = tabular.TabularRegressor if options.get("regression") else tabular.TabularClassifier
-    return cls.from_data(data, **_task_kwargs(options, extra))
+    return cls.from_data(data, **_task_kwargs(options))
 
 
 def _tabular_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> tuple[list[str], Any]:

@@ -30,8 +30,6 @@ DEFAULT_LR_FIND_STEPS = 100
 
 RUN_FILES = ("model.ckpt", "config.json", "results.json", "metrics.csv", "plots")
 """What a run writes into its folder; an existing one is never replaced without ``--force``."""
-RUN_LOCATION_OPTIONS = ("config", "out", "force", "quiet")
-"""Options that say where and how loudly to run, not what to train: not saved in the config."""
 
 
 # -- option parsing -------------------------------------------------------------------------------
@@ -265,7 +263,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def _config_value(option: Option, value: Any, path: Path) -> Any:
     """Check a config value the way the command line would."""
-    if value is None or option.kind == "flag":
+    if option.kind == "flag":
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: {option.dest} must be true or false, got {value!r}.")
+        return value
+    if value is None:
         return value
     if option.kind == "fields":
         if isinstance(value, str):
@@ -275,7 +277,7 @@ def _config_value(option: Option, value: Any, path: Path) -> Any:
         return value
     try:
         parsed = option.type(str(value))
-    except argparse.ArgumentTypeError as error:
+    except (argparse.ArgumentTypeError, ValueError) as error:
         raise ValueError(f"{path}: {option.dest}: {error}") from None
     if option.choices is not None and parsed not in option.choices:
         raise ValueError(f"{path}: {option.dest} is {value!r}; choose one of {', '.join(option.choices)}.")
@@ -393,7 +395,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
     say(f"Loading {spec.name} data ...")
     data = spec.build_data(options)
     say(f"  {data!r}")
-    task = spec.build_task(options, data, {})
+    task = spec.build_task(options, data)
     record_defaults(spec, options, task, data)
     trainer = flash.Trainer(
         max_epochs=options["epochs"],

@@ -32,7 +32,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[s
 
 
 def table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, max_width: int = 60
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, max_width: int = 72
 ) -> str:
     """An aligned plain-text table; numbers right-aligned, long cells shortened."""
     columns = list(columns) if columns is not None else _columns(rows)

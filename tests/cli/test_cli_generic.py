@@ -26,7 +26,7 @@ def _toy_data(options):
     return toy_data(n=options["rows"], batch_size=options.get("batch_size") or 16)
 
 
-def _toy_task(options, data, extra):
+def _toy_task(options, data):
     kwargs = {"learning_rate": options["lr"]} if isinstance(options.get("lr"), float) else {}
     return ToyClassifier(num_classes=data.num_classes, **kwargs)
 
