@@ -93,11 +93,14 @@ def parse_variant(text: str) -> dict[str, Any]:
     return settings
 
 
-def run_flash(spec: dict[str, Any], epochs: int, settings: dict[str, Any]) -> list[float]:
+def run_flash(spec: dict[str, Any], epochs: int, settings: dict[str, Any], threads: int) -> list[float]:
     """flash with its defaults, changed by ``settings`` (see :func:`parse_variant`), on every fold."""
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     import lightning.pytorch as pl
+    import torch
+
+    torch.set_num_threads(threads)
 
     import flash
     from flash.tabular import (
@@ -157,8 +160,15 @@ def _sklearn_preprocessing(categorical: list[str], numerical: list[str]) -> Any:
     return make_column_transformer(*parts)
 
 
-def run_sklearn(spec: dict[str, Any], model: str) -> list[float]:
+def run_sklearn(spec: dict[str, Any], model: str, threads: int) -> list[float]:
     """A scikit-learn model on every fold: ``"gradient_boosting"`` or ``"linear"``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return _sklearn_folds(spec, model)
+
+
+def _sklearn_folds(spec: dict[str, Any], model: str) -> list[float]:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.pipeline import make_pipeline
@@ -206,6 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--datasets", default="titanic,breast_cancer,diabetes", help="data sets to run, comma-separated"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads per contender, for torch and scikit-learn's OpenMP alike (default: all CPUs); "
+        "on a shared, busy machine use 1: OpenMP's spin-waiting makes gradient boosting crawl there",
+    )
     args = parser.parse_args(argv)
     if not Path(args.titanic_csv).is_file():
         parser.error(f"{args.titanic_csv} does not exist")
@@ -213,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"command: python benchmarks/tabular_cpu.py {' '.join(sys.argv[1:] if argv is None else argv)}\n"
-        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"Python {platform.python_version()}; {FOLDS} folds, seed {SEED}\n"
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; {args.threads} thread(s) per contender; {FOLDS} folds, seed {SEED}\n"
     )
     extra_backbones = [b for b in args.backbones.split(",") if b]
     extra_scalings = [s for s in args.scalings.split(",") if s]
@@ -227,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             *args.variant,
         ]
         contenders: list[tuple[str, Any, tuple]] = [
-            (f"flash (defaults, {args.epochs} epochs)", run_flash, (spec, args.epochs, {})),
+            (f"flash (defaults, {args.epochs} epochs)", run_flash, (spec, args.epochs, {}, args.threads)),
             *(
                 (
                     "flash " + ", ".join(f"{k}={v}" for k, v in variant.items()),
@@ -236,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 for variant in variants
             ),
-            ("HistGradientBoosting", run_sklearn, (spec, "gradient_boosting")),
-            ("ridge" if regression else "logistic regression", run_sklearn, (spec, "linear")),
+            ("HistGradientBoosting", run_sklearn, (spec, "gradient_boosting", args.threads)),
+            ("ridge" if regression else "logistic regression", run_sklearn, (spec, "linear", args.threads)),
         ]
         metric = "RMSE (lower is better)" if regression else "accuracy"
         rows = []
