@@ -162,6 +162,7 @@ def _sklearn_preprocessing(categorical: list[str], numerical: list[str]) -> Any:
 
 def run_sklearn(spec: dict[str, Any], model: str, threads: int) -> list[float]:
     """A scikit-learn model on every fold: ``"gradient_boosting"`` or ``"linear"``."""
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime, so that threadpoolctl can limit it)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                 (
                     "flash " + ", ".join(f"{k}={v}" for k, v in variant.items()),
                     run_flash,
-                    (spec, args.epochs, variant),
+                    (spec, args.epochs, variant, args.threads),
                 )
                 for variant in variants
             ),

@@ -260,7 +260,7 @@ def test_training_ends_on_the_epoch_with_the_lowest_val_loss(data, restore):
     task = TabularClassifier.from_data(
         data, backbone_kwargs=SMALL_TABM, learning_rate=0.05, restore_best_weights=restore
     )
-    run = trainer(max_epochs=6, logger=False, enable_checkpointing=False)
+    run = trainer(max_epochs=4, logger=False, enable_checkpointing=False)
     run.finetune(task, data)
     losses = [row["val_loss"] for row in run.history]
     final = run.validate(task, datamodule=data, verbose=False)[0]["val_loss"]
