@@ -115,6 +115,7 @@ def test_serving_and_export_hooks(trained):
         assert task(example).shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_plain_values_and_loads_in_a_fresh_process(trained, tmp_path):
     task, checkpoint, _ = trained
     raw = torch.load(checkpoint, weights_only=True, map_location="cpu")
