@@ -115,6 +115,19 @@ def test_tabular_regression_in_process(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 20 and all(isinstance(row["prediction"], float) for row in rows)
 
+    assert cli.main(["export", "reg/model.ckpt", "--format", "onnx"]) == 0
+    assert "checked against PyTorch" in capsys.readouterr().out
+    assert (tmp_path / "reg" / "model.onnx").stat().st_size > 10_000
+    assert cli.main(["export", "reg/model.ckpt"]) == 1  # never overwrites without --force
+    assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_serve_and_export_name_a_missing_checkpoint(capsys):
+    assert cli.main(["serve", "nothing.ckpt", "--port", "8123"]) == 1
+    assert "No checkpoint at nothing.ckpt" in capsys.readouterr().err
+    assert cli.main(["export", "nothing.ckpt"]) == 1
+    assert "No checkpoint at nothing.ckpt" in capsys.readouterr().err
+
 
 # -- text ---------------------------------------------------------------------------------------
 POSITIVE = ["a wonderful film", "great acting and a lovely story", "I loved it", "brilliant and moving"]
