@@ -17,9 +17,9 @@ Pass a name, a ``(name, argument)`` tuple (``("freeze_unfreeze", 2)``,
 ``("unfreeze_milestones", ((2, 4), 1))``), an instance of one of the classes here, or any
 Lightning :class:`~lightning.pytorch.callbacks.BaseFinetuning`.
 
-``train_bn`` (default ``True``) keeps BatchNorm layers of a frozen part training. With
-``train_bn=False`` they are frozen too and held in eval mode, so their running statistics stay
-bit-identical.
+``train_bn=True`` keeps BatchNorm layers of a frozen part training. With ``train_bn=False`` they
+are frozen too and held in eval mode, so their running statistics stay bit-identical. Left at
+``None`` (the default) it is the task's ``default_train_bn``, and ``True`` for tasks without one.
 
 Every parameter is in the optimizer from the start, in stable named groups; freezing only toggles
 ``requires_grad`` and BatchNorm mode. So LR schedulers (OneCycle, cosine, ReduceLROnPlateau) cover
@@ -58,14 +58,15 @@ class FlashBaseFinetuning(BaseFinetuning):
 
     Args:
         attr_names: the attribute name(s) of the task's module(s) to freeze before training.
-        train_bn: keep BatchNorm layers of frozen modules training.
+        train_bn: keep BatchNorm layers of frozen modules training; ``None``: the task's
+            ``default_train_bn`` (``True`` when it has none), settled when training starts.
 
     Subclasses override :meth:`finetune_function`, called at the start of every training epoch, in
     its Lightning Flash form ``(pl_module, current_epoch, optimizer, opt_idx)`` or Lightning's
     ``(pl_module, current_epoch, optimizer)``.
     """
 
-    def __init__(self, attr_names: str | Sequence[str] = "backbone", train_bn: bool = True) -> None:
+    def __init__(self, attr_names: str | Sequence[str] = "backbone", train_bn: bool | None = None) -> None:
         super().__init__()
         if isinstance(attr_names, str):
             attr_names = [attr_names]
@@ -74,7 +75,7 @@ class FlashBaseFinetuning(BaseFinetuning):
                 f"attr_names must be a module attribute name or a list of them, got {attr_names!r}."
             )
         self.attr_names = list(attr_names)
-        self.train_bn = bool(train_bn)
+        self.train_bn = None if train_bn is None else bool(train_bn)
         self._trainable_fingerprint: tuple[bool, ...] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -100,6 +101,7 @@ class FlashBaseFinetuning(BaseFinetuning):
 
     # -- Lightning hooks ----------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.resolve_train_bn(pl_module)
         if stage == "fit":
             self.validate(pl_module, trainer.max_epochs)
             self.resolve_defaults(pl_module, trainer.max_epochs)
@@ -108,7 +110,13 @@ class FlashBaseFinetuning(BaseFinetuning):
     def resolve_defaults(self, pl_module: nn.Module, max_epochs: int | None) -> None:
         """Fill in the arguments left at ``None`` from the run's length and the task's blocks."""
 
+    def resolve_train_bn(self, pl_module: nn.Module) -> None:
+        """Settle ``train_bn=None`` to the task's ``default_train_bn`` (``True`` if it has none)."""
+        if self.train_bn is None:
+            self.train_bn = bool(getattr(pl_module, "default_train_bn", True))
+
     def freeze_before_training(self, pl_module: LightningModule) -> None:
+        self.resolve_train_bn(pl_module)
         freeze(self._modules(pl_module), train_bn=self.train_bn)
 
     def finetune_function(
@@ -143,7 +151,7 @@ class FlashBaseFinetuning(BaseFinetuning):
 
     # -- helpers for subclasses ---------------------------------------------------------------
     def freeze_modules(self, modules: nn.Module | Iterable[nn.Module], train_bn: bool | None = None) -> None:
-        freeze(modules, train_bn=self.train_bn if train_bn is None else train_bn)
+        freeze(modules, train_bn=bool(self.train_bn is not False) if train_bn is None else train_bn)
 
     @staticmethod
     def unfreeze_and_add_param_group(
@@ -251,7 +259,7 @@ class FreezeUnfreeze(FlashBaseFinetuning):
         self,
         unfreeze_epoch: int | None = None,
         attr_names: str | Sequence[str] = "backbone",
-        train_bn: bool = True,
+        train_bn: bool | None = None,
     ) -> None:
         super().__init__(attr_names, train_bn)
         self.unfreeze_epoch = (
@@ -284,7 +292,7 @@ class UnfreezeMilestones(FlashBaseFinetuning):
         unfreeze_milestones: tuple[int, int] | None = None,
         num_layers: int | None = None,
         attr_names: str | Sequence[str] = "backbone",
-        train_bn: bool = True,
+        train_bn: bool | None = None,
     ) -> None:
         super().__init__(attr_names, train_bn)
         if unfreeze_milestones is not None:
@@ -363,7 +371,7 @@ STRATEGIES: dict[str, type[FlashBaseFinetuning]] = {
 }
 
 
-def resolve_strategy(strategy: Any, train_bn: bool = True) -> BaseFinetuning:
+def resolve_strategy(strategy: Any, train_bn: bool | None = None) -> BaseFinetuning:
     """Turn a strategy name, ``(name, argument)`` tuple or callback into a finetuning callback.
 
     Raises:

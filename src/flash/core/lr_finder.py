@@ -61,7 +61,7 @@ def find_learning_rate(
     data: Any,
     *,
     strategy: Any = None,
-    train_bn: bool = True,
+    train_bn: bool | None = None,
     min_lr: float = 1e-7,
     max_lr: float = 1.0,
     num_training: int = 100,
@@ -206,7 +206,7 @@ def _train_loader(task: pl.LightningModule, data: Any) -> DataLoader:
 
 
 def _scratch_trainer(
-    trainer: pl.Trainer, root: str, strategy: Any, train_bn: bool, task: pl.LightningModule
+    trainer: pl.Trainer, root: str, strategy: Any, train_bn: bool | None, task: pl.LightningModule
 ) -> pl.Trainer:
     """A one-device trainer like ``trainer`` that writes nothing the user keeps and logs nothing."""
     from flash.core.finetuning import FlashBaseFinetuning, resolve_strategy

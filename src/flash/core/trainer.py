@@ -96,7 +96,7 @@ class Trainer(pl.Trainer):
         model: pl.LightningModule,
         datamodule: pl.LightningDataModule | DataLoader | None = None,
         strategy: Any = "no_freeze",
-        train_bn: bool = True,
+        train_bn: bool | None = None,
         ckpt_path: str | None = None,
         *,
         train_dataloaders: Any = None,
@@ -110,7 +110,8 @@ class Trainer(pl.Trainer):
             strategy: ``"no_freeze"``, ``"freeze"``, ``"freeze_unfreeze"``, ``"unfreeze_milestones"``,
                 a ``(name, argument)`` tuple, or a ``BaseFinetuning`` callback; see
                 :mod:`flash.core.finetuning`.
-            train_bn: keep BatchNorm layers of frozen parts training.
+            train_bn: keep BatchNorm layers of frozen parts training; ``None``: the task's
+                ``default_train_bn`` (``True`` for tasks without one; image tasks keep them frozen).
             ckpt_path: resume from this checkpoint.
 
         Raises:
@@ -140,7 +141,7 @@ class Trainer(pl.Trainer):
         datamodule: pl.LightningDataModule | DataLoader,
         *,
         strategy: Any = None,
-        train_bn: bool = True,
+        train_bn: bool | None = None,
         min_lr: float = 1e-7,
         max_lr: float = 1.0,
         num_training: int = 100,

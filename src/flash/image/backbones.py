@@ -194,7 +194,9 @@ def torchvision_backbone(name: str, pretrained: bool = True) -> Backbone:
     if name not in available:
         close = difflib.get_close_matches(name, available, n=5)
         suggestion = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"Unknown torchvision model {name!r}{suggestion}. Choose one of {', '.join(available)}.")
+        raise ValueError(
+            f"Unknown torchvision model {name!r}{suggestion}. Choose one of {', '.join(available)}."
+        )
     weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
     model = torchvision.models.get_model(name, weights=weights)
     head = None

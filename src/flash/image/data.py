@@ -47,7 +47,9 @@ def _class_folders(folder: Any, what: str, require_images: bool) -> dict[str, li
     subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = list_images(path)
     if not subfolders:
-        hint = f" It holds {len(loose)} images directly; put them in one subfolder per class." if loose else ""
+        hint = (
+            f" It holds {len(loose)} images directly; put them in one subfolder per class." if loose else ""
+        )
         raise ValueError(
             f"{what} {str(folder)!r} has no class subfolders.{hint} Expected {what}/<class name>/<image>."
         )
@@ -142,6 +144,8 @@ class ImageClassificationData(DataModule):
         cache_mb: memory bound of the decoded-image cache (default a quarter of RAM, at most
             4 GiB; ``0`` turns it off).
         crop_scale: area range of random training crops.
+        hflip: probability of a random horizontal flip in training; ``0`` for images whose class
+            changes when mirrored (digits, text, left/right).
         batch_size, num_workers, seed: see :class:`flash.core.data.DataModule`.
     """
 
@@ -163,6 +167,7 @@ class ImageClassificationData(DataModule):
         on_bad_image: str = "error",
         cache_mb: float | None = None,
         crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+        hflip: float = 0.5,
     ) -> None:
         super().__init__(
             train,
@@ -193,12 +198,17 @@ class ImageClassificationData(DataModule):
         self.transform = transform
         self.train_transform = train_transform
         self.on_bad_image = on_bad_image
+        if isinstance(hflip, bool) or not isinstance(hflip, int | float) or not 0 <= hflip <= 1:
+            raise ValueError(f"hflip is a probability between 0 and 1, got {hflip!r}.")
         self.crop_scale = scale
+        self.hflip = float(hflip)
         self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
         self.preprocessing = _default_preprocessing()
         if image_size is not None:
             self.preprocessing["image_size"] = image_size
         self.channels_last = True
+        self.on_device: set[str] = set()
+        """Stages whose batches come from the GPU input path (no CPU cache, no frozen features)."""
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -383,7 +393,9 @@ class ImageClassificationData(DataModule):
         }
         frames = {"train": train_data_frame, "val": val_data_frame, "test": test_data_frame}
         if all(f is None for f in (*frames.values(), predict_data_frame)):
-            raise ValueError("Pass at least one of train_data_frame, val_data_frame, test_data_frame, predict_data_frame.")
+            raise ValueError(
+                "Pass at least one of train_data_frame, val_data_frame, test_data_frame, predict_data_frame."
+            )
         multi_columns = len(fields) > 1
         labels = list(fields) if multi_columns else kwargs.pop("labels", None)
 
@@ -446,7 +458,12 @@ class ImageClassificationData(DataModule):
         import pandas as pd
 
         frames: dict[str, Any] = {}
-        for name, file in (("train", train_file), ("val", val_file), ("test", test_file), ("predict", predict_file)):
+        for name, file in (
+            ("train", train_file),
+            ("val", val_file),
+            ("test", test_file),
+            ("predict", predict_file),
+        ):
             if file is None:
                 continue
             if not os.path.isfile(file):
@@ -528,7 +545,7 @@ class ImageClassificationData(DataModule):
             return None if data is None else _array_items(data, kind, name)
 
         def targets(values: Any) -> Any:
-            if isinstance(values, torch.Tensor) or isinstance(values, np.ndarray):
+            if isinstance(values, (torch.Tensor, np.ndarray)):
                 values = values.tolist()
             return values
 
@@ -545,7 +562,13 @@ class ImageClassificationData(DataModule):
                 raise ValueError(f"{name}_data needs {name}_targets.")
             pairs.append((items(data, f"{name}_data"), targets(target)))
         return cls._from_inputs(
-            pairs[0], pairs[1], pairs[2], items(predict_data, "predict_data"), val_split, multi_label, **kwargs
+            pairs[0],
+            pairs[1],
+            pairs[2],
+            items(predict_data, "predict_data"),
+            val_split,
+            multi_label,
+            **kwargs,
         )
 
     # -- the task's preprocessing ---------------------------------------------------------------
@@ -568,7 +591,7 @@ class ImageClassificationData(DataModule):
         """The decoding and cropping of ``stage`` (random crops for ``train`` unless ``train=False``)."""
         augment = stage == "train" if train is None else train
         transform = (self.train_transform or self.transform) if augment else self.transform
-        return ImagePipeline(self.preprocessing, augment, transform, self.crop_scale)
+        return ImagePipeline(self.preprocessing, augment, transform, self.crop_scale, self.hflip)
 
     def make_dataset(self, split: Split, stage: str) -> ImageDataset:
         dataset = ImageDataset(split.inputs, split.targets, self.pipeline(stage), self.cache, stage)
@@ -581,6 +604,19 @@ class ImageClassificationData(DataModule):
             self.splits[stage] = kept
             dataset = ImageDataset(kept.inputs, kept.targets, dataset.pipeline, self.cache, stage)
         return dataset
+
+    def _loader(self, stage: str) -> Any:
+        """On one CUDA GPU, image files are decoded and augmented on the device
+        (:func:`flash.image.gpu_pipeline.gpu_loader_for`); elsewhere the CPU path with its cache."""
+        from flash.image.gpu_pipeline import gpu_loader_for
+
+        augmentation = {"hflip": self.hflip} if stage == "train" else {}
+        device_loader = gpu_loader_for(self, stage, **augmentation) if self.trainer is not None else None
+        if device_loader is not None:
+            self.on_device.add(stage)
+            return device_loader
+        self.on_device.discard(stage)
+        return super()._loader(stage)
 
     def collate_fn(self, stage: str) -> Callable[[list[Any]], Any]:
         return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)

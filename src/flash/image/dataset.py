@@ -182,4 +182,8 @@ class ImageDataset(Dataset):
             f"Leaving out {len(bad)} unreadable {self.stage} image(s):\n{first_lines(bad)}", stacklevel=2
         )
         paths = {e.path for e in bad}
-        return [i for i, item in enumerate(self.inputs) if isinstance(item, str | os.PathLike) and str(item) in paths]
+        return [
+            i
+            for i, item in enumerate(self.inputs)
+            if isinstance(item, str | os.PathLike) and str(item) in paths
+        ]

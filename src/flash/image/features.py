@@ -82,3 +82,64 @@ class FeatureCache:
         finally:
             for module, training in modes:
                 module.training = training
+
+
+def linear_layer_of(head: nn.Module) -> nn.Linear | None:
+    """The head's only parameterised layer when it is a linear classifier (optionally after
+    dropout), else ``None``."""
+    if isinstance(head, nn.Linear):
+        return head
+    layers = [m for m in head.modules() if any(True for _ in m.parameters(recurse=False))]
+    if len(layers) == 1 and isinstance(layers[0], nn.Linear):
+        return layers[0]
+    return None
+
+
+def fit_linear_probe(
+    linear: nn.Linear,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    multi_label: bool = False,
+    c: float = 1.0,
+    max_iter: int = 200,
+) -> None:
+    """Fit ``linear`` to convergence on fixed ``features``: L2-regularised logistic regression,
+    as scikit-learn's ``LogisticRegression(C=c)`` (softmax; one sigmoid per class when
+    ``multi_label``), solved by full-batch L-BFGS. The bias is not penalised."""
+    features = features.detach().float()
+    weight = linear.weight.detach().clone().float().requires_grad_(True)
+    bias = (
+        linear.bias.detach().clone().float().requires_grad_(True)
+        if linear.bias is not None
+        else torch.zeros(linear.out_features)
+    )
+    params = [weight] + ([bias] if linear.bias is not None else [])
+    penalty = 1.0 / (2.0 * c * len(features))
+    optimizer = torch.optim.LBFGS(
+        params, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
+    if multi_label:  # one logistic regression per class: the per-class losses add up
+        targets = targets.float()
+
+        def data_loss(logits: torch.Tensor) -> torch.Tensor:
+            return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(
+                logits
+            )
+    else:
+        targets = targets.long()
+
+        def data_loss(logits: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(logits, targets)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = data_loss(features @ weight.T + bias) + penalty * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if linear.bias is not None:
+            linear.bias.copy_(bias)

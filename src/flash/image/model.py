@@ -20,7 +20,7 @@ from flash.core.classification import ClassificationTask
 from flash.core.optimizers import OptimizerSpec, SchedulerSpec
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import ImageDataset
-from flash.image.features import FeatureCache, backbone_is_fixed
+from flash.image.features import FeatureCache, backbone_is_fixed, fit_linear_probe, linear_layer_of
 from flash.image.io import list_images, to_rgb
 from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
 
@@ -76,11 +76,25 @@ class ImageClassifier(ClassificationTask):
         image_size: crop size (default: the backbone's); a data module's ``image_size`` overrides it.
         cache_features: while the backbone is frozen with ``train_bn=False``, compute its features
             of the (unaugmented) training and validation images once and train the head on them.
+        linear_probe: when the features are cached and the head is linear, first fit the head to
+            convergence on them (L2-regularised logistic regression by L-BFGS, as scikit-learn's
+            ``LogisticRegression``), then train on as usual: linear-probe-then-finetune.
         channels_last: keep the network and batches in NHWC layout (faster on CPUs and GPUs).
         preprocessing: the backbone's input description (set from checkpoints; leave it out).
     """
 
     domain = "image"
+
+    default_train_bn = False
+    """BatchNorm layers of a frozen backbone stay frozen (eval mode) unless ``train_bn=True`` is passed.
+
+    A frozen backbone whose BatchNorm layers train is neither frozen nor cheap: batch statistics
+    of small batches shift its features every step (and differ from the running statistics used
+    at evaluation), and their affine weights need a backward pass through the whole backbone.
+    Frozen, the backbone is a fixed feature extractor: its features are computed once and the
+    head fits them as a linear probe (see ``cache_features``, ``linear_probe``); after unfreezing,
+    the convolutions train around the pretrained statistics, which suits small data sets.
+    """
 
     def __init__(
         self,
@@ -102,6 +116,7 @@ class ImageClassifier(ClassificationTask):
         multi_label_threshold: float = 0.5,
         image_size: int | None = None,
         cache_features: bool = True,
+        linear_probe: bool = True,
         channels_last: bool = True,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
@@ -141,6 +156,7 @@ class ImageClassifier(ClassificationTask):
             self.preprocessing["image_size"] = image_size
         self.num_features = built.num_features
         self.cache_features = bool(cache_features)
+        self.linear_probe = bool(linear_probe)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -159,7 +175,9 @@ class ImageClassifier(ClassificationTask):
                 "learning_rate": float(learning_rate),
                 "optimizer": optimizer if isinstance(optimizer, str) else "custom",
                 "optimizer_kwargs": optimizer_kwargs,
-                "lr_scheduler": lr_scheduler if lr_scheduler is None or isinstance(lr_scheduler, str) else "custom",
+                "lr_scheduler": lr_scheduler
+                if lr_scheduler is None or isinstance(lr_scheduler, str)
+                else "custom",
                 "lr_scheduler_kwargs": lr_scheduler_kwargs,
                 "backbone_lr_factor": float(backbone_lr_factor),
                 "layer_lr_decay": float(layer_lr_decay),
@@ -167,6 +185,7 @@ class ImageClassifier(ClassificationTask):
                 "multi_label_threshold": float(multi_label_threshold),
                 "image_size": image_size,
                 "cache_features": self.cache_features,
+                "linear_probe": self.linear_probe,
                 "channels_last": self.channels_last,
                 "preprocessing": self.preprocessing,
             }
@@ -197,7 +216,9 @@ class ImageClassifier(ClassificationTask):
         if trainer is None or trainer.state.fn != "fit":
             return None
         datamodule = getattr(trainer, "datamodule", None)
-        return datamodule if hasattr(datamodule, "eval_loader") else None
+        if not hasattr(datamodule, "eval_loader") or getattr(datamodule, "on_device", None):
+            return None
+        return datamodule
 
     def on_fit_start(self) -> None:
         self._features.backbone_changed()
@@ -223,8 +244,24 @@ class ImageClassifier(ClassificationTask):
         source = self._feature_source()
         dataset = source.dataset("train")
         if not self._features.complete("train", dataset.token, len(dataset)):
-            self._features.fill("train", dataset.token, self.backbone, source.eval_loader("train"), self.device)
+            self._features.fill(
+                "train", dataset.token, self.backbone, source.eval_loader("train"), self.device
+            )
         self._set_pixels("train", False)
+        self._probe_head(dataset)
+
+    def _probe_head(self, dataset: ImageDataset) -> None:
+        """Fit a linear head on the cached training features at the start of the run.
+
+        Only in the first epoch, so a run resumed from a checkpoint continues as the
+        uninterrupted run did.
+        """
+        linear = linear_layer_of(self.head)
+        if not self.linear_probe or linear is None or dataset.targets is None or self.current_epoch != 0:
+            return
+        features = self._features.get("train", dataset.token, torch.arange(len(dataset)))
+        targets = torch.as_tensor(dataset.targets)
+        fit_linear_probe(linear, features.to(self.device), targets.to(self.device), self.multi_label)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not backbone_is_fixed(self.backbone):
@@ -288,7 +325,9 @@ class ImageClassifier(ClassificationTask):
     def decode_serve_input(self, value: Any) -> Image.Image:
         """Base64 of an image file's bytes (a ``data:image/...;base64,`` prefix is allowed) -> RGB image."""
         if not isinstance(value, str):
-            raise ValueError(f"An image input must be a base64 string of the image file, got {type(value).__name__}.")
+            raise ValueError(
+                f"An image input must be a base64 string of the image file, got {type(value).__name__}."
+            )
         text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
         try:
             data = base64.b64decode(text, validate=True)
@@ -301,7 +340,9 @@ class ImageClassifier(ClassificationTask):
                 image.load()
                 return to_rgb(image)
         except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise ValueError("The decoded bytes are not an image Pillow can read (or the image is truncated).") from None
+            raise ValueError(
+                "The decoded bytes are not an image Pillow can read (or the image is truncated)."
+            ) from None
 
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         size = int(self.preprocessing["image_size"])

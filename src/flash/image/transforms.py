@@ -50,6 +50,7 @@ class ImagePipeline:
         train: random-resized crop and flip (training) or centre crop (everything else).
         transform: a user's transform on the RGB PIL image; replaces the crops.
         crop_scale: area range of training crops.
+        hflip: probability of a horizontal flip in training.
     """
 
     def __init__(
@@ -58,10 +59,12 @@ class ImagePipeline:
         train: bool,
         transform: UserTransform | None = None,
         crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+        hflip: float = 0.5,
     ) -> None:
         self.preprocessing = preprocessing
         self.train = train
         self.transform = transform
+        self.hflip = float(hflip)
         size = int(preprocessing["image_size"])
         self.image_size = size
         interpolation = preprocessing.get("interpolation", "bilinear")
@@ -89,7 +92,7 @@ class ImagePipeline:
         tensor = torch.from_numpy(array).permute(2, 0, 1)
         if self.train:
             tensor = self._random_crop(tensor)
-            if torch.rand(()) < 0.5:
+            if self.hflip and torch.rand(()) < self.hflip:
                 tensor = tensor.flip(-1)
             return tensor.contiguous()
         return center_crop(tensor, self.image_size, self.preprocessing.get("interpolation", "bilinear"))
@@ -122,7 +125,9 @@ def to_batch_tensor(value: Any) -> torch.Tensor:
         if value.ndim == 3 and value.shape[-1] in (1, 3) and value.shape[0] not in (1, 3):
             value = value.permute(2, 0, 1)
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"An image transform returned a {type(value).__name__}; return a tensor or PIL image.")
+        raise TypeError(
+            f"An image transform returned a {type(value).__name__}; return a tensor or PIL image."
+        )
     return value
 
 
