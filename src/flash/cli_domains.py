@@ -146,14 +146,36 @@ def read_table(path: str) -> Any:
 def _image_data(options: dict[str, Any]) -> Any:
     from flash.image import ImageClassificationData
 
-    kwargs = _data_kwargs(options, ("train_folder", "val_folder", "test_folder", "image_size"))
-    return ImageClassificationData.from_folders(**kwargs, **_loader_kwargs(options))
+    folders = _data_kwargs(options, ("train_folder", "val_folder", "test_folder"))
+    files = _data_kwargs(options, ("train_file", "val_file", "test_file"))
+    if folders and files:
+        raise ValueError(
+            f"Give the images either as class folders (--{'/--'.join(k.replace('_', '-') for k in folders)}) "
+            f"or as CSV files (--{'/--'.join(k.replace('_', '-') for k in files)}), not both."
+        )
+    common = {**_data_kwargs(options, ("image_size",)), **_loader_kwargs(options)}
+    if folders:
+        return ImageClassificationData.from_folders(**folders, **common)
+    for needed in ("input_field", "target_fields"):
+        if options.get(needed) is None:
+            raise ValueError(
+                f"Images listed in a CSV file need --{needed.replace('_', '-')} (a column name)."
+            )
+    return ImageClassificationData.from_csv(
+        options["input_field"],
+        _one_or_many(options["target_fields"]),
+        **files,
+        **_data_kwargs(options, ("images_root",)),
+        **common,
+    )
 
 
 def _image_task(options: dict[str, Any], data: Any) -> Any:
     from flash.image import ImageClassifier
 
-    return ImageClassifier(num_classes=data.num_classes, **_task_kwargs(options))
+    return ImageClassifier(
+        num_classes=data.num_classes, multi_label=bool(data.multi_label), **_task_kwargs(options)
+    )
 
 
 def _image_plots(task: Any, data: Any, folder: Path) -> dict[str, Path]:
@@ -279,7 +301,7 @@ NUM_WORKERS = Option(
 DOMAINS: dict[str, DomainSpec] = {
     "image": DomainSpec(
         name="image",
-        summary="image classification from folders of images, one folder per class",
+        summary="image classification from folders of images (one folder per class) or a CSV file",
         package="flash.image",
         default_backbone="efficientnet_lite0",
         default_strategy="freeze_unfreeze",
@@ -296,6 +318,29 @@ DOMAINS: dict[str, DomainSpec] = {
             ),
             Option("--test-folder", "test images, same layout", kind="path", metavar="DIR"),
             Option(
+                "--train-file",
+                "instead of folders: a CSV file with an image-path column and a class column",
+                kind="path",
+                metavar="FILE",
+            ),
+            Option("--val-file", "validation CSV file, same columns", kind="path", metavar="FILE"),
+            Option("--test-file", "test CSV file, same columns", kind="path", metavar="FILE"),
+            Option("--input-field", "the CSV column of image paths", metavar="COLUMN"),
+            Option(
+                "--target-fields",
+                "the CSV class column (several 0/1 columns, comma-separated: multi-label)",
+                fields,
+                kind="fields",
+                aliases=("--target-field",),
+                metavar="COLUMNS",
+            ),
+            Option(
+                "--images-root",
+                "folder the CSV's image paths are relative to (default: the CSV file's folder)",
+                kind="path",
+                metavar="DIR",
+            ),
+            Option(
                 "--image-size",
                 "image side in pixels (default: the backbone's)",
                 positive_int,
@@ -309,7 +354,7 @@ DOMAINS: dict[str, DomainSpec] = {
         build_task=_image_task,
         extra_plots=_image_plots,
         predict_inputs=_image_inputs,
-        required=(("train_folder",),),
+        required=(("train_folder", "train_file"),),
         example="flash finetune image --train-folder data/train --val-folder data/val --epochs 4",
     ),
     "text": DomainSpec(

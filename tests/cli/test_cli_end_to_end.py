@@ -214,6 +214,42 @@ def test_image_finetune_predict_replay(tmp_path):
 
 
 @pytest.mark.slow
+def test_image_finetune_from_a_csv_file(tmp_path):
+    write_insects(tmp_path)
+    with (tmp_path / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label"])
+        for path in sorted((tmp_path / "train").glob("*/*.jpg")):
+            writer.writerow([path.relative_to(tmp_path).as_posix(), path.parent.name])
+    argv = [
+        "finetune",
+        "image",
+        "--train-file",
+        "labels.csv",
+        "--input-field",
+        "file",
+        "--target-field",
+        "label",
+    ]
+    argv += ["--val-split", "0.25", "--image-size", "32", "--epochs", "1", "--out", "run", "--quiet"]
+    assert cli.main(argv) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["options"]
+    assert config["train_file"] == str(tmp_path / "labels.csv") and config["train_folder"] is None
+
+
+def test_image_data_given_twice_or_half_is_refused(tmp_path, capsys):
+    write_insects(tmp_path)
+    argv = ["finetune", "image", "--train-folder", "train", "--train-file", "labels.csv", "--quiet"]
+    assert cli.main(argv) == 1
+    assert (
+        "either as class folders (--train-folder) or as CSV files (--train-file)" in capsys.readouterr().err
+    )
+    (tmp_path / "labels.csv").write_text("file,label\ntrain/ants/0.jpg,ants\n")
+    assert cli.main(["finetune", "image", "--train-file", "labels.csv", "--quiet"]) == 1
+    assert "need --input-field" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_demo_runs_on_a_folder(tmp_path, capsys):
     write_insects(tmp_path / "insects")
     argv = [
