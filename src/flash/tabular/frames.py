@@ -219,4 +219,4 @@ def _looks_like_row_id(values: pd.Series, rows: int) -> bool:
 
 def announce(inferred: InferredFields) -> None:
     """Tell the user which kinds were inferred."""
-    warnings.warn(inferred.message(), FieldInferenceWarning, stacklevel=4)
+    warnings.warn(inferred.message(), FieldInferenceWarning, stacklevel=5)  # from_* -> the caller
