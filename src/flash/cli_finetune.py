@@ -27,6 +27,7 @@ SCHEDULER_NAMES = ("constant", "cosine", "onecycle", "linear_warmup", "reduce_on
 DEFAULT_EPOCHS = 10
 DEFAULT_SEED = 42
 DEFAULT_LR_FIND_STEPS = 100
+TRAIN_BN_CHOICES = ("auto", "true", "false")
 
 RUN_FILES = ("model.ckpt", "config.json", "results.json", "metrics.csv", "plots")
 """What a run writes into its folder; an existing one is never replaced without ``--force``."""
@@ -101,7 +102,13 @@ COMMON_OPTIONS = (
         "no_freeze",
         metavar="NAME[:ARGS]",
     ),
-    Option("--no-train-bn", "hold BatchNorm layers of frozen parts frozen too", kind="flag"),
+    Option(
+        "--train-bn",
+        "BatchNorm layers of frozen parts keep training (true), stay frozen (false), or the task's "
+        "choice (auto: image tasks freeze them, so frozen features are computed once)",
+        default="auto",
+        choices=TRAIN_BN_CHOICES,
+    ),
     Option("--epochs", "training epochs", positive_int, DEFAULT_EPOCHS, metavar="N"),
     Option(
         "--lr",
@@ -415,7 +422,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
         "trainer": trainer,
         "lr_finder": None,
     }
-    train_bn = not options["no_train_bn"]
+    train_bn = {"auto": None, "true": True, "false": False}[options["train_bn"]]
     if options["lr"] == "auto":
         say(f"Finding a learning rate ({options['lr_find_steps']} steps) ...")
         found = trainer.lr_find(
