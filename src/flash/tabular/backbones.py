@@ -273,9 +273,17 @@ _MLP_PLR = {**_MLP, "n_blocks": 2, "d_embedding": 16}
 _FT = {"d_token": 96, "n_blocks": 3, "n_heads": 8, "dropout": 0.1}
 
 
-def _tabm_backbone(network: TabMNetwork) -> Backbone:
+def _described(network: nn.Module, width: int, blocks: list[nn.Module], options: dict[str, Any]) -> Backbone:
+    """A built backbone that also records every option it was built with, defaults filled in
+    (``preprocessing["options"]``): tasks save those, so a checkpoint rebuilds the same network
+    whatever the defaults are when it is loaded."""
+    ensemble_size = network.mlp.k if isinstance(network, TabMNetwork) else 1
+    return Backbone(network, width, blocks, {"ensemble_size": ensemble_size, "options": dict(options)})
+
+
+def _tabm_backbone(network: TabMNetwork, options: dict[str, Any]) -> Backbone:
     blocks = [network.encoder, *network.mlp.blocks]
-    return Backbone(network, network.mlp.blocks[-1][0].out_features, blocks, {"ensemble_size": network.mlp.k})
+    return _described(network, network.mlp.blocks[-1][0].out_features, blocks, options)
 
 
 def _check_arch(arch_type: str) -> None:
@@ -291,7 +299,7 @@ def tabm_plain(pretrained: bool, preprocessor: TabularPreprocessor, **options: A
     _check_arch(o["arch_type"])
     encoder = FeatureEncoder(preprocessor.num_numerical_features, preprocessor.cardinalities)
     return _tabm_backbone(
-        TabMNetwork(encoder, o["k"], o["n_blocks"], o["d_block"], o["dropout"], o["arch_type"])
+        TabMNetwork(encoder, o["k"], o["n_blocks"], o["d_block"], o["dropout"], o["arch_type"]), o
     )
 
 
@@ -309,7 +317,7 @@ def tabm_piecewise_linear(pretrained: bool, preprocessor: TabularPreprocessor, *
         bins=preprocessor.feature_bins(o["n_bins"]),
     )
     return _tabm_backbone(
-        TabMNetwork(encoder, o["k"], o["n_blocks"], o["d_block"], o["dropout"], o["arch_type"])
+        TabMNetwork(encoder, o["k"], o["n_blocks"], o["d_block"], o["dropout"], o["arch_type"]), o
     )
 
 
@@ -318,7 +326,7 @@ def mlp(pretrained: bool, preprocessor: TabularPreprocessor, **options: Any) -> 
     o = _options(_MLP, options, "mlp")
     encoder = FeatureEncoder(preprocessor.num_numerical_features, preprocessor.cardinalities)
     network = MLPNetwork(encoder, o["n_blocks"], o["d_block"], o["dropout"])
-    return Backbone(network, o["d_block"], [encoder, *network.blocks], {"ensemble_size": 1})
+    return _described(network, o["d_block"], [encoder, *network.blocks], o)
 
 
 @TABULAR_BACKBONES.register(
@@ -333,7 +341,7 @@ def mlp_plr(pretrained: bool, preprocessor: TabularPreprocessor, **options: Any)
         d_embedding=o["d_embedding"],
     )
     network = MLPNetwork(encoder, o["n_blocks"], o["d_block"], o["dropout"])
-    return Backbone(network, o["d_block"], [encoder, *network.blocks], {"ensemble_size": 1})
+    return _described(network, o["d_block"], [encoder, *network.blocks], o)
 
 
 @TABULAR_BACKBONES.register(
@@ -351,7 +359,7 @@ def ft_transformer(pretrained: bool, preprocessor: TabularPreprocessor, **option
         o["n_heads"],
         o["dropout"],
     )
-    return Backbone(network, o["d_token"], [network.tokenizer, *network.blocks], {"ensemble_size": 1})
+    return _described(network, o["d_token"], [network.tokenizer, *network.blocks], o)
 
 
 def build_backbone(name: str, preprocessor: TabularPreprocessor, **options: Any) -> Backbone:

@@ -31,7 +31,8 @@ _SCALAR = (str, int, float, bool)
 
 def _network(
     preprocessing: dict[str, Any], backbone: str, backbone_kwargs: dict[str, Any] | None, out_features: int
-) -> tuple[TabularPreprocessor, Any, nn.Module]:
+) -> tuple[TabularPreprocessor, Any, nn.Module, dict[str, Any]]:
+    """The preprocessor, backbone and head, and every backbone option used (defaults filled in)."""
     if not isinstance(preprocessing, Mapping):
         raise TypeError(
             "preprocessing must be the fitted preprocessing of a tabular data module (data.preprocessing_state()); "
@@ -40,9 +41,12 @@ def _network(
     if backbone_kwargs is not None and not isinstance(backbone_kwargs, Mapping):
         raise TypeError(f"backbone_kwargs must be a dict of backbone options, got {backbone_kwargs!r}.")
     preprocessor = TabularPreprocessor.from_state(dict(preprocessing))
-    built = build_backbone(backbone, preprocessor, **dict(backbone_kwargs or {}))
+    given = dict(backbone_kwargs or {})
+    built = build_backbone(backbone, preprocessor, **given)
     head = tabm.LinearEnsemble(built.num_features, out_features, k=built.preprocessing["ensemble_size"])
-    return preprocessor, built, head
+    # A backbone registered elsewhere may not report its options: keep what was given.
+    resolved = dict(built.preprocessing.get("options", given))
+    return preprocessor, built, head, resolved
 
 
 class TabularTask:
@@ -211,7 +215,9 @@ class TabularClassifier(TabularTask, ClassificationTask):
         preprocessing: the data's fitted preprocessing (``data.preprocessing_state()``); it travels
             in checkpoints so ``predict`` takes raw rows.
         backbone: one of :meth:`available_backbones` (default ``"tabm"``).
-        backbone_kwargs: the backbone's options (e.g. ``{"k": 16, "d_block": 256}``).
+        backbone_kwargs: the backbone's options (e.g. ``{"k": 16, "d_block": 256}``). The task
+            saves every option, defaults filled in, so a checkpoint rebuilds the same network
+            even after a default changes.
         labels: class names (filled from the data at training time).
         target_fields: the data's target column (ignored when present in rows to predict).
         learning_rate: AdamW learning rate (default 2e-3).
@@ -253,7 +259,9 @@ class TabularClassifier(TabularTask, ClassificationTask):
             "label_smoothing": label_smoothing,
             "restore_best_weights": restore_best_weights,
         }
-        preprocessor, built, head = _network(preprocessing, backbone, backbone_kwargs, num_classes)
+        preprocessor, built, head, hparams["backbone_kwargs"] = _network(
+            preprocessing, backbone, backbone_kwargs, num_classes
+        )
         super().__init__(
             built.module,
             head,
@@ -341,7 +349,9 @@ class TabularRegressor(TabularTask, RegressionTask):
             "lr_scheduler_kwargs": lr_scheduler_kwargs,
             "restore_best_weights": restore_best_weights,
         }
-        preprocessor, built, head = _network(preprocessing, backbone, backbone_kwargs, num_targets)
+        preprocessor, built, head, hparams["backbone_kwargs"] = _network(
+            preprocessing, backbone, backbone_kwargs, num_targets
+        )
         super().__init__(
             built.module,
             head,
