@@ -378,6 +378,8 @@ def resolve_strategy(strategy: Any, train_bn: bool | None = None) -> BaseFinetun
         ValueError: for an unknown name or a tuple of the wrong shape, naming the valid choices.
     """
     if isinstance(strategy, BaseFinetuning):
+        if isinstance(strategy, FlashBaseFinetuning) and strategy.train_bn is None and train_bn is not None:
+            strategy.train_bn = bool(train_bn)
         return strategy
     choices = ", ".join(repr(n) for n in STRATEGIES)
     if isinstance(strategy, str):

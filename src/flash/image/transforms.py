@@ -28,7 +28,7 @@ from flash.image.io import read_any
 
 UserTransform = Callable[[Image.Image], Any]
 
-DEFAULT_CROP_SCALE = (0.25, 1.0)
+DEFAULT_CROP_SCALE = (0.6, 1.0)
 """Area range of training crops. torchvision's (0.08, 1) suits training from scratch; a
 pretrained backbone finetuned for a few epochs on a small data set does better with milder crops
 (measured in ``benchmarks/image_cpu.py``)."""
