@@ -19,6 +19,29 @@ def test_csv_frame_and_dicts_give_the_same_data(table, tmp_path):
         np.testing.assert_allclose(data.dataset("train").features, expected, rtol=1e-6)
 
 
+def test_from_csv_takes_a_file_per_split(table, tmp_path):
+    paths = {}
+    parts = {
+        "train": table.iloc[:50],
+        "val": table.iloc[50:60],
+        "test": table.iloc[60:70],
+        "predict": table.iloc[70:].drop(columns=["label"]),
+    }
+    for stage, part in parts.items():
+        paths[f"{stage}_file"] = str(tmp_path / f"{stage}.csv")
+        part.to_csv(paths[f"{stage}_file"], index=False)
+    data = TabularClassificationData.from_csv(**FIELDS, **paths, batch_size=8)
+    assert {stage: len(split) for stage, split in data.splits.items() if split is not None} == {
+        "train": 50,
+        "val": 10,
+        "test": 10,
+        "predict": 10,
+    }
+    assert data.batch_size == 8
+    alone = TabularClassificationData.from_csv(**FIELDS, train_file=paths["train_file"])
+    assert data.preprocessing_state() == alone.preprocessing_state()
+
+
 def test_preprocessing_is_fitted_on_training_rows_only(table):
     train, val = table.iloc[:60], table.iloc[60:].copy()
     val["age"] = 1000.0  # would move any statistic fitted on it
@@ -91,6 +114,15 @@ def test_target_with_missing_values_names_the_rows(table):
         TabularClassificationData.from_data_frame(**FIELDS, train_data_frame=table)
 
 
+def test_target_without_any_value_or_a_table_without_rows(table):
+    with pytest.raises(
+        ValueError, match=r"'label' of the training data has no values.*Check that target_fields"
+    ):
+        TabularClassificationData.from_data_frame(**FIELDS, train_data_frame=table.assign(label=None))
+    with pytest.raises(ValueError, match="The training data has no rows. Give a table with at least one row"):
+        TabularClassificationData.from_data_frame(**FIELDS, train_data_frame=table.iloc[:0])
+
+
 def test_missing_target_in_validation_data(table):
     val = table.iloc[:10].copy()
     val.loc[4, "label"] = np.nan
@@ -99,14 +131,17 @@ def test_missing_target_in_validation_data(table):
 
 
 def test_a_column_the_data_lacks_lists_its_columns(table):
-    with pytest.raises(ValueError, match=r"no column wind.*Its columns are: age, fare, color, label, amount"):
+    with pytest.raises(
+        ValueError,
+        match=r"no column wind\. Its columns are: age, fare, color, label, amount\. Check categorical_fields",
+    ):
         TabularClassificationData.from_data_frame(
             categorical_fields=["color"],
             numerical_fields=["age", "wind"],
             target_fields="label",
             train_data_frame=table,
         )
-    with pytest.raises(ValueError, match="no column survived"):
+    with pytest.raises(ValueError, match="no column survived.*Check target_fields"):
         TabularClassificationData.from_data_frame(
             **{**FIELDS, "target_fields": "survived"}, train_data_frame=table
         )
@@ -148,10 +183,20 @@ def test_infinite_values_are_refused(table):
         TabularClassificationData.from_data_frame(**FIELDS, train_data_frame=table)
 
 
-def test_regression_target_must_be_numbers(table):
-    with pytest.raises(ValueError, match=r"'label'.*text that is not a number"):
+def test_regression_target_must_be_finite_numbers(table):
+    with pytest.raises(
+        ValueError,
+        match=r"Regression target 'label'.*text that is not a number.*use TabularClassificationData",
+    ):
         TabularRegressionData.from_data_frame(
             numerical_fields=["age"], target_fields="label", train_data_frame=table
+        )
+    table.loc[[1, 4], "amount"] = [np.inf, -np.inf]
+    with pytest.raises(
+        ValueError, match=r"Regression target 'amount' of the training data has infinite values in rows 1, 4"
+    ):
+        TabularRegressionData.from_data_frame(
+            numerical_fields=["age"], target_fields="amount", train_data_frame=table
         )
 
 
@@ -186,9 +231,12 @@ def test_other_bad_arguments(table):
         )
 
 
-def test_categories_unseen_in_training_go_to_the_unknown_slot_in_validation(table):
-    val = table.iloc[:6].assign(color=["purple", "red", None, "teal", "blue", "green"])
-    data = TabularClassificationData.from_data_frame(**FIELDS, train_data_frame=table, val_data_frame=val)
-    codes = data.dataset("val").features[:, -1].tolist()
+@pytest.mark.parametrize("stage", ["val", "test", "predict"])
+def test_categories_unseen_in_training_go_to_the_unknown_slot(table, stage):
+    rows = table.iloc[:6].assign(color=["purple", "red", None, "teal", "blue", "green"])
+    data = TabularClassificationData.from_data_frame(
+        **FIELDS, train_data_frame=table, **{f"{stage}_data_frame": rows}
+    )
+    codes = data.dataset(stage).features[:, -1].tolist()
     assert codes[0] == 0 and codes[3] == 0
     assert all(code > 0 for code in codes[1:3] + codes[4:])

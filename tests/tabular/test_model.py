@@ -84,13 +84,24 @@ def test_prediction_handles_missing_and_unseen_values(trained):
     ]
     probabilities = task.predict(rows, output="probabilities")
     assert all(np.isfinite(list(p.values())).all() for p in probabilities)
+    # every category never seen in training goes to the same "unknown" slot
+    unseen = [{"age": 30.0, "fare": 10.0, "color": color} for color in ("purple", "teal", 17)]
+    first, *others = task.predict(unseen, output="probabilities")
+    for other in others:
+        assert other == pytest.approx(first, abs=1e-6)
 
 
 def test_predict_bad_input(trained, table):
     task, _ = trained
     rows = table.drop(columns=["label", "amount"])
-    with pytest.raises(ValueError, match=r"predict data has no column fare.*Its columns are: age, color"):
+    with pytest.raises(
+        ValueError,
+        match=r"predict data has no column fare.*Its columns are: age, color.*"
+        r"trained on the columns age, fare, color: give every one",
+    ):
         task.predict(rows.drop(columns=["fare"]))
+    with pytest.raises(ValueError, match="predict data has no column color"):
+        task.predict([{"age": 3.0, "fare": 1.0}])
     with pytest.raises(ValueError, match=r"'age'.*text that is not a number"):
         task.predict([{"age": "old", "fare": 1.0, "color": "red"}])
     with pytest.raises(ValueError, match=r"'fare'.*infinite"):
@@ -186,6 +197,36 @@ def test_freeze_keeps_the_backbone_and_trains_the_head(data):
     assert any(not torch.equal(v, head_before[k]) for k, v in task.head.state_dict().items())
 
 
+def _regression_data(table, **kwargs):
+    return TabularRegressionData.from_data_frame(
+        categorical_fields=["color"],
+        numerical_fields=["age"],
+        target_fields="amount",
+        train_data_frame=table,
+        batch_size=16,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("task_cls", [TabularClassifier, TabularRegressor])
+def test_unfreeze_milestones_unfreeze_the_last_backbone_blocks_first(task_cls, data, table):
+    if task_cls is TabularRegressor:
+        data = _regression_data(table)
+    task = task_cls.from_data(data, backbone_kwargs={**SMALL_TABM, "n_blocks": 3})
+    blocks = list(task.backbone_blocks)
+    assert blocks[0] is task.backbone.encoder and len(blocks) == 4  # the encoder, then TabM's 3 blocks
+    before = [{k: v.clone() for k, v in block.state_dict().items()} for block in blocks]
+    head_before = {k: v.clone() for k, v in task.head.state_dict().items()}
+    strategy = ("unfreeze_milestones", ((1, 9), 1))  # the last block from epoch 1, the rest from epoch 9
+    trainer(max_epochs=2, logger=False, enable_checkpointing=False).finetune(task, data, strategy=strategy)
+    changed = [
+        any(not torch.equal(v, b[k]) for k, v in block.state_dict().items())
+        for block, b in zip(blocks, before)
+    ]
+    assert changed[1:] == [False, False, True]
+    assert any(not torch.equal(v, head_before[k]) for k, v in task.head.state_dict().items())
+
+
 def test_ensemble_members_each_get_a_loss(data):
     task = TabularClassifier.from_data(data, backbone_kwargs=SMALL_TABM)
     batch = next(iter(data.train_dataloader()))
@@ -198,13 +239,7 @@ def test_ensemble_members_each_get_a_loss(data):
 
 
 def test_regressor_learns_in_original_units_and_reloads(table, tmp_path):
-    data = TabularRegressionData.from_data_frame(
-        categorical_fields=["color"],
-        numerical_fields=["age"],
-        target_fields="amount",
-        train_data_frame=table,
-        batch_size=16,
-    )
+    data = _regression_data(table)
     task = TabularRegressor.from_data(data, backbone_kwargs=SMALL_TABM, learning_rate=0.01)
     run = trainer(max_epochs=15, default_root_dir=".", enable_checkpointing=False)
     run.finetune(task, data)
@@ -214,7 +249,11 @@ def test_regressor_learns_in_original_units_and_reloads(table, tmp_path):
     assert rmse < 0.5 * spread, (rmse, spread)
     run.save_checkpoint(tmp_path / "r.ckpt")
     loaded = TabularRegressor.load_from_checkpoint(tmp_path / "r.ckpt")
-    np.testing.assert_allclose(loaded.predict(table.drop(columns=["amount"])), predictions, rtol=1e-5)
+    rows = table.drop(columns=["amount"])
+    np.testing.assert_allclose(loaded.predict(rows), predictions, rtol=1e-5)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    np.testing.assert_allclose(loaded.predict(str(tmp_path / "rows.csv")), predictions, rtol=1e-5)
+    np.testing.assert_allclose(loaded.predict(rows.to_dict("records")), predictions, rtol=1e-5)
     assert isinstance(task.predict({"age": 40.0, "color": "red"}), float)
 
 

@@ -15,12 +15,13 @@ from flash.tabular.frames import (
     announce,
     as_field_list,
     infer_fields,
-    numeric_values,
+    model_columns_hint,
     read_table,
     require_columns,
     shown,
 )
-from flash.tabular.preprocessing import TabularPreprocessor, check_target_present
+from flash.tabular.preprocessing import TabularPreprocessor
+from flash.tabular.targets import check_target_present, target_numbers
 
 
 def suggested_batch_size(rows: int) -> int:
@@ -304,7 +305,7 @@ class TabularData(DataModule):
     ) -> tuple[list[Any] | None, dict[str, Split | None]]:
         """Class names learned from the training targets (classification), and a split per table."""
         raw = {
-            stage: cls._raw_targets(frame, targets, stage)
+            stage: cls._raw_targets(frame, targets, "training" if stage == "train" else stage)
             for stage, frame in frames.items()
             if frame is not None and stage != "predict"
         }
@@ -337,7 +338,7 @@ class TabularData(DataModule):
     def _raw_targets(cls, frame: pd.DataFrame, targets: list[str], what: str) -> Any:
         if not cls.is_regression:
             return frame[targets[0]].tolist()
-        return np.stack([numeric_values(frame[t], t, what) for t in targets], axis=1)
+        return np.stack([target_numbers(frame[t], t, what) for t in targets], axis=1)
 
     # -- what the task needs ---------------------------------------------------------------------
     @property
@@ -366,7 +367,12 @@ class TabularData(DataModule):
             )
         for stage, frame in self.frames.items():
             if frame is not None:
-                require_columns(frame, task_preprocessor.columns, f"{stage} (for this task's columns)")
+                require_columns(
+                    frame,
+                    task_preprocessor.columns,
+                    f"{stage} (for this task's columns)",
+                    model_columns_hint(task_preprocessor.columns),
+                )
         if hasattr(task, "attach_targets"):
             task.attach_targets(self)
         self.preprocessor = task_preprocessor

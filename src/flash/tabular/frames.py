@@ -81,13 +81,27 @@ def as_field_list(fields: Any, name: str) -> list[str] | None:
     raise TypeError(f"{name} must be a column name or a list of column names, got {fields!r}.")
 
 
-def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    """Raise naming the columns of ``columns`` that ``frame`` lacks, and the columns it has."""
+FIELDS_HINT = (
+    "Check categorical_fields, numerical_fields and target_fields against those columns, or add the column."
+)
+
+
+def model_columns_hint(columns: Sequence[str]) -> str:
+    """What to do when rows for a trained model lack one of its ``columns``."""
+    return (
+        f"The model was trained on the columns {shown(columns, 50)}: give every one "
+        "(leave a cell empty where a value is unknown; it is imputed)."
+    )
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = FIELDS_HINT) -> None:
+    """Raise naming the columns of ``columns`` that ``frame`` lacks, the columns it has, and ``hint``
+    (what to do)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
             f"The {what} data has no column{'s' if len(missing) > 1 else ''} {shown(missing)}. "
-            f"Its columns are: {shown(list(frame.columns), 50)}."
+            f"Its columns are: {shown(list(frame.columns), 50)}. {hint}"
         )
 
 
@@ -119,12 +133,9 @@ def rows_of(mask: np.ndarray, limit: int = 8) -> str:
     return text + (f", ... ({len(rows) - limit} more)" if len(rows) > limit else "")
 
 
-def numeric_values(series: pd.Series, column: str, what: str) -> np.ndarray:
-    """A numerical column as float64, with NaN where a value is missing.
-
-    Raises:
-        ValueError: for text that is not a number, or for infinite values, naming rows and values.
-    """
+def as_floats(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``series`` as float64 (NaN where missing or not a number), its missing mask, and the mask of
+    entries holding text that is not a number."""
     missing = missing_mask(series)
     if pd.api.types.is_bool_dtype(series.dtype):
         values = series.astype(float).to_numpy(copy=True)
@@ -133,21 +144,35 @@ def numeric_values(series: pd.Series, column: str, what: str) -> np.ndarray:
     else:
         converted = pd.to_numeric(series.where(~missing, np.nan), errors="coerce")
         values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-        bad = np.isnan(values) & ~missing
-        if bad.any():
-            examples = ", ".join(repr(v) for v in series[bad].unique()[:5])
-            raise ValueError(
-                f"Numerical column {column!r} of the {what} data holds text that is not a number "
-                f"({examples}) in rows {rows_of(bad)}. Clean those values, leave them empty (missing "
-                f"numbers are imputed), or list {column!r} in categorical_fields."
-            )
+    not_numbers = np.isnan(values) & ~missing
+    values[missing] = np.nan
+    return values, missing, not_numbers
+
+
+def text_examples(series: pd.Series, mask: np.ndarray) -> str:
+    """Up to five distinct values of ``series`` where ``mask`` holds, for error messages."""
+    return ", ".join(repr(v) for v in series[mask].unique()[:5])
+
+
+def numeric_values(series: pd.Series, column: str, what: str) -> np.ndarray:
+    """A numerical column as float64, with NaN where a value is missing.
+
+    Raises:
+        ValueError: for text that is not a number, or for infinite values, naming rows and values.
+    """
+    values, _, not_numbers = as_floats(series)
+    if not_numbers.any():
+        raise ValueError(
+            f"Numerical column {column!r} of the {what} data holds text that is not a number "
+            f"({text_examples(series, not_numbers)}) in rows {rows_of(not_numbers)}. Clean those values, "
+            f"leave them empty (missing numbers are imputed), or list {column!r} in categorical_fields."
+        )
     infinite = np.isinf(values)
     if infinite.any():
         raise ValueError(
             f"Numerical column {column!r} of the {what} data has infinite values in rows {rows_of(infinite)}. "
             "Replace them with finite numbers, or leave them empty (missing numbers are imputed)."
         )
-    values[missing] = np.nan
     return values
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from flash.tabular.frames import missing_mask, numeric_values, require_columns, rows_of, shown
+from flash.tabular.frames import model_columns_hint, numeric_values, require_columns, shown
 
 SCALINGS = ("quantile", "robust", "standard")
 """Numerical scalings: ``quantile`` maps each column through its training quantiles onto a normal
@@ -213,7 +213,7 @@ class TabularPreprocessor:
     # -- transforming ----------------------------------------------------------------------------
     def check_columns(self, frame: pd.DataFrame, what: str, ignore: Sequence[str] = ()) -> None:
         """Raise for missing input columns; warn about extra ones (they are ignored)."""
-        require_columns(frame, self.columns, what)
+        require_columns(frame, self.columns, what, model_columns_hint(self.columns))
         extra = [str(c) for c in frame.columns if c not in self.columns and c not in ignore]
         if extra:
             warnings.warn(
@@ -228,7 +228,7 @@ class TabularPreprocessor:
         Raises:
             ValueError: for a missing column, text in a numerical column or infinite values.
         """
-        require_columns(frame, self.columns, what)
+        require_columns(frame, self.columns, what, model_columns_hint(self.columns))
         numeric: list[np.ndarray] = []
         indicators: list[np.ndarray] = []
         for name in self.numerical_fields:
@@ -302,17 +302,3 @@ def _empty_column(name: str) -> str:
         f"Column {name!r} has no values in the training data (every entry is missing). "
         "Drop it from the fields, or fill it."
     )
-
-
-def check_target_present(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    """Raise naming the rows whose target is missing."""
-    require_columns(frame, columns, what)
-    for name in columns:
-        missing = missing_mask(frame[name])
-        if missing.all():
-            raise ValueError(f"Target column {name!r} of the {what} data has no values.")
-        if missing.any():
-            raise ValueError(
-                f"Target column {name!r} of the {what} data is missing in {int(missing.sum())} rows "
-                f"({rows_of(missing)}). Drop those rows (e.g. frame.dropna(subset=[{name!r}])) or fill them."
-            )
