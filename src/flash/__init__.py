@@ -1,8 +1,24 @@
 """flash: finetune pretrained models on small data sets, on PyTorch Lightning."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from flash.core.trainer import Trainer
+if TYPE_CHECKING:
+    from flash.core.trainer import Trainer
+
+
+def __getattr__(name: str) -> Any:
+    """``flash.Trainer`` (and ``flash.core``) import torch and Lightning on first use, so that
+    ``import flash`` and the ``flash`` command's help, ``--version`` and argument errors stay quick."""
+    if name in ("Trainer", "core"):
+        trainer = importlib.import_module("flash.core.trainer")
+        globals()["Trainer"] = trainer.Trainer
+        return globals()[name]
+    raise AttributeError(f"module 'flash' has no attribute {name!r}")
 
 
 def download_data(url: str, path: str = "data/", **kwargs):

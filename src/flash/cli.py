@@ -50,6 +50,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _module_exists(name: str) -> bool:
+    """Whether module ``name`` is installed, without importing it or (for flash's own modules,
+    whose packages import torch) its parent packages: help and argument errors stay quick."""
+    package, _, rest = name.partition(".")
+    if package == "flash" and rest:
+        base = Path(__file__).parent.joinpath(*rest.split("."))
+        return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
     try:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:

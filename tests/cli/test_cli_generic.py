@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -207,6 +208,8 @@ def test_lr_auto_runs_the_finder_and_records_the_rate(tmp_path):
         (["predict", "model.ckpt", "a.jpg", "--format", "xml"], "invalid choice: 'xml' (choose from"),
         (["backbones", "audio"], "invalid choice: 'audio'"),
         (["train"], "invalid choice: 'train'"),
+        (["predict", "model.ckpt", "a.jpg", "--output", "logits"], "invalid choice: 'logits'"),
+        (["finetune", "toy", "--rows", "32", "--accelerator", "tpu"], "invalid choice: 'tpu'"),
     ],
 )
 def test_bad_arguments_exit_non_zero_naming_the_problem(argv, message, capsys):
@@ -219,6 +222,16 @@ def test_bad_arguments_exit_non_zero_naming_the_problem(argv, message, capsys):
         assert "adam" in err and "rmsprop" in err  # the valid choices are named
     if "invalid choice" in message and "--format" in argv:
         assert "table" in err and "json" in err and "csv" in err
+    valid = {
+        "pictures": ("'image'", "'text'", "'tabular'"),
+        "audio": ("'image'", "'text'", "'tabular'"),
+        "train": ("'finetune'", "'predict'", "'backbones'", "'demo'"),
+        "logits": ("'labels'", "'probabilities'"),
+        "tpu": ("'auto'", "'cpu'", "'gpu'"),
+    }
+    for wrong, choices in valid.items():
+        if f"invalid choice: '{wrong}'" in message:
+            assert all(choice in err for choice in choices), err  # the valid choices are named
 
 
 def test_a_bad_config_file_names_the_problem(first_run, tmp_path, capsys):
@@ -303,3 +316,86 @@ def test_names_the_command_mirrors_match_the_library():
     assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
     assert DEFAULT_EPOCHS == DEFAULT_MAX_EPOCHS
+
+
+def _backbone_linear_weights(state):
+    return {k: v for k, v in state.items() if k.startswith("backbone.") and k.endswith(".0.weight")}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "epochs", "backbone_trains"),
+    [
+        ("freeze", 2, False),
+        ("freeze_unfreeze:2", 2, False),  # epochs 0 and 1 frozen; the run ends before epoch 2
+        ("freeze_unfreeze:2", 3, True),
+        ("no_freeze", 1, True),
+    ],
+)
+def test_the_strategy_and_its_argument_decide_when_the_backbone_trains(strategy, epochs, backbone_trains):
+    import lightning.pytorch as pl
+    import torch
+
+    pl.seed_everything(42)  # the run's default --seed, set before it builds the task
+    initial = _backbone_linear_weights(ToyClassifier().state_dict())
+    argv = ["finetune", "toy", "--rows", "32", "--epochs", str(epochs), "--strategy", strategy]
+    assert cli.main([*argv, "--out", "run", "--quiet"]) == 0
+    state = torch.load("run/model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    final = _backbone_linear_weights(state)
+    assert initial and initial.keys() == final.keys()
+    changed = [k for k in initial if not torch.equal(initial[k], final[k])]
+    assert bool(changed) == backbone_trains, changed
+    head = [k for k in state if k.startswith("head.") and k.endswith("weight")]
+    assert head  # the head always trains; the comparison above is about the backbone only
+
+
+def test_without_quiet_stderr_shows_the_progress_bar_with_epoch_loss_and_metrics(capsys):
+    assert cli.main(["finetune", "toy", "--rows", "32", "--epochs", "2", "--out", "run"]) == 0
+    printed = capsys.readouterr()
+    assert "Loading toy data" in printed.err
+    for shown in ("Epoch 1", "train_loss=", "val_loss=", "val_accuracy="):
+        assert shown in printed.err, shown
+    assert "Epoch" not in printed.out  # stdout holds the summary only
+    assert printed.out.splitlines()[0].split()[0] == "epoch"
+
+
+def test_flash_is_a_console_command_and_python_dash_m_flash_is_the_same(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "flash"]
+    assert entry.load() is cli.main
+    commands = [[sys.executable, "-m", "flash"]]
+    script = shutil.which("flash", path=str(Path(sys.executable).parent))
+    if script is not None:  # installed into the environment running the tests
+        commands.append([script])
+    for command in commands:
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == f"flash {flash.__version__}", command
+        done = subprocess.run([*command, "frobnicate"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "invalid choice: 'frobnicate'" in done.stderr, command
+
+
+def test_help_version_and_argument_errors_do_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from flash import cli\n"
+        "for argv in (['--version'], ['--help'], ['finetune', 'image', '--help'], ['predict', '--help'],\n"
+        "             ['backbones', '--help'], ['demo', '--help'], ['finetune', 'pictures'],\n"
+        "             ['finetune', 'text', '--strategy', 'thaw']):\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('torch', 'lightning', 'torchmetrics', 'timm', 'transformers', 'flash.core')\n"
+        "print('imported:', ','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "imported: "  # a quick command, even on a slow machine
+    assert "flash 0" in done.stdout and "--train-folder" in done.stdout
+    assert "invalid choice: 'pictures'" in done.stderr and "unknown strategy 'thaw'" in done.stderr
