@@ -306,3 +306,78 @@ def test_every_domain_default_backbone_is_the_task_default():
         for task_class in task_classes:
             default = inspect.signature(task_class.__init__).parameters["backbone"].default
             assert default == spec.default_backbone, (spec.name, task_class.__name__)
+
+
+def test_tabular_predict_prints_labels_or_probabilities_as_table_csv_or_json(tmp_path, capsys, monkeypatch):
+    import flash.core.progress as progress_module
+
+    write_passengers(tmp_path)
+    argv = ["finetune", "tabular", "--train-file", "train.csv", "--val-file", "val.csv"]
+    argv += ["--target-field", "Survived", "--categorical-fields", "Sex,Embarked"]
+    argv += ["--numerical-fields", "Age,Fare", "--epochs", "1", "--out", "run", "--quiet"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+
+    assert cli.main(["predict", "run/model.ckpt", "new.csv", "--quiet"]) == 0  # labels, as a table
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["input", "prediction"] and set(lines[1]) <= {"-", " "}
+    assert [line.split()[0] for line in lines[2:]] == [f"new.csv:{i}" for i in range(20)]
+    labels = [line.split()[1] for line in lines[2:]]
+    assert set(labels) <= {"0", "1"}
+
+    argv = ["predict", "run/model.ckpt", "new.csv", "--output", "probabilities", "--format", "csv"]
+    assert cli.main(argv) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert list(rows[0]) == ["input", "prediction", "0", "1"]
+    for row, label in zip(rows, labels, strict=True):
+        assert float(row["0"]) + float(row["1"]) == pytest.approx(1.0, abs=1e-5)
+        assert row["prediction"] == label == max("01", key=lambda c: float(row[c]))
+
+    assert cli.main(["predict", "run/model.ckpt", "new.csv", "--format", "json", "--out", "p.json"]) == 0
+    assert [row["prediction"] for row in json.loads((tmp_path / "p.json").read_text())] == [
+        int(label) for label in labels
+    ]
+    assert "20 predictions written to p.json" in capsys.readouterr().err
+    assert cli.main(["predict", "run/model.ckpt", "new.csv", "--out", "p.json"]) == 1  # no --force
+    assert "exists; pass --force" in capsys.readouterr().err
+
+    monkeypatch.setattr(progress_module, "PROGRESS_DELAY_S", 0.0)  # show the bar at once
+    assert cli.main(["predict", "run/model.ckpt", "new.csv", "--batch-size", "4"]) == 0
+    assert "Predicting" in capsys.readouterr().err
+    assert cli.main(["predict", "run/model.ckpt", "new.csv", "--batch-size", "4", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_backbones_of_every_domain_with_the_offline_ones_marked(capsys):
+    assert cli.main(["backbones", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["domain"] for row in rows] == sorted(
+        (row["domain"] for row in rows), key=["image", "text", "tabular"].index
+    )
+    by_name = {(row["domain"], row["backbone"]): row for row in rows}
+    assert by_name["image", "efficientnet_lite0"]["offline"] is True
+    assert by_name["image", "efficientnet_lite0"]["default"] is True
+    assert by_name["image", "resnet18"]["offline"] is False
+    assert by_name["tabular", "tabm"]["offline"] is True
+    assert sum(row["default"] for row in rows) == 3  # one default per domain
+    assert cli.main(["backbones"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["domain", "backbone", "offline", "default", "description"]
+    resnet = next(line for line in lines if line.split()[:2] == ["image", "resnet18"])
+    assert "no (downloads weights)" in resnet
+    lite = next(line for line in lines if line.split()[:2] == ["image", "efficientnet_lite0"])
+    assert lite.split()[2:4] == ["yes", "default"]
+
+
+def test_demo_without_data_runs_the_digits_with_its_defaults(monkeypatch):
+    import flash.image.demo
+
+    calls = []
+    monkeypatch.setattr(flash.image.demo, "run_demo", lambda **kwargs: calls.append(kwargs) or {})
+    assert cli.main(["demo"]) == 0
+    assert calls == [
+        {"data": None, "out": "flash_demo", "epochs": 4, "image_size": None, "batch_size": 32,
+         "backbone": "efficientnet_lite0"}
+    ]  # fmt: skip
+    assert cli.main(["demo", "--epochs", "2", "--out", "d", "--data", "pics"]) == 0
+    assert calls[1]["epochs"] == 2 and calls[1]["out"] == "d" and calls[1]["data"] == "pics"
