@@ -34,6 +34,79 @@ def test_from_csv_with_lightning_flash_argument_names(tmp_path):
     assert len(same.splits["val"]) == 4
 
 
+def write_table(frame, path):
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(frame.to_dict("records")))
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["csv", "json", "parquet", "data_frame"])
+def test_every_constructor_takes_train_val_test_and_predict_with_flash_names(tmp_path, kind):
+    frames = {
+        "train": sentiment_frame(),
+        "val": sentiment_frame().iloc[::3],
+        "test": sentiment_frame().iloc[1::2],
+        "predict": sentiment_frame()[["sentence"]].iloc[:5],
+    }
+    if kind == "data_frame":
+        data = TextClassificationData.from_data_frame(
+            "sentence",
+            "label",
+            *(frames[s] for s in ("train", "val", "test", "predict")),  # positional, in Flash's order
+            batch_size=3,
+            num_workers=0,
+        )
+    else:
+        files = {s: write_table(f, tmp_path / f"{s}.{kind}") for s, f in frames.items()}
+        data = getattr(TextClassificationData, f"from_{kind}")(
+            "sentence",
+            "label",
+            train_file=files["train"],
+            val_file=files["val"],
+            test_file=files["test"],
+            predict_file=files["predict"],
+            batch_size=3,
+            num_workers=0,
+        )
+    assert data.labels == ["neg", "pos"] and data.num_classes == 2
+    assert {s: len(data.splits[s]) for s in frames} == {"train": 12, "val": 4, "test": 6, "predict": 5}
+    assert data.splits["predict"].targets is None
+    assert data.splits["test"].targets.tolist() == [1, 1, 1, 0, 0, 0]
+    for loader in (data.train_dataloader(), data.val_dataloader(), data.test_dataloader()):
+        assert loader.num_workers == 0
+        assert max(len(b["target"]) for b in loader) == 3
+    assert [len(b["input"]["input_ids"]) for b in data.predict_dataloader()] == [3, 2]
+
+
+def test_num_workers_reaches_the_loaders():
+    data = TextClassificationData.from_data_frame(
+        "sentence",
+        "label",
+        train_data_frame=sentiment_frame(),
+        val_data_frame=sentiment_frame(),
+        num_workers=2,
+    )
+    assert data.train_dataloader().num_workers == 2 and data.val_dataloader().num_workers == 2
+
+
+def test_several_target_fields_from_a_csv_file_make_it_multi_label(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "text": ["funny and scary", "funny", "scary", "neither"],
+            "comedy": [1, 1, 0, 0],
+            "horror": [1, 0, 1, 0],
+        }
+    )
+    path = write_csv(tmp_path / "tags.csv", frame)
+    data = TextClassificationData.from_csv("text", ["comedy", "horror"], train_file=path, val_file=path)
+    assert data.multi_label and data.labels == ["comedy", "horror"] and data.num_classes == 2
+    assert data.splits["val"].targets.tolist() == [[1, 1], [1, 0], [0, 1], [0, 0]]
+
+
 def test_numeric_labels_stay_numbers_and_numeric_texts_stay_text(tmp_path):
     frame = pd.DataFrame({"sentence": ["42", "great", "7", "bad"], "label": [1, 1, 0, 0]})
     data = TextClassificationData.from_csv(
@@ -136,6 +209,25 @@ def test_batches_are_padded_to_their_longest_text_and_grouped_by_length():
     assert sum(w * 8 for w in train_widths) < 0.8 * 8 * len(train_widths) * lengths.max()
     val_lengths = [int(x) for b in data.val_dataloader() for x in b["input"]["attention_mask"].sum(1)]
     assert val_lengths == sorted(val_lengths), "evaluation batches are sorted by length"
+
+
+def test_training_batches_under_ddp_are_shared_out_across_ranks():
+    """What Lightning does to the train loader on each of 2 ranks: inject a DistributedSampler."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods, _set_sampler_epoch
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+    data = lengthy_data(61)
+    per_rank = []
+    for rank in range(2):
+        with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+            loader = data.train_dataloader()
+        loader = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank))
+        _set_sampler_epoch(loader, 1)
+        per_rank.append([batch["input"]["attention_mask"].sum(1).tolist() for batch in loader])
+    assert len(per_rank[0]) == len(per_rank[1]) == 4, "61 texts in steps of 2 x 8: 4 batches per rank"
+    lengths = sorted(len(ids) for ids in data.token_ids("train"))
+    assert sorted(n for rank in per_rank for batch in rank for n in batch) == lengths, "each text once"
 
 
 def test_tokenization_happens_once_not_every_epoch():

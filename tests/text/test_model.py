@@ -49,6 +49,13 @@ def test_local_model_folder_works(tmp_path):
     assert task(task.example_input(3)).shape == (3, 2)
 
 
+def test_missing_local_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"'\./no/such-model'.*folder .* does not exist"):
+        TextClassifier(num_classes=2, backbone="./no/such-model")
+    with pytest.raises(RuntimeError, match="does not exist"):
+        TextClassifier(num_classes=2, backbone=str(tmp_path / "missing"))
+
+
 def test_max_length_beyond_the_model_is_an_error():
     with pytest.raises(ValueError, match="exceeds what backbone"):
         TextClassifier(num_classes=2, max_length=4096)
@@ -69,6 +76,28 @@ def test_predict_string_list_file_and_frame_agree(trained, tmp_path):
     assert task.predict(tmp_path / "reviews.jsonl") == labels
     assert task.predict(pd.DataFrame({"sentence": TEXTS})) == labels
     assert task.predict(TEXTS, batch_size=1) == labels
+
+
+def test_predict_truncates_a_text_far_longer_than_max_length(trained):
+    from flash.text.tokenization import TruncationWarning
+
+    task, _, _ = trained
+    long_text = "a wonderful, moving film " * 5000
+    with pytest.warns(TruncationWarning, match="longer than max_length=24"):
+        assert task.predict([long_text, "dull"])[0] == task.predict(" ".join(long_text.split()[:18]))
+    with pytest.warns(TruncationWarning):
+        assert len(task.tokenize([long_text])[0]) == task.max_length
+
+
+def test_predict_on_a_non_utf8_file_errors_clearly_or_takes_an_encoding(trained, tmp_path):
+    task, _, _ = trained
+    texts = ["un film très réussi", "ennuyeux à mourir"]
+    (tmp_path / "avis.txt").write_bytes("\n".join(texts).encode("latin-1"))
+    pd.DataFrame({"sentence": texts}).to_csv(tmp_path / "avis.csv", index=False, encoding="latin-1")
+    for name in ("avis.txt", "avis.csv"):
+        with pytest.raises(ValueError, match=rf"{name} is not valid utf-8 text.*encoding="):
+            task.predict(tmp_path / name)
+        assert task.predict(tmp_path / name, encoding="latin-1") == task.predict(texts)
 
 
 def test_trainer_predict_returns_batches_in_input_order(trained):

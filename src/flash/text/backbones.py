@@ -45,7 +45,16 @@ def resolve_source(name: str) -> str:
     """Where ``transformers`` should read ``name`` from: a packaged folder, a local folder or a hub id."""
     if name in _PACKAGED:
         return str(_PACKAGED[name]())
-    return os.fspath(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return os.fspath(path)
+    if name.startswith((".", "~", "/", "\\")) or path.is_absolute():
+        # clearly meant as a folder: say so rather than "not a valid Hugging Face id"
+        raise FileNotFoundError(
+            f"The model folder {name!r} does not exist (a local backbone is a folder saved with "
+            "save_pretrained, holding config.json and the weights)."
+        )
+    return name
 
 
 def load_tokenizer(name: str) -> Any:

@@ -137,15 +137,16 @@ class TextClassifier(ClassificationTask):
         texts, single = self.texts_of(inputs)
         return TokenizedTexts(self.tokenize(texts)), single
 
-    def texts_of(self, inputs: Any) -> tuple[list[str], bool]:
+    def texts_of(self, inputs: Any, encoding: str = "utf-8") -> tuple[list[str], bool]:
         """The texts of ``inputs`` and whether it was a single text.
 
         Accepted: a string (a text, or the path of an existing ``.csv``, ``.tsv``, ``.json``,
         ``.jsonl``, ``.parquet`` or ``.txt`` file), a :class:`pathlib.Path`, a list of strings,
-        a pandas Series, or a DataFrame (its :attr:`input_field` column).
+        a pandas Series, or a DataFrame (its :attr:`input_field` column). Text files are read with
+        ``encoding``.
         """
         if isinstance(inputs, os.PathLike) or (isinstance(inputs, str) and _names_a_file(inputs)):
-            return self._texts_of_file(Path(inputs)), False
+            return self._texts_of_file(Path(inputs), encoding), False
         if isinstance(inputs, str):
             return [_checked_text(inputs, "The text")], True
         if isinstance(inputs, pd.DataFrame):
@@ -164,14 +165,14 @@ class TextClassifier(ClassificationTask):
             f".parquet, .txt) or a data frame; got {type(inputs).__name__}."
         )
 
-    def _texts_of_file(self, path: Path) -> list[str]:
+    def _texts_of_file(self, path: Path, encoding: str = "utf-8") -> list[str]:
         suffix = path.suffix.lower()
         if suffix not in PREDICT_FILE_SUFFIXES:
             raise ValueError(f"Cannot read texts from {path}: use a {', '.join(PREDICT_FILE_SUFFIXES)} file.")
         if suffix == ".txt":
-            texts = read_lines(path, "predict")
+            texts = read_lines(path, "predict", encoding)
         else:
-            frame = read_table(path, "predict", text_field=self.input_field)
+            frame = read_table(path, "predict", encoding, text_field=self.input_field)
             column = self._text_column(frame, f"file {path.name}")
             texts = [_checked_text(t, f"Row {i} of {path.name}") for i, t in enumerate(frame[column])]
         if not texts:
@@ -191,7 +192,14 @@ class TextClassifier(ClassificationTask):
         )
 
     # -- prediction ---------------------------------------------------------------------------------
-    def predict(self, inputs: Any, output: str = "labels", batch_size: int = 32, num_workers: int = 0) -> Any:
+    def predict(
+        self,
+        inputs: Any,
+        output: str = "labels",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        encoding: str = "utf-8",
+    ) -> Any:
         """Predict on a text, a list of texts, or a file of texts.
 
         Texts are batched by length (little padding) and the results returned in input order.
@@ -200,12 +208,14 @@ class TextClassifier(ClassificationTask):
             inputs: see :meth:`texts_of`.
             output: ``"labels"``, ``"probabilities"`` (a dict class -> probability per text) or ``"logits"``.
             batch_size: texts per forward pass.
+            num_workers: loader processes.
+            encoding: the text encoding of a file given as ``inputs``.
 
         Returns:
             One result for a single text, else a list with one result per text.
         """
         self.check_output(output)
-        texts, single = self.texts_of(inputs)
+        texts, single = self.texts_of(inputs, encoding)
         ids = self.tokenize(texts)
         by_length = TokenizedTexts.sorted_by_length(ids)
         results = super().predict(by_length, output=output, batch_size=batch_size, num_workers=num_workers)
