@@ -141,7 +141,7 @@ def run_demo(
     for row in trainer.history:
         say(f"  epoch {int(row['epoch'])}: val_accuracy {row.get('val_accuracy', float('nan')):.3f}")
     checkpoint = out / "image_classifier.ckpt"
-    trainer.save_checkpoint(str(checkpoint))
+    trainer.save_checkpoint(str(checkpoint), weights_only=True)  # for predicting: no optimizer state
 
     val = datamodule.splits["val"]
     step = max(1, len(val) // max(1, num_predictions))
