@@ -7,8 +7,9 @@ How a Markdown file marks its examples for this test:
 - ``<!-- test: continue -->`` runs it in the namespace and folder of the previous tested block.
 - ``<!-- test: A -> B; C -> D -->`` replaces the text ``A`` by ``B`` (and ``C`` by ``D``) before
   running, e.g. to skip a download; combine with ``continue`` as ``<!-- test: continue; A -> B -->``.
-- Data paths under ``../shared/data/`` are replaced by tiny generated copies with the same
-  layout: ``hymenoptera_data/{train,val}/{ants,bees}/*.jpg``, ``sst2/{train,valid}.csv``
+- The Markdown declares where its examples' sample data lives with ``<!-- example-data: PREFIX -->``
+  (the README does, in its introduction; a ``docs/`` section tested alone uses the README's).
+  Paths under that prefix are replaced by tiny generated copies with the same layout: ``hymenoptera_data/{train,val}/{ants,bees}/*.jpg``, ``sst2/{train,valid}.csv``
   (``sentence,label``) and ``titanic/titanic.csv`` (the Kaggle columns).
 - For speed, ``max_epochs=N`` runs at most 2 epochs and ``--epochs N`` at most 1.
 - A python block that uses ``data``, ``model`` or ``task`` without defining them (as the
@@ -38,7 +39,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!--\s*test\b\s*:?\s*(?P<options>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<language>\w*)\s*$")
-SHARED_DATA = "../shared/data/"
+DATA_DECLARATION = re.compile(r"^<!--\s*example-data:\s*(?P<prefix>\S+)\s*-->\s*$", re.MULTILINE)
 PREDEFINED = ("data", "model", "task")
 
 
@@ -55,6 +56,21 @@ class Block:
 def readme_path() -> Path:
     given = os.environ.get("FLASH_README")
     return (ROOT / given) if given else ROOT / "README.md"
+
+
+def example_data_prefix(text: str) -> str | None:
+    """The path prefix a Markdown text declares for its examples' sample data, if any."""
+    found = DATA_DECLARATION.search(text)
+    return found.group("prefix") if found else None
+
+
+def declared_prefix() -> str | None:
+    """The tested file's declaration, else the README's."""
+    for path in (readme_path(), ROOT / "README.md"):
+        prefix = example_data_prefix(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if prefix:
+            return prefix
+    return None
 
 
 def parse_marker(options: str) -> tuple[bool, list[tuple[str, str]]]:
@@ -149,7 +165,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "block"
 
 
-# -- tiny data with the shared data's layout ----------------------------------------------------
+# -- tiny data with the sample data's layout ----------------------------------------------------
 def write_hymenoptera(root: Path) -> None:
     from PIL import Image
 
@@ -200,7 +216,7 @@ def write_titanic(root: Path) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shared_data")
+    root = tmp_path_factory.mktemp("sample_data")
     write_hymenoptera(root)
     write_sst2(root)
     write_titanic(root)
@@ -208,14 +224,15 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 # -- running ------------------------------------------------------------------------------------
-def prepare(source: str, block: Block, data_root: Path) -> str:
+def prepare(source: str, block: Block, data_root: Path, data_prefix: str | None) -> str:
     for old, new in block.replacements:
         if old not in source:
             raise AssertionError(
                 f"line {block.line}: the test marker replaces {old!r}, which the block lacks."
             )
         source = source.replace(old, new)
-    source = source.replace(SHARED_DATA, f"{data_root.as_posix()}/")
+    if data_prefix:
+        source = source.replace(data_prefix.rstrip("/") + "/", f"{data_root.as_posix()}/")
     source = re.sub(r"max_epochs\s*=\s*(\d+)", lambda m: f"max_epochs={min(int(m.group(1)), 2)}", source)
     return re.sub(r"--epochs(\s+|=)(\d+)", lambda m: f"--epochs{m.group(1)}{min(int(m.group(2)), 1)}", source)
 
@@ -269,8 +286,9 @@ def run_bash(source: str, block: Block, path: Path) -> None:
 def test_readme_example(chain, tiny_data):
     path = readme_path()
     namespace: dict = {"__name__": "__readme__"}
+    prefix = declared_prefix()
     for block in chain:
-        source = prepare(block.source, block, tiny_data)
+        source = prepare(block.source, block, tiny_data, prefix)
         if block.language == "python":
             run_python(source, block, namespace, tiny_data, path)
         else:
@@ -317,21 +335,31 @@ def test_data_paths_and_epochs_are_made_tiny(tmp_path):
     block = Block("python", "", 1, "x", replacements=[("download_data(", "print(")])
     source = (
         'download_data("https://example.org/a.zip", "data/")\n'
-        'f = "../shared/data/sst2/train.csv"\n'
+        'f = "samples/sst2/train.csv"\n'
         "t = flash.Trainer(max_epochs=10)\n"
         "# flash finetune image --epochs 4\n"
     )
-    prepared = prepare(source, block, tmp_path)
+    prepared = prepare(source, block, tmp_path, "samples")
     assert 'print("https://example.org/a.zip", "data/")' in prepared
     assert f'"{tmp_path.as_posix()}/sst2/train.csv"' in prepared
     assert "max_epochs=2" in prepared and "--epochs 1" in prepared
     with pytest.raises(AssertionError, match="which the block lacks"):
-        prepare("x = 1", Block("python", "", 1, "x", replacements=[("y", "z")]), tmp_path)
+        prepare("x = 1", Block("python", "", 1, "x", replacements=[("y", "z")]), tmp_path, None)
+    assert example_data_prefix("# T\n<!-- example-data: samples/ -->\ntext") == "samples/"
+    assert example_data_prefix("# T\nno declaration") is None
     assert undefined_names("trainer.finetune(model, data)") == {"model", "data"}
     assert undefined_names("data = 1\nprint(data)") == set()
 
 
-def test_tiny_data_has_the_shared_layout(tiny_data):
+def test_the_readme_declares_its_sample_data_and_no_example_reads_it(tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prefix = example_data_prefix(text)
+    assert prefix, "README.md lacks its <!-- example-data: PREFIX --> declaration"
+    for block in marked_blocks(text):
+        assert prefix not in prepare(block.source, block, tmp_path, prefix), f"line {block.line}"
+
+
+def test_tiny_data_has_the_sample_data_layout(tiny_data):
     assert len(list((tiny_data / "hymenoptera_data" / "train" / "ants").glob("*.jpg"))) == 6
     assert (tiny_data / "hymenoptera_data" / "val" / "bees").is_dir()
     with (tiny_data / "sst2" / "valid.csv").open() as handle:
