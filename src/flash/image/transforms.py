@@ -31,10 +31,9 @@ UserTransform = Callable[[Image.Image], Any]
 DEFAULT_CROP_SCALE = (0.8, 1.0)
 """Area range of training crops. torchvision's (0.08, 1) suits training from scratch; a
 pretrained backbone finetuned for a few epochs, starting from a linear probe fitted on centre
-crops, does better with mild crops. Final validation accuracy, mean over seeds, of the 4-epoch
-``FreezeUnfreeze(2)`` recipe: ants-vs-bees (5 seeds) 0.932 at (0.6, 1), 0.938 at (0.8, 1), 0.941
-at (0.9, 1); scikit-learn's digits at 64 px (3 seeds) 0.922 at (0.6, 1), 0.924 at (0.8, 1), and
-(0.9, 1) lower (0.907, 0.918 on 2 seeds): (0.8, 1) is the best of the three on both."""
+crops, does better with mild crops. (0.8, 1) beat (0.6, 1) on both the ants-vs-bees photos and
+scikit-learn's digits; (0.9, 1) helped the photos a little more but cost the digits
+(``benchmarks/image_crop_scale.py``; the numbers are in docs/image.md)."""
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 _INTERPOLATION = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
