@@ -7,10 +7,11 @@ How a Markdown file marks its examples for this test:
 - ``<!-- test: continue -->`` runs it in the namespace and folder of the previous tested block.
 - ``<!-- test: A -> B; C -> D -->`` replaces the text ``A`` by ``B`` (and ``C`` by ``D``) before
   running, e.g. to skip a download; combine with ``continue`` as ``<!-- test: continue; A -> B -->``.
-- The Markdown declares where its examples' sample data lives with ``<!-- example-data: PREFIX -->``
-  (the README does, in its introduction; a ``docs/`` section tested alone uses the README's).
-  Paths under that prefix are replaced by tiny generated copies with the same layout: ``hymenoptera_data/{train,val}/{ants,bees}/*.jpg``, ``sst2/{train,valid}.csv``
-  (``sentence,label``) and ``titanic/titanic.csv`` (the Kaggle columns).
+- The Markdown declares where its examples' sample data lives with
+  ``<!-- example-data: PREFIX -->`` (the README does, in its introduction; a ``docs/`` section
+  tested alone uses the README's). Paths under that prefix are replaced by tiny generated copies
+  with the same layout: ``hymenoptera_data/{train,val}/{ants,bees}/*.jpg``,
+  ``sst2/{train,valid}.csv`` (``sentence,label``) and ``titanic/titanic.csv`` (the Kaggle columns).
 - For speed, ``max_epochs=N`` runs at most 2 epochs and ``--epochs N`` at most 1.
 - A python block that uses ``data``, ``model`` or ``task`` without defining them (as the
   finetuning page's later snippets do) gets the seed example's: the tiny ants/bees
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import gc
 import os
 import re
 import shlex
@@ -287,12 +289,19 @@ def test_readme_example(chain, tiny_data):
     path = readme_path()
     namespace: dict = {"__name__": "__readme__"}
     prefix = declared_prefix()
-    for block in chain:
-        source = prepare(block.source, block, tiny_data, prefix)
-        if block.language == "python":
-            run_python(source, block, namespace, tiny_data, path)
-        else:
-            run_bash(source, block, path)
+    try:
+        for block in chain:
+            source = prepare(block.source, block, tiny_data, prefix)
+            if block.language == "python":
+                run_python(source, block, namespace, tiny_data, path)
+            else:
+                run_bash(source, block, path)
+    finally:
+        # An example's functions hold the namespace (their globals), a cycle only the garbage
+        # collector frees; if it first runs in a forked DataLoader worker of a later example, an
+        # onnxruntime session's destructor there waits forever on threads the fork left behind.
+        namespace.clear()
+        gc.collect()
 
 
 # -- the mechanism itself -------------------------------------------------------------------------
