@@ -50,7 +50,7 @@ def flash_seed(data_dir: str, epochs: int, unfreeze_epoch: int) -> dict[str, Any
     import lightning.pytorch as pl
 
     import flash
-    from flash.core.finetuning import FreezeUnfreeze
+    from flash.core.training.finetuning import FreezeUnfreeze
     from flash.image import ImageClassificationData, ImageClassifier
 
     pl.seed_everything(0, verbose=False)

@@ -32,7 +32,7 @@ def finetune_once(data_dir: str, seed: int, low: float, image_size: int | None, 
     import lightning.pytorch as pl
 
     import flash
-    from flash.core.finetuning import FreezeUnfreeze
+    from flash.core.training.finetuning import FreezeUnfreeze
     from flash.image import ImageClassificationData, ImageClassifier
 
     pl.seed_everything(seed, verbose=False)

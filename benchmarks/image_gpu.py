@@ -266,7 +266,7 @@ def build_task(num_classes: int) -> tuple[Any, str]:
     import timm
     from torch import nn
 
-    from flash.core.classification import ClassificationTask
+    from flash.core.model.classification import ClassificationTask
 
     backbone = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
     task = ClassificationTask(
@@ -385,7 +385,7 @@ def run_ceiling(settings: Settings, max_seconds: float) -> dict[str, Any]:
 
 def run_flash_gpu(settings: Settings, max_seconds: float) -> dict[str, Any]:
     """flash's device input path from the JPEG files into a Lightning training step."""
-    from flash.core.data import EpochShuffleSampler
+    from flash.core.data.datamodule import EpochShuffleSampler
     from flash.image.gpu_pipeline import (
         DeviceImageTransform,
         default_reader_workers,
@@ -447,7 +447,7 @@ def run_pil_loader(settings: Settings, max_seconds: float) -> dict[str, Any]:
     """The same Lightning step fed by a plain PIL DataLoader with ``cores - 1`` workers."""
     from torch.utils.data import DataLoader
 
-    from flash.core.data import EpochShuffleSampler
+    from flash.core.data.datamodule import EpochShuffleSampler
 
     device = _prepare_device(settings)
     files, targets, _ = find_images(settings.data_dir)

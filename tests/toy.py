@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from flash.core.classification import ClassificationTask
-from flash.core.data import DataModule, Split
+from flash.core.data.datamodule import DataModule, Split
+from flash.core.model.classification import ClassificationTask
 
 
 class ToyBackbone(nn.Module):

@@ -8,22 +8,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from flash.core.trainer import Trainer
+    from flash.core.training.trainer import Trainer
 
 
 def __getattr__(name: str) -> Any:
     """``flash.Trainer`` (and ``flash.core``) import torch and Lightning on first use, so that
     ``import flash`` and the ``flash`` command's help, ``--version`` and argument errors stay quick."""
     if name in ("Trainer", "core"):
-        trainer = importlib.import_module("flash.core.trainer")
+        trainer = importlib.import_module("flash.core.training.trainer")
         globals()["Trainer"] = trainer.Trainer
         return globals()[name]
     raise AttributeError(f"module 'flash' has no attribute {name!r}")
 
 
 def download_data(url: str, path: str = "data/", **kwargs):
-    """Download ``url`` (http, https or file) into ``path`` and extract archives; see :mod:`flash.core.download`."""
-    from flash.core.download import download_data as _download_data
+    """Download ``url`` (http, https or file) into ``path`` and extract archives; see :mod:`flash.core.data.download`."""
+    from flash.core.data.download import download_data as _download_data
 
     return _download_data(url, path, **kwargs)
 

@@ -293,7 +293,7 @@ def test_backbones_lists_each_domain_and_marks_offline_ones(capsys):
 def test_every_domain_default_backbone_is_the_task_default():
     import inspect
 
-    from flash.cli_domains import DOMAINS
+    from flash.cli.domains import DOMAINS
 
     for spec in DOMAINS.values():
         try:
@@ -309,7 +309,7 @@ def test_every_domain_default_backbone_is_the_task_default():
 
 
 def test_tabular_predict_prints_labels_or_probabilities_as_table_csv_or_json(tmp_path, capsys, monkeypatch):
-    import flash.core.progress as progress_module
+    import flash.core.utils.progress as progress_module
 
     write_passengers(tmp_path)
     argv = ["finetune", "tabular", "--train-file", "train.csv", "--val-file", "val.csv"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import flash
-import flash.core.progress
+import flash.core.utils.progress
 from flash import cli
-from flash.cli_domains import DOMAINS, DomainSpec, Option, positive_int
-from flash.cli_finetune import strategy_value
+from flash.cli.domains import DOMAINS, DomainSpec, Option, positive_int
+from flash.cli.finetune import strategy_value
 from toy import ToyClassifier, toy_data
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -53,7 +53,7 @@ TOY = DomainSpec(
 def toy_domain(monkeypatch):
     monkeypatch.setitem(DOMAINS, "toy", TOY)
     yield
-    flash.core.progress._QUIET = None
+    flash.core.utils.progress._QUIET = None
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def first_run(tmp_path_factory):
     finally:
         DOMAINS.clear()
         DOMAINS.update(saved)
-        flash.core.progress._QUIET = None
+        flash.core.utils.progress._QUIET = None
     return {"root": root, "out": out, "code": code}
 
 
@@ -167,7 +167,7 @@ def test_a_failed_run_writes_nothing_and_keeps_the_run_it_would_replace(tmp_path
 
 
 def test_default_run_folders_are_numbered(tmp_path):
-    from flash.cli_finetune import default_run_dir
+    from flash.cli.finetune import default_run_dir
 
     assert cli.main(["finetune", "toy", "--rows", "32", "--epochs", "1", "--quiet"]) == 0
     assert (tmp_path / "runs" / "toy-1" / "model.ckpt").is_file()
@@ -297,7 +297,7 @@ def test_help_of_every_command_shows_every_default():
 
 
 def test_strategy_texts_become_the_tuples_resolve_strategy_takes():
-    from flash.core.finetuning import resolve_strategy
+    from flash.core.training.finetuning import resolve_strategy
 
     assert strategy_value("no_freeze") == "no_freeze"
     assert strategy_value("freeze_unfreeze:2") == ("freeze_unfreeze", 2)
@@ -307,10 +307,10 @@ def test_strategy_texts_become_the_tuples_resolve_strategy_takes():
 
 
 def test_names_the_command_mirrors_match_the_library():
-    from flash.cli_finetune import DEFAULT_EPOCHS, OPTIMIZER_NAMES, SCHEDULER_NAMES, STRATEGY_NAMES
-    from flash.core.finetuning import STRATEGIES
-    from flash.core.optimizers import OPTIMIZERS, SCHEDULERS
-    from flash.core.trainer import DEFAULT_MAX_EPOCHS
+    from flash.cli.finetune import DEFAULT_EPOCHS, OPTIMIZER_NAMES, SCHEDULER_NAMES, STRATEGY_NAMES
+    from flash.core.training.finetuning import STRATEGIES
+    from flash.core.training.optimizers import OPTIMIZERS, SCHEDULERS
+    from flash.core.training.trainer import DEFAULT_MAX_EPOCHS
 
     assert tuple(STRATEGIES) == STRATEGY_NAMES
     assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flash.cli_format import format_rows, table
+from flash.cli.format import format_rows, table
 
 ROWS = [
     {"input": "images/ants/1.jpg", "prediction": "ants", "ants": 0.91234, "bees": 0.08766},

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flash
-from flash.core.checkpoint import read_checkpoint
+from flash.core.deploy.checkpoint import read_checkpoint
 from toy import ToyClassifier, toy_data
 
 

@@ -10,7 +10,7 @@ import pytest
 PROBE = """
 import sys
 import numpy as np
-from flash.core.cpu import reuse_freed_memory
+from flash.core.utils.cpu import reuse_freed_memory
 
 def resident_mb():
     with open("/proc/self/statm") as f:

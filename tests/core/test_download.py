@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import flash
-from flash.core.download import STATE_DIR, DownloadError, UnsafeArchiveError, download_data
+from flash.core.data.download import STATE_DIR, DownloadError, UnsafeArchiveError, download_data
 
 
 class FileServer:

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 import flash
-from flash.core.finetuning import FlashBaseFinetuning, FreezeUnfreeze, UnfreezeMilestones
+from flash.core.training.finetuning import FlashBaseFinetuning, FreezeUnfreeze, UnfreezeMilestones
 from toy import ToyClassifier, toy_data
 
 TRAINER_ARGS = {
@@ -49,7 +49,7 @@ class EpochSnapshots(Callback):
 
 
 def test_default_trainer_runs_ten_epochs_not_a_thousand():
-    assert flash.Trainer(logger=False).max_epochs == flash.core.trainer.DEFAULT_MAX_EPOCHS == 10
+    assert flash.Trainer(logger=False).max_epochs == flash.core.training.trainer.DEFAULT_MAX_EPOCHS == 10
     assert flash.Trainer(logger=False, max_steps=5).max_steps == 5
 
 
@@ -113,12 +113,12 @@ def test_unfreeze_milestones_unfreezes_last_blocks_first():
 
 def test_unfreeze_milestones_tuple_form_and_defaults():
     model = ToyClassifier(depth=4)
-    strategy = flash.core.finetuning.resolve_strategy(("unfreeze_milestones", ((1, 3), 2)))
+    strategy = flash.core.training.finetuning.resolve_strategy(("unfreeze_milestones", ((1, 3), 2)))
     assert strategy.unfreeze_milestones == (1, 3) and strategy.num_layers == 2
-    default = flash.core.finetuning.resolve_strategy("unfreeze_milestones")
+    default = flash.core.training.finetuning.resolve_strategy("unfreeze_milestones")
     default.resolve_defaults(model, 9)
     assert default.unfreeze_milestones == (3, 6) and default.num_layers == 2
-    fu = flash.core.finetuning.resolve_strategy("freeze_unfreeze")
+    fu = flash.core.training.finetuning.resolve_strategy("freeze_unfreeze")
     fu.resolve_defaults(model, 10)
     assert fu.unfreeze_epoch == 5
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import flash
-from flash.core.lr_finder import LRFinderResult, smooth, suggest_learning_rate
+from flash.core.training.lr_finder import LRFinderResult, smooth, suggest_learning_rate
 from toy import ToyClassifier, toy_data
 
 QUIET = {

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import flash
-from flash.core.plots import (
+from flash.core.utils.plots import (
     confusion_matrix,
     plot_confusion_matrix,
     plot_lr_finder,

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 import flash
-import flash.core.progress as progress_module
-from flash.core.progress import FlashProgressBar, is_quiet, progress, quiet, set_quiet
+import flash.core.utils.progress as progress_module
+from flash.core.utils.progress import FlashProgressBar, is_quiet, progress, quiet, set_quiet
 from toy import ToyClassifier, toy_data
 
 

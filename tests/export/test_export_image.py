@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
 from tiny_tasks import color_image, image_classifier, onnx_feeds, preprocessed_batch
 
-from flash.core.export import export_onnx, read_onnx_metadata
+from flash.core.deploy.export import export_onnx, read_onnx_metadata
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
 from tiny_tasks import onnx_feeds, preprocessed_batch, tabular_classifier, tabular_regressor
 
-from flash.core.export import read_onnx_metadata
+from flash.core.deploy.export import read_onnx_metadata
 
 ROWS = [
     {"x": 2.5, "z": 0.0, "color": "red"},

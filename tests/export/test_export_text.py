@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
 from tiny_tasks import FOOD, KNOWN_TEXTS, SPORTS, onnx_feeds, preprocessed_batch, text_classifier
 
-from flash.core.export import read_onnx_metadata
+from flash.core.deploy.export import read_onnx_metadata
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
 from servable_toy import ServableToy
 
-from flash.core.export import ExportCheckError, export_onnx, read_onnx_metadata
+from flash.core.deploy.export import ExportCheckError, export_onnx, read_onnx_metadata
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])

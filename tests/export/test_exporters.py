@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
 from tiny_tasks import tabular_classifier, text_classifier
 
-from flash.core.export import check_onnx, export_onnx
+from flash.core.deploy.export import check_onnx, export_onnx
 
 
 @pytest.mark.slow

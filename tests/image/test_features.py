@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from sklearn.linear_model import LogisticRegression
 
 import flash
-from flash.core.finetuning import FreezeUnfreeze
+from flash.core.training.finetuning import FreezeUnfreeze
 from flash.image import ImageClassificationData, ImageClassifier
 from flash.image.features import fit_linear_probe
 

@@ -62,7 +62,7 @@ def test_show_batch_titles_each_image_with_its_class(data_and_task, tmp_path):
 
 
 def test_worst_predictions_come_first_and_wrong_ones_are_red(data_and_task, tmp_path):
-    from flash.core.plots import validation_predictions
+    from flash.core.utils.plots import validation_predictions
 
     data, task = data_and_task
     figure = plot_worst_predictions(task, data, num_images=3)

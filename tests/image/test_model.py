@@ -15,7 +15,7 @@ from timm.data import ImageNetInfo
 from torch import nn
 
 import flash
-from flash.core.finetuning import UnfreezeMilestones
+from flash.core.training.finetuning import UnfreezeMilestones
 from flash.image import ImageClassificationData, ImageClassifier
 from flash.image.backbones import IMAGE_BACKBONES, shipped_efficientnet_lite0_state_dict
 

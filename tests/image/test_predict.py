@@ -98,7 +98,7 @@ def test_checkpoint_predicts_in_a_fresh_process(trained):
         f"""
         import json
         from flash.image import ImageClassifier
-        from flash.core.checkpoint import load_task
+        from flash.core.deploy.checkpoint import load_task
         task = ImageClassifier.load_from_checkpoint({str(checkpoint)!r})
         print(json.dumps({{"labels": task.predict({files!r}),
                            "probabilities": task.predict({files!r}, output="probabilities"),

@@ -8,7 +8,7 @@ from image_fixtures import make_class_folders
 from lightning.pytorch.callbacks import Callback
 
 import flash
-from flash.core.finetuning import FreezeUnfreeze
+from flash.core.training.finetuning import FreezeUnfreeze
 from flash.image import ImageClassificationData, ImageClassifier
 
 TRAINER_ARGS = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False,

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import flash
-from flash.core.data import EpochShuffleSampler
-from flash.core.device_loader import DeviceLoader, move_to_device
+from flash.core.data.datamodule import EpochShuffleSampler
+from flash.core.data.device_loader import DeviceLoader, move_to_device
 from toy import ToyClassifier
 
 

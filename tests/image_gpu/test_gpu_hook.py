@@ -9,9 +9,9 @@ from gpu_test_images import image_folder, write_image
 from torch import nn
 
 import flash
-from flash.core.classification import ClassificationTask
-from flash.core.data import DataModule, Split
-from flash.core.device_loader import DeviceLoader
+from flash.core.data.datamodule import DataModule, Split
+from flash.core.data.device_loader import DeviceLoader
+from flash.core.model.classification import ClassificationTask
 from flash.image import ImageClassificationData, ImageClassifier
 from flash.image.gpu_pipeline import gpu_loader_for
 

@@ -13,8 +13,8 @@ from torch import nn
 from torchvision import transforms as T
 
 import flash
-from flash.core.classification import ClassificationTask
-from flash.core.data import EpochShuffleSampler
+from flash.core.data.datamodule import EpochShuffleSampler
+from flash.core.model.classification import ClassificationTask
 from flash.image.gpu_pipeline import (
     CudaSpeedups,
     DeviceImageTransform,

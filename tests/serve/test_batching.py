@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from flash.core.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
+from flash.core.deploy.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
 
 
 def run(coro):

@@ -14,7 +14,7 @@ from tiny_tasks import tabular_classifier
 
 SERVE_SCRIPT = """
 import sys
-from flash.core.checkpoint import load_task
+from flash.core.deploy.checkpoint import load_task
 load_task(sys.argv[1]).serve(host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from tiny_tasks import color_image, image_classifier
 
-from flash.core.checkpoint import load_task
-from flash.core.serve import start_server
+from flash.core.deploy.checkpoint import load_task
+from flash.core.deploy.serve import start_server
 
 LIMIT = 512 * 1024
 

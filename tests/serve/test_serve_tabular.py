@@ -9,7 +9,7 @@ import lightning.pytorch
 import pytest
 from tiny_tasks import tabular_classifier, tabular_regressor
 
-from flash.core.serve import start_server
+from flash.core.deploy.serve import start_server
 
 ROWS = [
     {"x": 2.5, "z": 0.0, "color": "red"},

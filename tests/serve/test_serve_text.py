@@ -11,8 +11,8 @@ import pytest
 import torch
 from tiny_tasks import FOOD, KNOWN_TEXTS, SPORTS, text_classifier
 
-from flash.core.checkpoint import load_task
-from flash.core.serve import start_server
+from flash.core.deploy.checkpoint import load_task
+from flash.core.deploy.serve import start_server
 
 
 @pytest.fixture(scope="module")

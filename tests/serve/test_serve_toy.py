@@ -11,7 +11,7 @@ import httpx
 import pytest
 from servable_toy import ServableToy, expected
 
-from flash.core.serve import build_app, start_server
+from flash.core.deploy.serve import build_app, start_server
 
 LIMIT = 64 * 1024
 

@@ -11,7 +11,7 @@ import torch
 from tabular_tables import SMALL_TABM, make_table
 
 import flash
-from flash.core.checkpoint import load_task
+from flash.core.deploy.checkpoint import load_task
 from flash.tabular import (
     TabularClassificationData,
     TabularClassifier,

@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import flash
-from flash.core.finetuning import UnfreezeMilestones
+from flash.core.training.finetuning import UnfreezeMilestones
 from flash.text import TextClassificationData, TextClassifier
 from text.conftest import QUIET, sentiment_frame
 

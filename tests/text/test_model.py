@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import flash
-from flash.core.checkpoint import load_task
+from flash.core.deploy.checkpoint import load_task
 from flash.text import TextClassificationData, TextClassifier
 from text.conftest import NEGATIVE, POSITIVE, QUIET
 
@@ -155,7 +155,7 @@ def test_checkpoint_holds_plain_values_and_loads_in_a_fresh_process(trained, tmp
     script = (
         "import json, sys\n"
         "from flash.text import TextClassifier\n"
-        "from flash.core.checkpoint import load_task\n"
+        "from flash.core.deploy.checkpoint import load_task\n"
         "task = TextClassifier.load_from_checkpoint(sys.argv[1])\n"
         "texts = json.loads(sys.argv[2])\n"
         "print(json.dumps([task.predict(texts, output='probabilities'), load_task(sys.argv[1]).predict(texts)]))\n"

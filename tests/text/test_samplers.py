@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
-from flash.core.data import EpochShuffleSampler
-from flash.core.samplers import LengthGroupedBatchSampler
+from flash.core.data.datamodule import EpochShuffleSampler
+from flash.core.data.samplers import LengthGroupedBatchSampler
 
 
 def lengths_of(n: int = 1000, seed: int = 0) -> np.ndarray:

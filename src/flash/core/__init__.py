@@ -1,11 +1,17 @@
 """Domain-independent machinery: trainer, finetuning strategies, task and data bases."""
 
-from flash.core.classification import ClassificationTask
-from flash.core.data import DataModule, Split
-from flash.core.finetuning import FlashBaseFinetuning, Freeze, FreezeUnfreeze, NoFreeze, UnfreezeMilestones
-from flash.core.regression import RegressionTask
-from flash.core.task import Task
-from flash.core.trainer import Trainer
+from flash.core.data.datamodule import DataModule, Split
+from flash.core.model.classification import ClassificationTask
+from flash.core.model.regression import RegressionTask
+from flash.core.model.task import Task
+from flash.core.training.finetuning import (
+    FlashBaseFinetuning,
+    Freeze,
+    FreezeUnfreeze,
+    NoFreeze,
+    UnfreezeMilestones,
+)
+from flash.core.training.trainer import Trainer
 
 __all__ = [
     "ClassificationTask",

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flash.core.registry import Backbone, BackboneRegistry
+from flash.core.model.registry import Backbone, BackboneRegistry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

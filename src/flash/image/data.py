@@ -12,7 +12,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from flash.core.data import DataModule, LabelEncoder, Split, encode_multi_hot_columns, split_off_validation
+from flash.core.data.datamodule import (
+    DataModule,
+    LabelEncoder,
+    Split,
+    encode_multi_hot_columns,
+    split_off_validation,
+)
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import DecodedImageCache, ImageDataset
 from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images
@@ -146,7 +152,7 @@ class ImageClassificationData(DataModule):
         crop_scale: area range of random training crops.
         hflip: probability of a random horizontal flip in training; ``0`` for images whose class
             changes when mirrored (digits, text, left/right).
-        batch_size, num_workers, seed: see :class:`flash.core.data.DataModule`.
+        batch_size, num_workers, seed: see :class:`flash.core.data.datamodule.DataModule`.
     """
 
     def __init__(

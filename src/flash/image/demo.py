@@ -97,7 +97,7 @@ def run_demo(
     import lightning.pytorch as pl
 
     import flash
-    from flash.core.finetuning import FreezeUnfreeze
+    from flash.core.training.finetuning import FreezeUnfreeze
     from flash.image import ImageClassificationData, ImageClassifier
 
     start = time.perf_counter()

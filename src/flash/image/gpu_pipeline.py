@@ -3,7 +3,7 @@
 Loader workers only read each file's bytes (and check its header); the main process decodes a
 whole batch of JPEGs with one ``torchvision.io.decode_jpeg(list, device="cuda")`` call (nvJPEG),
 crops, resizes, flips and normalises on the GPU, and hands the model a channels-last batch in
-the training dtype. A :class:`~flash.core.device_loader.DeviceLoader` runs decoding and
+the training dtype. A :class:`~flash.core.data.device_loader.DeviceLoader` runs decoding and
 augmentation as two stages in background threads, each on its own CUDA stream, so while the
 model trains on one batch the next is augmented and the one after decoded.
 
@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from flash.core.device_loader import DeviceLoader
+from flash.core.data.device_loader import DeviceLoader
 from flash.image.io import BadImageError, open_image
 from flash.image.transforms import DEFAULT_CROP_SCALE
 
@@ -543,7 +543,7 @@ def device_image_loader(
         transform: what happens on the device (training or evaluation transform).
         batch_size: images per batch.
         num_workers: reader processes; default :func:`default_reader_workers`.
-        sampler: item order (e.g. :class:`~flash.core.data.EpochShuffleSampler`), or a batch
+        sampler: item order (e.g. :class:`~flash.core.data.datamodule.EpochShuffleSampler`), or a batch
             sampler (one with a ``batch_size``); default: in order.
         drop_last: drop the last, smaller batch (keeps shapes static for ``torch.compile``).
         prefetch: batches waiting between the stages (decoding, augmentation, the model).
@@ -598,7 +598,7 @@ def gpu_loader_for(
     Batches come out in the trainer's precision (bf16 under ``"bf16-mixed"``), channels-last.
 
     Args:
-        datamodule: a :class:`~flash.core.data.DataModule`; its splits, batch size, workers, seed,
+        datamodule: a :class:`~flash.core.data.datamodule.DataModule`; its splits, batch size, workers, seed,
             training sampler and trainer are used, and, where it has them, ``preprocessing``,
             ``crop_scale``, ``channels_last``, ``transform``, ``train_transform`` and ``on_bad_image``.
         stage: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.

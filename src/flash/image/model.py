@@ -17,9 +17,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from flash.core.classification import ClassificationTask
-from flash.core.cpu import reuse_freed_memory
-from flash.core.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.model.classification import ClassificationTask
+from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.utils.cpu import reuse_freed_memory
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import ImageDataset
 from flash.image.features import FeatureCache, backbone_is_fixed, fit_linear_probe, linear_layer_of
@@ -71,7 +71,7 @@ class ImageClassifier(ClassificationTask):
         multi_label: each image may carry several classes (sigmoid outputs).
         labels: class names; filled from the data at training time and saved in checkpoints.
         learning_rate: the head's learning rate.
-        optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs: see :mod:`flash.core.optimizers`.
+        optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs: see :mod:`flash.core.training.optimizers`.
         backbone_lr_factor: the backbone's learning rate as a fraction of ``learning_rate``.
         layer_lr_decay: each backbone stage below the top one gets this factor more.
         label_smoothing: for single-label training.

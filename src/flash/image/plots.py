@@ -1,7 +1,7 @@
 """Image grids: a batch as the model sees it in training, and the worst-classified validation images.
 
 Both return a matplotlib figure, or save a PNG and return its path when ``path`` is given; see
-:mod:`flash.core.plots` for the generic plots (training curves, confusion matrix).
+:mod:`flash.core.utils.plots` for the generic plots (training curves, confusion matrix).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from flash.core.plots import new_figure, save_figure, validation_predictions
+from flash.core.utils.plots import new_figure, save_figure, validation_predictions
 
 __all__ = ["plot_image_grid", "plot_worst_predictions", "show_batch"]
 

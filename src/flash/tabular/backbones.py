@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flash.core.registry import Backbone, BackboneRegistry
+from flash.core.model.registry import Backbone, BackboneRegistry
 from flash.tabular.preprocessing import TabularPreprocessor
 
 TABULAR_BACKBONES = BackboneRegistry("tabular")

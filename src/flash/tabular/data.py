@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from flash.core.data import DataModule, LabelEncoder, Split, split_off_validation
+from flash.core.data.datamodule import DataModule, LabelEncoder, Split, split_off_validation
 from flash.tabular.frames import (
     announce,
     as_field_list,
@@ -58,7 +58,7 @@ class TabularData(DataModule):
     preprocessing (:class:`~flash.tabular.preprocessing.TabularPreprocessor`) is fitted on the
     training rows only; a task built with ``from_data(data)`` carries it into its checkpoints.
 
-    Each split's :class:`~flash.core.data.Split` holds row positions into :attr:`frames`.
+    Each split's :class:`~flash.core.data.datamodule.Split` holds row positions into :attr:`frames`.
     """
 
     is_regression = False

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from flash.core.classification import ClassificationTask
-from flash.core.regression import RegressionTask
+from flash.core.model.classification import ClassificationTask
+from flash.core.model.regression import RegressionTask
 from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
 from flash.tabular.frames import read_table, shown
@@ -222,7 +222,7 @@ class TabularClassifier(TabularTask, ClassificationTask):
         target_fields: the data's target column (ignored when present in rows to predict).
         learning_rate: AdamW learning rate (default 2e-3).
         optimizer, optimizer_kwargs: default AdamW with ``weight_decay=3e-4``.
-        lr_scheduler, lr_scheduler_kwargs: see :class:`~flash.core.task.Task`.
+        lr_scheduler, lr_scheduler_kwargs: see :class:`~flash.core.model.task.Task`.
         label_smoothing: cross-entropy label smoothing.
         restore_best_weights: when the data has validation rows, end training with the weights
             of the epoch with the lowest ``val_loss`` (early stopping without stopping early).

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flash.core.registry import Backbone, BackboneRegistry
+from flash.core.model.registry import Backbone, BackboneRegistry
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset, Sampler
 
-from flash.core.data import (
+from flash.core.data.datamodule import (
     DataModule,
     EpochShuffleSampler,
     LabelEncoder,
@@ -19,7 +19,7 @@ from flash.core.data import (
     encode_multi_hot_columns,
     split_off_validation,
 )
-from flash.core.samplers import LengthGroupedBatchSampler
+from flash.core.data.samplers import LengthGroupedBatchSampler
 from flash.text.backbones import DEFAULT_BACKBONE, load_tokenizer
 from flash.text.readers import as_fields, read_csv, read_json, read_parquet, require_columns, texts_of
 from flash.text.tokenization import PadCollate, TokenizedTexts, tokenize
@@ -51,7 +51,7 @@ class TextClassificationData(DataModule):
         input_field: the name of the text column (travels into the task, so it can read files).
         backbone: whose tokenizer to use before a task is attached (default: the default backbone).
         max_length: tokens kept per text before a task is attached (the task's own wins after).
-        batch_size, num_workers, seed: see :class:`~flash.core.data.DataModule`.
+        batch_size, num_workers, seed: see :class:`~flash.core.data.datamodule.DataModule`.
     """
 
     def __init__(

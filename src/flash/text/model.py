@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from flash.core.classification import ClassificationTask
-from flash.core.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.model.classification import ClassificationTask
+from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
 from flash.text.data import DEFAULT_MAX_LENGTH
 from flash.text.readers import TABLE_SUFFIXES, read_lines, read_table
@@ -46,12 +46,12 @@ class TextClassifier(ClassificationTask):
             ``learning_rate * backbone_lr_factor``.
         backbone_lr_factor: see above.
         layer_lr_decay: each backbone block below the top one gets this factor more.
-        optimizer, lr_scheduler: see :mod:`flash.core.optimizers`. The default schedule warms up
+        optimizer, lr_scheduler: see :mod:`flash.core.training.optimizers`. The default schedule warms up
             linearly over the first tenth of the steps, then decays linearly to zero. Adam and
             AdamW use torch's fused implementation unless ``optimizer_kwargs`` are given.
         input_field: the text column of the training data (filled from the data; used when
             predicting on a table file).
-        **kwargs: more :class:`~flash.core.classification.ClassificationTask` arguments.
+        **kwargs: more :class:`~flash.core.model.classification.ClassificationTask` arguments.
     """
 
     domain = "text"

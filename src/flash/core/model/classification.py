@@ -1,4 +1,4 @@
-"""Classification on top of :class:`~flash.core.task.Task`: losses, metrics, labels, outputs."""
+"""Classification on top of :class:`~flash.core.model.task.Task`: losses, metrics, labels, outputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from flash.core.task import Task
+from flash.core.model.task import Task
 
 
 def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
@@ -45,7 +45,7 @@ class ClassificationTask(Task):
             training time when not given, and saved in checkpoints.
         multi_label: each item can carry several classes (sigmoid outputs, BCE loss).
         multi_label_threshold: probability above which a class is predicted (multi-label).
-        **kwargs: :class:`~flash.core.task.Task` arguments.
+        **kwargs: :class:`~flash.core.model.task.Task` arguments.
     """
 
     outputs = ("labels", "probabilities", "logits")

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flash.cli_domains import positive_int
-from flash.cli_format import FORMATS, format_rows
+from flash.cli.domains import positive_int
+from flash.cli.format import FORMATS, format_rows
 
 OUTPUTS = ("labels", "probabilities")
 
@@ -54,8 +54,8 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it, or another --out.")
-    from flash.cli_domains import domain_of_task
-    from flash.core.checkpoint import load_task
+    from flash.cli.domains import domain_of_task
+    from flash.core.deploy.checkpoint import load_task
 
     task = load_task(args.checkpoint)
     spec = domain_of_task(task)

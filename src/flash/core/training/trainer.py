@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from flash.core.finetuning import FlashBaseFinetuning, resolve_strategy
+from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
 
 DEFAULT_MAX_EPOCHS = 10
 """Epochs run by ``flash.Trainer()`` when neither ``max_epochs`` nor ``max_steps`` is given."""
@@ -109,7 +109,7 @@ class Trainer(pl.Trainer):
             datamodule: a data module (or a training DataLoader).
             strategy: ``"no_freeze"``, ``"freeze"``, ``"freeze_unfreeze"``, ``"unfreeze_milestones"``,
                 a ``(name, argument)`` tuple, or a ``BaseFinetuning`` callback; see
-                :mod:`flash.core.finetuning`.
+                :mod:`flash.core.training.finetuning`.
             train_bn: keep BatchNorm layers of frozen parts training; ``None``: the task's
                 ``default_train_bn`` (``True`` for tasks without one; image tasks keep them frozen).
             ckpt_path: resume from this checkpoint.
@@ -167,11 +167,11 @@ class Trainer(pl.Trainer):
             update_attr: set ``model.learning_rate`` (and its saved hyperparameter) to the suggestion.
 
         Returns:
-            :class:`flash.core.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
+            :class:`flash.core.training.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
             The task's weights, BatchNorm statistics, trainable parameters and the random state
             are restored afterwards.
         """
-        from flash.core.lr_finder import find_learning_rate
+        from flash.core.training.lr_finder import find_learning_rate
 
         return find_learning_rate(
             self,
@@ -220,7 +220,7 @@ class Trainer(pl.Trainer):
 
     @staticmethod
     def _attach(model: Any, *candidates: Any) -> None:
-        from flash.core.data import DataModule
+        from flash.core.data.datamodule import DataModule
 
         if model is None:
             return

@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flash.cli_domains import DOMAINS, DomainSpec, Option, positive_int
-from flash.cli_format import table
+from flash.cli.domains import DOMAINS, DomainSpec, Option, positive_int
+from flash.cli.format import table
 
 STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones")
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
@@ -44,7 +44,7 @@ def parse_strategy(text: str) -> str:
 
 
 def strategy_value(text: str) -> Any:
-    """A ``--strategy`` text as :func:`flash.core.finetuning.resolve_strategy` takes it."""
+    """A ``--strategy`` text as :func:`flash.core.training.finetuning.resolve_strategy` takes it."""
     name, _, argument = text.partition(":")
     forms = "no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N]"
     if name not in STRATEGY_NAMES:
@@ -394,8 +394,8 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
     import lightning.pytorch as pl
 
     import flash
-    from flash.core.lr_finder import apply_learning_rate
-    from flash.core.progress import FlashProgressBar
+    from flash.core.training.lr_finder import apply_learning_rate
+    from flash.core.utils.progress import FlashProgressBar
 
     strategy = strategy_value(options["strategy"])
     pl.seed_everything(options["seed"], workers=True, verbose=False)
@@ -445,7 +445,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
 
 def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
     """Write the checkpoint, metrics, plots, config and results of a finished run into ``out``."""
-    from flash.core.plots import plot_training_curves, save_figure
+    from flash.core.utils.plots import plot_training_curves, save_figure
 
     task, data, history, plots = run["task"], run["data"], run["history"], out / "plots"
     files: dict[str, Path] = {}
@@ -464,8 +464,8 @@ def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
 
 
 def _evaluation_plots(spec: DomainSpec, task: Any, data: Any, folder: Path) -> dict[str, Path]:
-    from flash.core.classification import ClassificationTask
-    from flash.core.plots import plot_confusion_matrix
+    from flash.core.model.classification import ClassificationTask
+    from flash.core.utils.plots import plot_confusion_matrix
 
     if not isinstance(task, ClassificationTask) or task.multi_label:
         return {}

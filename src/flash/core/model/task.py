@@ -12,7 +12,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from flash.core.optimizers import (
+from flash.core.training.optimizers import (
     OptimizerSpec,
     SchedulerSpec,
     build_optimizer,
@@ -21,7 +21,7 @@ from flash.core.optimizers import (
     check_scheduler,
     layer_rates,
 )
-from flash.core.progress import progress
+from flash.core.utils.progress import progress
 
 Batch = dict[str, Any]
 
@@ -42,7 +42,7 @@ class Task(LightningModule):
         learning_rate: the head's learning rate.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or a callable.
         lr_scheduler: ``"cosine"``, ``"onecycle"``, ``"linear_warmup"``, ``"reduce_on_plateau"``,
-            ``None`` or a callable; see :mod:`flash.core.optimizers`.
+            ``None`` or a callable; see :mod:`flash.core.training.optimizers`.
         backbone_lr_factor: the backbone's learning rate as a fraction of ``learning_rate``
             (discriminative rates; ``1.0`` trains it at the head's rate).
         layer_lr_decay: each backbone block below the top one gets this factor more (``1.0``:
@@ -239,14 +239,14 @@ class Task(LightningModule):
         raise NotImplementedError(f"{type(self).__name__} does not provide an example input.")
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
-        """Serve this task over HTTP until interrupted; see :func:`flash.core.serve.serve`."""
-        from flash.core.serve import serve
+        """Serve this task over HTTP until interrupted; see :func:`flash.core.deploy.serve.serve`."""
+        from flash.core.deploy.serve import serve
 
         serve(self, host=host, port=port, **kwargs)
 
     def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Export :meth:`forward` to an ONNX file; see :func:`flash.core.export.export_onnx`."""
-        from flash.core.export import export_onnx
+        """Export :meth:`forward` to an ONNX file; see :func:`flash.core.deploy.export.export_onnx`."""
+        from flash.core.deploy.export import export_onnx
 
         return export_onnx(self, file_path, example_input=input_sample, **kwargs)
 
@@ -264,7 +264,7 @@ class Task(LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Load a task; its backbone is built without downloading weights (the checkpoint has them)."""
-        from flash.core.checkpoint import check_flash_checkpoint
+        from flash.core.deploy.checkpoint import check_flash_checkpoint
 
         check_flash_checkpoint(checkpoint_path)
         if "pretrained" in inspect.signature(cls.__init__).parameters:
@@ -274,7 +274,7 @@ class Task(LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from flash.core.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
+        from flash.core.deploy.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
 
         checkpoint[FLASH_CHECKPOINT_KEY] = checkpoint_marker(type(self))
 

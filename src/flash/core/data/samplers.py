@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
-from flash.core.data import EpochShuffleSampler
+from flash.core.data.datamodule import EpochShuffleSampler
 
 
 class LengthGroupedBatchSampler(BatchSampler):

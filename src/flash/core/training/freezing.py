@@ -1,6 +1,6 @@
 """Freeze and unfreeze modules by toggling ``requires_grad`` and normalisation-layer mode.
 
-Every parameter of a task sits in the optimizer from the start (see :mod:`flash.core.optimizers`),
+Every parameter of a task sits in the optimizer from the start (see :mod:`flash.core.training.optimizers`),
 so freezing never touches the optimizer: a frozen parameter simply has no gradient, which every
 torch optimizer skips, and a frozen normalisation layer (with ``train_bn=False``) is kept in eval
 mode so its running statistics stay bit-identical.

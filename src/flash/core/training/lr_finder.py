@@ -100,7 +100,7 @@ def find_learning_rate(
     lrs = lrs[: len(raw)]
     losses = smooth(raw)
     suggestion = suggest_learning_rate(lrs, losses)
-    from flash.core.plots import plot_lr_finder
+    from flash.core.utils.plots import plot_lr_finder
 
     plot = plot_lr_finder(lrs, losses, suggestion, path=plot_path)
     if update_attr and suggestion is not None:
@@ -190,7 +190,7 @@ def _check_arguments(
 
 def _train_loader(task: pl.LightningModule, data: Any) -> DataLoader:
     """The training loader only: the range test needs no validation."""
-    from flash.core.data import DataModule
+    from flash.core.data.datamodule import DataModule
 
     if isinstance(data, DataLoader):
         return data
@@ -209,8 +209,8 @@ def _scratch_trainer(
     trainer: pl.Trainer, root: str, strategy: Any, train_bn: bool | None, task: pl.LightningModule
 ) -> pl.Trainer:
     """A one-device trainer like ``trainer`` that writes nothing the user keeps and logs nothing."""
-    from flash.core.finetuning import FlashBaseFinetuning, resolve_strategy
-    from flash.core.progress import is_quiet
+    from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
+    from flash.core.utils.progress import is_quiet
 
     callbacks = []
     if strategy is not None:

@@ -1,4 +1,4 @@
-"""Regression on top of :class:`~flash.core.task.Task`: one or more real-valued targets."""
+"""Regression on top of :class:`~flash.core.model.task.Task`: one or more real-valued targets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from flash.core.task import Task
+from flash.core.model.task import Task
 
 
 class RegressionTask(Task):

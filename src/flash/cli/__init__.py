@@ -19,10 +19,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from flash.cli_domains import DOMAINS, positive_int
-from flash.cli_finetune import add_finetune_parser, config_argv, run_finetune
-from flash.cli_format import FORMATS, format_rows
-from flash.cli_predict import add_predict_parser, run_predict
+from flash.cli.domains import DOMAINS, positive_int
+from flash.cli.finetune import add_finetune_parser, config_argv, run_finetune
+from flash.cli.format import FORMATS, format_rows
+from flash.cli.predict import add_predict_parser, run_predict
 
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError)
 """Errors that flash raises about the user's input: shown as one line, no traceback."""
@@ -54,7 +54,7 @@ def _module_exists(name: str) -> bool:
     whose packages import torch) its parent packages: help and argument errors stay quick."""
     package, _, rest = name.partition(".")
     if package == "flash" and rest:
-        base = Path(__file__).parent.joinpath(*rest.split("."))
+        base = Path(__file__).parents[1].joinpath(*rest.split("."))
         return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
     try:
         return importlib.util.find_spec(name) is not None
@@ -80,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbones_parser(commands)
     if _module_exists("flash.image.demo"):
         _add_demo_parser(commands)
-    if _module_exists("flash.core.serve"):
+    if _module_exists("flash.core.deploy.serve"):
         _add_serve_parser(commands)
-    if _module_exists("flash.core.export"):
+    if _module_exists("flash.core.deploy.export"):
         _add_export_parser(commands)
     return parser
 
@@ -101,7 +101,7 @@ def _add_backbones_parser(commands: Any) -> None:
 
 def backbone_rows(domain: str) -> list[dict[str, Any]]:
     """The registered backbones of ``domain``: name, offline, description."""
-    from flash.core.registry import BackboneRegistry
+    from flash.core.model.registry import BackboneRegistry
 
     spec = DOMAINS[domain]
     modules = [spec.import_package()]
@@ -201,7 +201,7 @@ SERVE_DEFAULTS = {
     "max_wait_ms": 5.0,
     "max_inputs_per_request": 256,
 }
-"""flash.core.serve's defaults, mirrored so that `flash --help` need not import the web stack."""
+"""flash.core.deploy.serve's defaults, mirrored so that `flash --help` need not import the web stack."""
 
 
 def _add_serve_parser(commands: Any) -> None:
@@ -254,7 +254,7 @@ def _add_serve_parser(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from flash.core.serve import serve
+    from flash.core.deploy.serve import serve
 
     if not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"No checkpoint at {args.checkpoint}.")
@@ -300,7 +300,7 @@ def _add_export_parser(commands: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from flash.core.export import export_onnx
+    from flash.core.deploy.export import export_onnx
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
@@ -382,8 +382,8 @@ def command_messages(quiet: bool) -> Iterator[None]:
     command's user can act on) are hidden; other warnings print as one ``warning: ...`` line. ``quiet`` hides warnings
     and progress bars too. Everything is put back afterwards.
     """
-    from flash.core.progress import is_quiet
-    from flash.core.progress import quiet as quiet_mode
+    from flash.core.utils.progress import is_quiet
+    from flash.core.utils.progress import quiet as quiet_mode
 
     quiet = quiet or is_quiet()
     with warnings.catch_warnings(), quiet_mode(quiet):

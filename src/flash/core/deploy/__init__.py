@@ -1,0 +1,1 @@
+"""Deployment: checkpoints, ONNX export and HTTP serving."""

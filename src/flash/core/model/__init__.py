@@ -1,0 +1,1 @@
+"""Tasks: the :class:`~flash.core.model.task.Task` base, classification and regression, and the backbone registry."""

@@ -1,0 +1,1 @@
+"""Utilities shared by every layer: CPU threads, progress bars and plots."""
