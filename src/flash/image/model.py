@@ -370,6 +370,9 @@ class ImageClassifier(ClassificationTask):
     def collate_fn(self) -> Callable[[list[Any]], Any]:
         return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
 
+    input_description = "the base64 of an image file's bytes (JPEG, PNG, ...)"
+    input_schema = {"type": "string", "contentEncoding": "base64"}
+
     def decode_serve_input(self, value: Any) -> Image.Image:
         """Base64 of an image file's bytes (a ``data:image/...;base64,`` prefix is allowed) -> RGB image."""
         if not isinstance(value, str):
@@ -381,8 +384,12 @@ class ImageClassifier(ClassificationTask):
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("The image input is not valid base64.") from None
+        return self.decode_serve_file(data)
+
+    def decode_serve_file(self, data: bytes, filename: str = "") -> Image.Image:
+        """An uploaded image file's bytes -> RGB image."""
         if not data:
-            raise ValueError("The image input is empty.")
+            raise ValueError(f"The image {filename!r} is empty." if filename else "The image input is empty.")
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()

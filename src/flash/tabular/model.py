@@ -58,6 +58,8 @@ class TabularTask:
     """
 
     domain = "tabular"
+    input_description = "an object mapping each column name to its value"
+    input_schema = {"type": "object"}
     preprocessor: TabularPreprocessor
     target_fields: list[str]
 

@@ -216,13 +216,20 @@ class TextClassifier(ClassificationTask):
         """
         self.check_output(output)
         texts, single = self.texts_of(inputs, encoding)
-        ids = self.tokenize(texts)
-        by_length = TokenizedTexts.sorted_by_length(ids)
-        results = super().predict(by_length, output=output, batch_size=batch_size, num_workers=num_workers)
-        in_order: list[Any] = [None] * len(texts)
+        results = super().predict(texts, output=output, batch_size=batch_size, num_workers=num_workers)
+        return results[0] if single else results
+
+    def predict_outputs(
+        self, inputs: Any, kinds: Sequence[str], batch_size: int = 32, num_workers: int = 0
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """As :meth:`flash.core.model.task.Task.predict_outputs`, with texts batched by length."""
+        texts, single = self.texts_of(inputs)
+        by_length = TokenizedTexts.sorted_by_length(self.tokenize(texts))
+        rows, _ = super().predict_outputs(by_length, kinds, batch_size, num_workers)
+        in_order: list[dict[str, Any]] = [{}] * len(texts)
         for position, source in enumerate(by_length.order):
-            in_order[int(source)] = results[position]
-        return in_order[0] if single else in_order
+            in_order[int(source)] = rows[position]
+        return in_order, single
 
     # -- serving and export -------------------------------------------------------------------------
     def decode_serve_input(self, value: Any) -> str:
@@ -232,6 +239,25 @@ class TextClassifier(ClassificationTask):
         if not value.strip():
             raise ValueError("A text input is empty; send a non-empty string.")
         return value
+
+    input_description = "a string"
+    input_schema = {"type": "string", "minLength": 1}
+
+    def export_metadata(self) -> dict[str, Any]:
+        """The token limit and the tokenizer (``tokenizer.json`` of a fast tokenizer), so that the
+        exported file can be used on its own."""
+        meta = super().export_metadata()
+        meta["preprocessing"] = {
+            "max_length": self.max_length,
+            "tokenizer": {
+                "name_or_path": str(getattr(self.tokenizer, "name_or_path", "")),
+                "pad_token_id": self.tokenizer.pad_token_id,
+            },
+        }
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and hasattr(backend, "to_str"):
+            meta["tokenizer_json"] = backend.to_str()
+        return meta
 
     def example_input(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
         """A padded batch as :meth:`forward` receives it: ``{"input_ids", "attention_mask"}``."""

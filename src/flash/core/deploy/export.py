@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 import flash
+from flash.core.utils.jsonable import to_json
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 METADATA_PREFIX = "flash."
@@ -132,18 +133,18 @@ def _compare(task: Any, session: Any, examples: Sequence[Any], tolerance: float)
             continue
         graph = ExportGraph(task, example)
         with torch.no_grad():
-            expected = graph(*graph.tensors)[1].numpy()
+            expected = graph(*graph.tensors)[-1].numpy()
         feeds = {name: tensor.numpy() for name, tensor in zip(graph.input_names, graph.tensors)}
-        got = session.run([graph.output_names[1]], feeds)[0]
+        got = session.run([graph.output_names[-1]], feeds)[0]
         if got.shape != expected.shape:
             raise ExportCheckError(
-                f"The ONNX file gives {graph.output_names[1]} of shape {got.shape} for a batch of "
+                f"The ONNX file gives {graph.output_names[-1]} of shape {got.shape} for a batch of "
                 f"{graph.batch_size}, PyTorch {expected.shape}: the batch axis is not dynamic."
             )
         difference = float(np.abs(got.astype(np.float64) - expected).max()) if got.size else 0.0
         if not math.isfinite(difference) or difference > tolerance:
             raise ExportCheckError(
-                f"The ONNX file's {graph.output_names[1]} differ from PyTorch's by {difference:.2e} "
+                f"The ONNX file's {graph.output_names[-1]} differ from PyTorch's by {difference:.2e} "
                 f"(tolerance {tolerance:.0e}) on a batch of {graph.batch_size}."
             )
         worst = max(worst, difference)
@@ -162,26 +163,21 @@ class ExportGraph(nn.Module):
         self.tensors = tuple(tensors)
         self.keys = list(example) if self.kind == "dict" else None
         self.batch_size = int(self.tensors[0].shape[0])
-        self.classifier = callable(getattr(task, "probabilities", None))
-        self.regressor = hasattr(task, "target_mean") and hasattr(task, "target_std")
-        if not (self.classifier or self.regressor):
-            raise TypeError(
-                f"{type(task).__name__} is neither a classifier nor a regressor; cannot export it."
-            )
-        self.output_names = ["logits", "probabilities"] if self.classifier else ["output", "values"]
+        with torch.no_grad():
+            self.output_names = list(task.export_outputs(task(self._batch(self.tensors))))
+        if not self.output_names:
+            raise TypeError(f"{type(task).__name__}.export_outputs() names no outputs; cannot export it.")
         self.eval()  # exporters restore the wrapper's mode afterwards, and with it the task's
 
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, tensors: Sequence[torch.Tensor]) -> Any:
         if self.kind == "tensor":
-            batch: Any = tensors[0]
-        elif self.kind == "dict":
-            batch = dict(zip(self.keys, tensors))
-        else:
-            batch = tuple(tensors)
-        output = self.task(batch).float()
-        if self.classifier:
-            return output, self.task.probabilities(output)
-        return output, output * self.task.target_std + self.task.target_mean
+            return tensors[0]
+        if self.kind == "dict":
+            return dict(zip(self.keys, tensors))
+        return tuple(tensors)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.task.export_outputs(self.task(self._batch(tensors))).values())
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         axes: dict[str, dict[int, str]] = {}
@@ -313,74 +309,20 @@ def _save_with_metadata(source: Path, path: Path, metadata: dict[str, Any]) -> N
 
 # -- metadata -------------------------------------------------------------------------------------
 def onnx_metadata(task: Any, graph: ExportGraph) -> dict[str, Any]:
-    """What the exported file records about the task (every value JSON-serialisable)."""
+    """What the exported file records about the task (every value JSON-serialisable): what any
+    export holds, then the task's own :meth:`~flash.core.model.task.Task.export_metadata`."""
     cls = type(task)
+    descriptions = task.export_output_descriptions()
     meta: dict[str, Any] = {
         "version": flash.__version__,
         "task": f"{cls.__module__}.{cls.__qualname__}",
         "domain": getattr(task, "domain", "generic"),
         "inputs": graph.describe_inputs(),
-        "outputs": _describe_outputs(task, graph),
-        "hyperparameters": _jsonable(dict(getattr(task, "hparams", {}))),
-        "preprocessing": _preprocessing(task),
+        "outputs": {name: descriptions.get(name, "") for name in graph.output_names},
+        "hyperparameters": to_json(dict(getattr(task, "hparams", {}))),
     }
-    if graph.classifier:
-        meta["labels"] = _jsonable(getattr(task, "labels", None))
-        meta["multi_label"] = bool(getattr(task, "multi_label", False))
-        meta["multi_label_threshold"] = float(getattr(task, "multi_label_threshold", 0.5))
-    tokenizer = getattr(task, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "to_str"):
-        meta["tokenizer_json"] = backend.to_str()
+    meta.update(to_json(task.export_metadata()))
     return meta
-
-
-def _describe_outputs(task: Any, graph: ExportGraph) -> dict[str, str]:
-    if graph.classifier:
-        activation = "sigmoid" if getattr(task, "multi_label", False) else "softmax"
-        return {
-            "logits": "one logit per class, (batch, classes)",
-            "probabilities": f"{activation} of the logits, (batch, classes), class i named labels[i]",
-        }
-    return {"output": "standardised predictions, (batch, targets)", "values": "predictions, (batch, targets)"}
-
-
-def _preprocessing(task: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    preprocessing = getattr(task, "preprocessing", None)
-    if isinstance(preprocessing, Mapping):
-        found.update(_jsonable(dict(preprocessing)))
-    for name in ("image_size", "mean", "std", "max_length", "crop_pct", "interpolation"):
-        value = getattr(task, name, None)
-        if name not in found and value is not None and _jsonable(value) is not None:
-            found[name] = _jsonable(value)
-    tokenizer = getattr(task, "tokenizer", None)
-    if tokenizer is not None:
-        found["tokenizer"] = {
-            "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
-            "pad_token_id": _jsonable(getattr(tokenizer, "pad_token_id", None)),
-        }
-    return found
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with what JSON cannot hold dropped (objects) or converted (tuples, numpy, tensors)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, torch.Tensor | np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, Mapping):
-        converted = {str(k): (v, _jsonable(v)) for k, v in value.items()}
-        return {k: new for k, (old, new) in converted.items() if new is not None or old is None}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return None
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 Endpoints:
 
 - ``GET /health``: 200 with the task's name, domain and classes once the model is loaded.
-- ``POST /predict``: JSON ``{"inputs": [...]}`` (image: base64 of the file bytes; text: a
-  string; tabular: an object column -> value), or for images a multipart upload of files.
-  Answers ``{"predictions": [...]}`` in input order: ``{"label", "probabilities"}`` per item
-  for a classifier (``label`` is a list for a multi-label one), ``{"value"}`` for a regressor.
+- ``POST /predict``: JSON ``{"inputs": [...]}``, each input as the task's
+  ``decode_serve_input`` reads it (its ``input_description`` says what it is), or a multipart
+  upload of files for tasks that take files (``accepts_files``). Answers
+  ``{"predictions": [...]}`` in input order: one object per item from the task's
+  ``serve_predictions`` (``{"label", "probabilities"}`` for a classifier, ``{"value"}`` for a
+  regressor).
 - ``GET /openapi.json`` and ``GET /docs``: the OpenAPI schema and its interactive page.
 
 Errors are ``{"error": "..."}``: 400 body not JSON, 413 body over ``max_body_bytes`` (refused
@@ -21,7 +23,6 @@ Entry points: :func:`serve` (blocking; what ``task.serve()`` and ``flash serve``
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -44,7 +45,6 @@ from flash.core.deploy.serve_schema import (
     ErrorResponse,
     HealthResponse,
     PredictResponse,
-    input_description,
     request_body_schema,
 )
 from flash.core.utils.progress import is_quiet, set_quiet
@@ -97,7 +97,7 @@ def build_app(
 
     task.eval()
     predictor = BatchPredictor(
-        lambda items: predict_for_serving(task, items, max_batch_size),
+        lambda items: task.serve_predictions(items, max_batch_size),
         max_batch_size=max_batch_size,
         max_wait_s=max_wait_ms / 1000,
         max_queue_size=max_queue_size,
@@ -112,10 +112,10 @@ def build_app(
             await predictor.stop()
 
     domain = getattr(task, "domain", "generic")
-    accepts_files = domain == "image"
+    accepts_files = bool(task.accepts_files)
     app = FastAPI(
         title=f"flash {type(task).__name__}",
-        description=f"Predictions of a finetuned {type(task).__name__}. Each input is {input_description(domain)}.",
+        description=f"Predictions of a finetuned {type(task).__name__}. Each input is {task.input_description}.",
         lifespan=lifespan,
     )
     app.state.task = task
@@ -154,7 +154,7 @@ def build_app(
         "/predict",
         response_model=PredictResponse,
         responses=error_responses,
-        openapi_extra={"requestBody": request_body_schema(domain, accepts_files)},
+        openapi_extra={"requestBody": request_body_schema(task)},
     )
     async def predict(request: Request) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -163,12 +163,13 @@ def build_app(
                 raise RequestError(
                     415,
                     f"A {type(task).__name__} takes JSON, not file uploads: send "
-                    f'{{"inputs": [...]}} where each input is {input_description(domain)}.',
+                    f'{{"inputs": [...]}} where each input is {task.input_description}.',
                 )
-            values = await _uploaded_files_as_base64(request, max_inputs_per_request)
+            files = await _uploaded_files(request, max_inputs_per_request)
+            items = await asyncio.to_thread(_decode_files, task, files)
         else:
-            values = _inputs_from_json(await request.body(), max_inputs_per_request, domain)
-        items = await asyncio.to_thread(_decode_all, task, values)
+            values = _inputs_from_json(await request.body(), max_inputs_per_request, task.input_description)
+            items = await asyncio.to_thread(_decode_all, task, values)
         try:
             predictions = await predictor.predict(items)
         except (ServerBusyError, ServerStoppingError) as error:
@@ -183,27 +184,9 @@ def build_app(
     return app
 
 
-def predict_for_serving(task: Any, items: list[Any], batch_size: int) -> list[dict[str, Any]]:
-    """Run ``task`` on decoded inputs; one JSON-ready prediction dict per input."""
-    outputs = getattr(task, "outputs", ())
-    if "logits" in outputs and "probabilities" in outputs:
-        logits = torch.tensor(
-            task.predict(items, output="logits", batch_size=batch_size), dtype=torch.float32
-        )
-        labels = task.format_output(logits, "labels")
-        probabilities = task.format_output(logits, "probabilities")
-        return [
-            {"label": label, "probabilities": {str(name): float(p) for name, p in probs.items()}}
-            for label, probs in zip(labels, probabilities)
-        ]
-    if "values" in outputs:
-        return [{"value": value} for value in task.predict(items, output="values", batch_size=batch_size)]
-    raise TypeError(f"{type(task).__name__} is neither a classifier nor a regressor; it cannot be served.")
-
-
 # -- request parsing ------------------------------------------------------------------------------
-def _inputs_from_json(body: bytes, max_inputs: int, domain: str) -> list[Any]:
-    example = f'{{"inputs": [...]}} where each input is {input_description(domain)}'
+def _inputs_from_json(body: bytes, max_inputs: int, description: str) -> list[Any]:
+    example = f'{{"inputs": [...]}} where each input is {description}'
     if not body:
         raise RequestError(400, f"The request body is empty; send JSON {example}.")
     try:
@@ -231,7 +214,8 @@ def _inputs_from_json(body: bytes, max_inputs: int, domain: str) -> list[Any]:
     return inputs
 
 
-async def _uploaded_files_as_base64(request: Request, max_inputs: int) -> list[str]:
+async def _uploaded_files(request: Request, max_inputs: int) -> list[tuple[bytes, str]]:
+    """The uploaded files' bytes and names, in upload order (handed to the task as bytes)."""
     try:
         form = await request.form(max_files=max_inputs, max_fields=max_inputs)
     except HTTPException:
@@ -239,15 +223,15 @@ async def _uploaded_files_as_base64(request: Request, max_inputs: int) -> list[s
     except Exception as error:
         raise RequestError(400, f"The multipart body could not be read: {error}.") from error
     try:
-        values: list[str] = []
+        values: list[tuple[bytes, str]] = []
         for field, value in form.multi_items():
             if not isinstance(value, UploadFile):
-                raise RequestError(422, f"Form field {field!r} is not a file; upload image files only.")
-            values.append(base64.b64encode(await value.read()).decode("ascii"))
+                raise RequestError(422, f"Form field {field!r} is not a file; upload files only.")
+            values.append((await value.read(), value.filename or ""))
     finally:
         await form.close()
     if not values:
-        raise RequestError(422, "The upload holds no files; attach one image file per input as 'files'.")
+        raise RequestError(422, "The upload holds no files; attach one file per input as 'files'.")
     return values
 
 
@@ -258,6 +242,16 @@ def _decode_all(task: Any, values: list[Any]) -> list[Any]:
             items.append(task.decode_serve_input(value))
         except (ValueError, TypeError) as error:
             raise RequestError(422, f"inputs[{index}]: {error}") from None
+    return items
+
+
+def _decode_files(task: Any, files: list[tuple[bytes, str]]) -> list[Any]:
+    items = []
+    for index, (data, name) in enumerate(files):
+        try:
+            items.append(task.decode_serve_file(data, name))
+        except (ValueError, TypeError) as error:
+            raise RequestError(422, f"files[{index}] ({name}): {error}") from None
     return items
 
 
@@ -396,7 +390,7 @@ def _resolve_task(task: Any) -> Any:
         from flash.core.deploy.checkpoint import load_task
 
         return load_task(task)
-    if not isinstance(task, torch.nn.Module) or not hasattr(task, "decode_serve_input"):
+    if not isinstance(task, torch.nn.Module) or not hasattr(task, "serve_predictions"):
         raise TypeError(f"Serve a flash task or the path of its checkpoint, got {type(task).__name__}.")
     return task
 

@@ -6,16 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-INPUT_DESCRIPTIONS = {
-    "image": "the base64 of an image file's bytes (JPEG, PNG, ...)",
-    "text": "a string",
-    "tabular": "an object mapping each column name to its value",
-}
-
-
-def input_description(domain: str) -> str:
-    return INPUT_DESCRIPTIONS.get(domain, "one input the task accepts")
-
 
 class PredictRequest(BaseModel):
     """``{"inputs": [...]}``: one entry per item to predict."""
@@ -50,18 +40,20 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str = Field(..., examples=["ok"])
     task: str = Field(..., description="The task class.", examples=["ImageClassifier"])
-    domain: str = Field(..., examples=["image"])
+    domain: str = Field(..., description="The task family (its `domain`).")
     labels: list[Any] | None = Field(None, description="The class names, for a classifier.")
 
 
-def request_body_schema(domain: str, accepts_files: bool) -> dict[str, Any]:
-    """The ``requestBody`` of ``POST /predict`` (JSON, and multipart uploads where files make sense)."""
+def request_body_schema(task: Any) -> dict[str, Any]:
+    """The ``requestBody`` of ``POST /predict`` for ``task``: JSON, and multipart uploads where
+    the task takes files (its ``accepts_files``)."""
     json_schema = PredictRequest.model_json_schema()
-    json_schema["properties"]["inputs"]["description"] = (
-        f"The items to predict, each {input_description(domain)}."
-    )
+    inputs = json_schema["properties"]["inputs"]
+    inputs["description"] = f"The items to predict, each {task.input_description}."
+    if task.input_schema:
+        inputs["items"] = dict(task.input_schema)
     content: dict[str, Any] = {"application/json": {"schema": json_schema}}
-    if accepts_files:
+    if task.accepts_files:
         content["multipart/form-data"] = {
             "schema": {
                 "type": "object",
@@ -69,7 +61,7 @@ def request_body_schema(domain: str, accepts_files: bool) -> dict[str, Any]:
                     "files": {
                         "type": "array",
                         "items": {"type": "string", "format": "binary"},
-                        "description": "One image file per item, predicted in upload order.",
+                        "description": "One file per item, predicted in upload order.",
                     }
                 },
                 "required": ["files"],

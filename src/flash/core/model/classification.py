@@ -10,6 +10,7 @@ import torchmetrics
 from torch import nn
 
 from flash.core.model.task import Task
+from flash.core.utils.jsonable import to_json
 
 
 def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
@@ -49,6 +50,8 @@ class ClassificationTask(Task):
     """
 
     outputs = ("labels", "probabilities", "logits")
+    serve_outputs = ("labels", "probabilities")
+    output_fields = {"labels": "label", "probabilities": "probabilities", "logits": "logits"}
 
     def __init__(
         self,
@@ -100,6 +103,25 @@ class ClassificationTask(Task):
                 for row in probs.tolist()
             ]
         return [names[i] for i in probs.argmax(dim=-1).tolist()]
+
+    def export_outputs(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        output = output.float()
+        return {"logits": output, "probabilities": self.probabilities(output)}
+
+    def export_output_descriptions(self) -> dict[str, str]:
+        activation = "sigmoid" if self.multi_label else "softmax"
+        return {
+            "logits": "one logit per class, (batch, classes)",
+            "probabilities": f"{activation} of the logits, (batch, classes), class i named labels[i]",
+        }
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {
+            **super().export_metadata(),
+            "labels": to_json(self.labels),
+            "multi_label": self.multi_label,
+            "multi_label_threshold": self.multi_label_threshold,
+        }
 
     def attach_labels(self, labels: Sequence[str] | None, multi_label: bool | None = None) -> None:
         """Check the data's classes against the task and keep their names (they travel in checkpoints)."""

@@ -19,6 +19,7 @@ class RegressionTask(Task):
     """
 
     outputs = ("values",)
+    output_fields = {"values": "value"}
 
     def __init__(
         self,
@@ -60,3 +61,13 @@ class RegressionTask(Task):
         if self.num_targets == 1:
             return values[:, 0].tolist()
         return values.tolist()
+
+    def export_outputs(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        output = output.float()
+        return {"output": output, "values": output * self.target_std + self.target_mean}
+
+    def export_output_descriptions(self) -> dict[str, str]:
+        return {
+            "output": "standardised predictions, (batch, targets)",
+            "values": "predictions, (batch, targets)",
+        }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from flash.core.training.optimizers import (
     check_scheduler,
     layer_rates,
 )
+from flash.core.utils.jsonable import to_json
 from flash.core.utils.progress import progress
 
 Batch = dict[str, Any]
@@ -183,21 +184,52 @@ class Task(LightningModule):
             return 1
         return int(steps) if math.isfinite(steps) else 1000
 
-    # -- prediction -----------------------------------------------------------------------------
+    # -- the task contract: what the CLI, serving, export and plots use ---------------------------
+    domain: str = "generic"
+    """The name of the task's family (its ``flash finetune`` command and ``flash predict`` input
+    reader are found under it); shown by ``/health`` and recorded in exports."""
+
+    outputs: tuple[str, ...] = ("raw",)
+    """The kinds of prediction :meth:`predict` offers; the first is the default."""
+
+    serve_outputs: tuple[str, ...] = ()
+    """The kinds one served prediction holds (default: the first of :attr:`outputs`)."""
+
+    output_fields: dict[str, str] = {}
+    """The JSON field of each output kind in served predictions (default: the kind's name)."""
+
+    input_description: str = "one input the task accepts"
+    """What one JSON input of a serving request is, in words (errors and the OpenAPI page)."""
+
+    input_schema: dict[str, Any] = {}
+    """The JSON schema of one serving input (the OpenAPI page); empty means any JSON value."""
+
     def predict(
         self, inputs: Any, output: str | None = None, batch_size: int = 32, num_workers: int = 0
     ) -> Any:
         """Predict on ``inputs``; a single input gives a single result, a collection a list.
 
         Args:
-            inputs: what the task's domain accepts (see the subclass).
-            output: ``"labels"`` (the default) or ``"probabilities"`` (classification);
-                ``"values"`` (regression, the default there).
+            inputs: what the task accepts (see the subclass).
+            output: one of :attr:`outputs` (default: the first), e.g. ``"labels"`` or
+                ``"probabilities"`` for a classifier, ``"values"`` for a regressor.
             batch_size: items per forward pass.
+            num_workers: loader processes.
         """
-        output = output or self.outputs[0]
-        self.check_output(output)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        kind = output or self.outputs[0]
+        self.check_output(kind)
+        rows, single = self.predict_outputs(inputs, (kind,), batch_size, num_workers)
+        results = [row[kind] for row in rows]
+        return results[0] if single else results
+
+    def predict_outputs(
+        self, inputs: Any, kinds: Sequence[str], batch_size: int = 32, num_workers: int = 0
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Several kinds of prediction from one forward pass: ``{kind: result}`` per item, in
+        input order, and whether ``inputs`` was a single item."""
+        for kind in kinds:
+            self.check_output(kind)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
         dataset, single = self.predict_dataset(inputs)
         loader = DataLoader(
@@ -205,15 +237,17 @@ class Task(LightningModule):
         )
         was_training = self.training
         self.eval()
-        results: list[Any] = []
+        rows: list[dict[str, Any]] = []
         try:
             with torch.inference_mode():
                 for batch in progress(loader, desc="Predicting"):
                     batch = self.transfer_batch_to_device(batch, self.device, 0)
-                    results.extend(self.format_output(self(batch["input"]), output))
+                    output = self(batch["input"])
+                    per_kind = [self.format_output(output, kind) for kind in kinds]
+                    rows.extend(dict(zip(kinds, values)) for values in zip(*per_kind))
         finally:
             self.train(was_training)
-        return results[0] if single else results
+        return rows, single
 
     def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
         """A dataset of ready items for ``inputs``, and whether ``inputs`` was a single item."""
@@ -223,9 +257,19 @@ class Task(LightningModule):
         """How items become a batch; ``None`` uses torch's default collate."""
         return None
 
-    domain: str = "generic"
-    """Which kind of data the task takes: ``"image"``, ``"text"`` or ``"tabular"``."""
+    def check_output(self, output: str) -> None:
+        if output not in self.outputs:
+            raise ValueError(f"Unknown output {output!r}. Choose one of {', '.join(self.outputs)}.")
 
+    def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
+        """Turn a batch of model outputs into a list of per-item results of ``kind``."""
+        return list(output.detach().cpu())
+
+    def output_to_json(self, result: Any, kind: str) -> Any:
+        """One item's result of ``kind`` as a JSON value (numbers, strings, lists, objects)."""
+        return to_json(result)
+
+    # -- serving --------------------------------------------------------------------------------
     def decode_serve_input(self, value: Any) -> Any:
         """Turn one JSON value of a serving request into an input :meth:`predict` accepts.
 
@@ -234,31 +278,65 @@ class Task(LightningModule):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be served.")
 
-    def example_input(self, batch_size: int = 2) -> Any:
-        """A batch input as :meth:`forward` receives it after preprocessing (for export)."""
-        raise NotImplementedError(f"{type(self).__name__} does not provide an example input.")
+    def decode_serve_file(self, data: bytes, filename: str = "") -> Any:
+        """Turn one uploaded file's bytes into an input :meth:`predict` accepts. Tasks that take
+        files override this; the server then accepts multipart uploads.
+
+        Raises:
+            ValueError: naming what is wrong with the file.
+        """
+        raise TypeError(f"A {type(self).__name__} takes JSON inputs, not file uploads.")
+
+    @property
+    def accepts_files(self) -> bool:
+        """Whether :meth:`decode_serve_file` is implemented (the server then takes uploads)."""
+        return type(self).decode_serve_file is not Task.decode_serve_file
+
+    def serve_predictions(
+        self, items: list[Any], batch_size: int, kinds: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """JSON-ready predictions of decoded serving inputs: one object per item, holding a field
+        per kind (:attr:`serve_outputs` by default, named by :attr:`output_fields`)."""
+        kinds = tuple(kinds or self.serve_outputs or self.outputs[:1])
+        rows, _ = self.predict_outputs(items, kinds, batch_size)
+        return [
+            {self.output_fields.get(kind, kind): self.output_to_json(row[kind], kind) for kind in kinds}
+            for row in rows
+        ]
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
-        """Serve this task over HTTP until interrupted; see :func:`flash.core.deploy.serve.serve`."""
+        """Serve this task over HTTP until interrupted; see :func:`flash.core.serve.serve`."""
         from flash.core.deploy.serve import serve
 
         serve(self, host=host, port=port, **kwargs)
 
+    # -- export ---------------------------------------------------------------------------------
+    def example_input(self, batch_size: int = 2) -> Any:
+        """A batch input as :meth:`forward` receives it after preprocessing (for export)."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide an example input.")
+
+    def export_outputs(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named outputs of an exported graph, computed from :meth:`forward`'s output. The
+        last one is what the export check compares with PyTorch."""
+        return {"output": output.float()}
+
+    def export_output_descriptions(self) -> dict[str, str]:
+        """A sentence per name of :meth:`export_outputs` (stored in the exported file)."""
+        return {"output": "the model's output, (batch, ...)"}
+
+    def export_metadata(self) -> dict[str, Any]:
+        """What an exported file records besides the graph: the task's preprocessing and whatever
+        a user needs to turn the outputs into predictions (every value JSON-ready)."""
+        preprocessing = getattr(self, "preprocessing", None)
+        if hasattr(preprocessing, "to_dict"):
+            preprocessing = preprocessing.to_dict()
+        return {"preprocessing": to_json(preprocessing) if isinstance(preprocessing, Mapping) else {}}
+
     def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Export :meth:`forward` to an ONNX file; see :func:`flash.core.deploy.export.export_onnx`."""
+        """Export :meth:`forward` to an ONNX file; see :func:`flash.core.export.export_onnx`."""
         from flash.core.deploy.export import export_onnx
 
         return export_onnx(self, file_path, example_input=input_sample, **kwargs)
-
-    def check_output(self, output: str) -> None:
-        if output not in self.outputs:
-            raise ValueError(f"Unknown output {output!r}. Choose one of {', '.join(self.outputs)}.")
-
-    outputs: tuple[str, ...] = ("raw",)
-
-    def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
-        """Turn a batch of model outputs into a list of per-item results."""
-        return list(output.detach().cpu())
 
     # -- checkpoints ----------------------------------------------------------------------------
     @classmethod
