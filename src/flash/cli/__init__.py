@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from flash.cli.domains import DOMAINS, positive_int
 from flash.cli.finetune import add_finetune_parser, config_argv, run_finetune
 from flash.cli.format import FORMATS, format_rows
-from flash.cli.predict import add_predict_parser, run_predict
+from flash.cli.predict import ACCELERATORS, add_predict_parser, run_predict
 
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError)
 """Errors that flash raises about the user's input: shown as one line, no traceback."""
@@ -246,6 +246,12 @@ def _add_serve_parser(commands: Any) -> None:
         help="requests with more inputs get 422",
     )
     parser.add_argument(
+        "--accelerator",
+        choices=ACCELERATORS,
+        default="auto",
+        help="where the model runs: auto (a GPU when there is one), cpu or gpu",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default="info",
@@ -266,6 +272,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_inputs_per_request=args.max_inputs_per_request,
+        device=args.accelerator,
         log_level=args.log_level,
     )
     return 0

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flash.cli.domains import positive_int
+from flash.cli.domains import DOMAINS, output_choices, positive_int
 from flash.cli.format import FORMATS, format_rows
 
-OUTPUTS = ("labels", "probabilities")
+ACCELERATORS = ("auto", "cpu", "gpu")
 
 
 def add_predict_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
@@ -19,9 +19,11 @@ def add_predict_parser(subparsers: Any, formatter: type[argparse.HelpFormatter])
         "predict",
         help="predict with a saved model",
         description=(
-            "Predict with a checkpoint written by `flash finetune` (or any flash task). Inputs: image "
-            "files or folders (image tasks); texts, .txt files (one text a line) or tables (text tasks); "
-            "CSV or Parquet tables (tabular tasks)."
+            "Predict with a checkpoint written by `flash finetune` (or any flash task). Inputs: "
+            + "; ".join(
+                f"{spec.predict_help} ({spec.name} tasks)" for spec in DOMAINS.values() if spec.predict_help
+            )
+            + "."
         ),
         formatter_class=formatter,
     )
@@ -29,18 +31,25 @@ def add_predict_parser(subparsers: Any, formatter: type[argparse.HelpFormatter])
     parser.add_argument("inputs", metavar="INPUT", nargs="+", help="what to predict on")
     parser.add_argument(
         "--output",
-        choices=OUTPUTS,
-        default="labels",
-        help="class labels or the probability of every class (regression always gives values)",
+        choices=output_choices(),
+        help="what to predict (default: the task's first output: labels for a classifier, values for a "
+        "regressor); a kind the task lacks gives its default",
     )
     parser.add_argument("--format", choices=FORMATS, default="table", help="how to print the predictions")
     parser.add_argument(
         "--batch-size", type=positive_int, default=32, metavar="N", help="inputs per forward pass"
     )
+    for spec in DOMAINS.values():
+        for option in spec.predict_options:
+            if option.dest not in {action.dest for action in parser._actions}:
+                parser.add_argument(
+                    option.flag, *option.aliases, type=option.type, metavar=option.metavar, help=option.help
+                )
     parser.add_argument(
-        "--input-field",
-        metavar="COLUMN",
-        help="the text column of table inputs (text tasks; default: the only text column)",
+        "--accelerator",
+        choices=ACCELERATORS,
+        default="auto",
+        help="where the model runs: auto (a GPU when there is one), cpu or gpu",
     )
     parser.add_argument(
         "--out", metavar="FILE", help="write the predictions to FILE instead of printing them"
@@ -56,12 +65,15 @@ def run_predict(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} exists; pass --force to replace it, or another --out.")
     from flash.cli.domains import domain_of_task
     from flash.core.deploy.checkpoint import load_task
+    from flash.core.utils.device import resolve_device
 
-    task = load_task(args.checkpoint)
+    device = resolve_device(args.accelerator)
+    task = load_task(args.checkpoint).to(device)
     spec = domain_of_task(task)
     if spec.predict_inputs is None:
         raise ValueError(f"The flash command cannot read inputs for {spec.name} tasks.")
-    names, inputs = spec.predict_inputs(task, args.inputs, {"input_field": args.input_field})
+    options = {option.dest: getattr(args, option.dest, None) for option in spec.predict_options}
+    names, inputs = spec.predict_inputs(task, args.inputs, options)
     if not names:
         raise ValueError("No inputs to predict on.")
     rows = prediction_rows(task, names, inputs, args.output, args.batch_size, args.format)
@@ -76,28 +88,22 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def prediction_rows(
-    task: Any, names: Sequence[str], inputs: Any, output: str, batch_size: int, fmt: str
+    task: Any, names: Sequence[str], inputs: Any, output: str | None, batch_size: int, fmt: str
 ) -> list[dict[str, Any]]:
-    """One row per input: ``input`` and ``prediction`` (and per-class probabilities)."""
-    if "labels" not in task.outputs:  # regression
-        values = _as_list(task.predict(inputs, output=task.outputs[0], batch_size=batch_size))
-        return [{"input": name, "prediction": value} for name, value in zip(names, values)]
-    if output == "labels":
-        labels = _as_list(task.predict(inputs, output="labels", batch_size=batch_size))
-        return [{"input": name, "prediction": label} for name, label in zip(names, labels)]
-    probabilities = _as_list(task.predict(inputs, output="probabilities", batch_size=batch_size))
+    """One row per input: ``input``, ``prediction`` (the task's default output) and, when another
+    ``output`` is asked for, that too: a dict result (e.g. class probabilities) spread over one
+    column per key, or kept whole in JSON."""
+    default = task.outputs[0]
+    kinds = (default,) if output in (None, default) or output not in task.outputs else (default, output)
+    results, _ = task.predict_outputs(inputs, kinds, batch_size)
     rows = []
-    for name, probs in zip(names, probabilities):
-        row: dict[str, Any] = {"input": name}
-        if not getattr(task, "multi_label", False):
-            row["prediction"] = max(probs, key=probs.get)
-        if fmt == "json":
-            row["probabilities"] = {str(k): float(v) for k, v in probs.items()}
-        else:
-            row.update({str(k): float(v) for k, v in probs.items()})
+    for name, result in zip(names, results):
+        row: dict[str, Any] = {"input": name, "prediction": task.output_to_json(result[default], default)}
+        for kind in kinds[1:]:
+            value = task.output_to_json(result[kind], kind)
+            if isinstance(value, dict) and fmt != "json":
+                row.update(value)
+            else:
+                row[task.output_fields.get(kind, kind)] = value
         rows.append(row)
     return rows
-
-
-def _as_list(result: Any) -> list[Any]:
-    return result if isinstance(result, list) else [result]

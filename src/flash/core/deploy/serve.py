@@ -76,18 +76,21 @@ def build_app(
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
+    device: str | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``task`` (a loaded flash task, or a checkpoint path).
 
     Args:
         task: the task, or the path of a flash checkpoint.
+        device: where the model runs: ``"auto"`` (a GPU when there is one), ``"cpu"`` or
+            ``"gpu"``; default: a checkpoint loads as ``"auto"``, a task stays where it is.
         max_body_bytes: larger request bodies get 413 before they are read.
         max_batch_size: the most inputs one forward pass takes.
         max_wait_ms: how long a request waits for others to share its forward pass.
         max_queue_size: requests allowed to wait for the model; more get 503.
         max_inputs_per_request: more inputs in one request get 422.
     """
-    task = _resolve_task(task)
+    task = _resolve_task(task, device)
     _check_positive_int("max_body_bytes", max_body_bytes)
     _check_positive_int("max_batch_size", max_batch_size)
     _check_positive_int("max_queue_size", max_queue_size)
@@ -271,6 +274,7 @@ def serve(
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
+    device: str | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve a task (or a checkpoint path) at ``http://host:port``; returns after Ctrl-C (SIGINT) or SIGTERM.
@@ -287,6 +291,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_queue_size=max_queue_size,
         max_inputs_per_request=max_inputs_per_request,
+        device=device,
     )
     sock = _bind(host, port)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10)
@@ -385,14 +390,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _resolve_task(task: Any) -> Any:
+def _resolve_task(task: Any, device: str | None) -> Any:
+    from flash.core.utils.device import resolve_device
+
     if isinstance(task, str | os.PathLike):
         from flash.core.deploy.checkpoint import load_task
 
-        return load_task(task)
+        return load_task(task).to(resolve_device(device or "auto"))
     if not isinstance(task, torch.nn.Module) or not hasattr(task, "serve_predictions"):
         raise TypeError(f"Serve a flash task or the path of its checkpoint, got {type(task).__name__}.")
-    return task
+    return task if device is None else task.to(resolve_device(device))
 
 
 def _check_positive_int(name: str, value: Any) -> None:

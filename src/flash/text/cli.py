@@ -1,0 +1,115 @@
+"""Text classification in the ``flash`` command: ``flash finetune text`` and ``flash predict`` inputs.
+
+Imports nothing heavy at module level: see :mod:`flash.cli.domains`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flash.cli.domains import (
+    BATCH_SIZE,
+    NUM_WORKERS,
+    VAL_SPLIT,
+    DomainSpec,
+    Option,
+    data_kwargs,
+    fields,
+    file_kind,
+    loader_kwargs,
+    one_or_many,
+    positive_int,
+    register_domain,
+    task_kwargs,
+)
+
+
+def _text_data(options: dict[str, Any]) -> Any:
+    from flash.text import TextClassificationData
+
+    kind = file_kind(options["train_file"], "--train-file")
+    constructor = getattr(TextClassificationData, f"from_{kind}")
+    files = data_kwargs(options, ("train_file", "val_file", "test_file"))
+    return constructor(
+        options["input_field"], one_or_many(options["target_fields"]), **files, **loader_kwargs(options)
+    )
+
+
+def _text_task(options: dict[str, Any], data: Any) -> Any:
+    from flash.text import TextClassifier
+
+    extra = {"max_length": options["max_length"]} if options.get("max_length") is not None else {}
+    return TextClassifier(
+        num_classes=data.num_classes, multi_label=bool(data.multi_label), **task_kwargs(options, **extra)
+    )
+
+
+def _text_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> tuple[list[str], Any]:
+    """Each input is a text, or a file of texts (.txt, .csv, .tsv, .json, .jsonl, .parquet)."""
+    if options.get("input_field"):
+        task.input_field = options["input_field"]
+    names: list[str] = []
+    texts: list[str] = []
+    for item in inputs:
+        found, single = task.texts_of(item)
+        names.extend([item] if single else [f"{item}:{row}" for row in range(len(found))])
+        texts.extend(found)
+    return names, texts
+
+
+TEXT = register_domain(
+    DomainSpec(
+        predict_help="texts, .txt files (one text a line) or tables",
+        predict_options=(
+            Option(
+                "--input-field",
+                "the text column of table inputs (default: the only text column)",
+                metavar="COLUMN",
+            ),
+        ),
+        order=20,
+        outputs=("labels", "probabilities"),
+        name="text",
+        summary="text classification from a CSV, JSON or Parquet file",
+        package="flash.text",
+        default_backbone="all-MiniLM-L6-v2",
+        default_strategy="no_freeze",
+        options=(
+            Option(
+                "--train-file", "training file (.csv, .json, .jsonl or .parquet)", kind="path", metavar="FILE"
+            ),
+            Option(
+                "--val-file",
+                "validation file, same columns",
+                kind="path",
+                aliases=("--valid-file",),
+                metavar="FILE",
+            ),
+            Option("--test-file", "test file, same columns", kind="path", metavar="FILE"),
+            Option("--input-field", "the column holding the text", metavar="COLUMN"),
+            Option(
+                "--target-fields",
+                "the label column (several, comma-separated: multi-label with one 0/1 column per class)",
+                fields,
+                kind="fields",
+                aliases=("--target-field",),
+                metavar="COLUMNS",
+            ),
+            Option(
+                "--max-length", "tokens kept per text (default: the task's)", positive_int, metavar="TOKENS"
+            ),
+            VAL_SPLIT,
+            BATCH_SIZE,
+            NUM_WORKERS,
+        ),
+        build_data=_text_data,
+        build_task=_text_task,
+        predict_inputs=_text_inputs,
+        required=(("train_file",), ("input_field",), ("target_fields",)),
+        example=(
+            "flash finetune text --train-file train.csv --val-file valid.csv "
+            "--input-field sentence --target-field label --epochs 2"
+        ),
+    )
+)
