@@ -52,15 +52,29 @@ def task_class_of(checkpoint: dict[str, Any]) -> str:
 def load_task(path: str | os.PathLike, **kwargs: Any) -> Any:
     """Load any flash task from its checkpoint, finding the task class from the checkpoint itself.
 
-    Only classes inside the ``flash`` package are imported.
+    Only trusted modules are imported: flash's own, modules already imported in this process, and
+    the packages of registered task families (``flash.domains`` entry points, ``register_domain``).
     """
     import importlib
 
     dotted = task_class_of(read_checkpoint(path))
     module_name, _, class_name = dotted.rpartition(".")
-    if not (module_name == "flash" or module_name.startswith("flash.")):
+    if not _trusted_module(module_name):
         raise ValueError(
-            f"{path} names task class {dotted!r}, which is not a flash task; refusing to import it."
+            f"{path} names task class {dotted!r}, which is not a flash task nor one of a registered task "
+            "family; refusing to import it. Import its module first, or register its family "
+            "(flash.cli.domains.register_domain or the 'flash.domains' entry-point group)."
         )
     task_class = getattr(importlib.import_module(module_name), class_name)
     return task_class.load_from_checkpoint(path, **kwargs)
+
+
+def _trusted_module(name: str) -> bool:
+    import sys
+
+    if name == "flash" or name.startswith("flash.") or name in sys.modules:
+        return True
+    from flash.cli.domains import DOMAINS
+
+    packages = {spec.package for spec in DOMAINS.values()}
+    return any(name == package or name.startswith(package + ".") for package in packages)
