@@ -23,6 +23,7 @@ SECTIONS = (
     "serving",
     "download",
     "gpu",
+    "architecture",
     "development",
 )
 """docs/<name>.md in README order."""
