@@ -5,7 +5,8 @@ data module and a task, how ``flash predict`` reads inputs) in a ``cli.py`` modu
 package, which calls :func:`register_domain`. Those modules import nothing heavy (torch is imported
 only when a command runs), so ``flash --help`` stays fast. They are found three ways:
 
-- ``flash/<package>/cli.py`` inside flash (read by file path, without importing the package);
+- ``flash/<package>/cli.py`` (or ``flash/<package>/<task>/cli.py``) inside flash, read by file
+  path without importing the package;
 - the ``flash.domains`` entry-point group of installed distributions (a module that registers);
 - :func:`register_domain` called at run time (tests, notebooks).
 """
@@ -197,8 +198,8 @@ def register_domain(spec: DomainSpec) -> DomainSpec:
 def _load_builtin_domains() -> None:
     """Run every ``flash/<package>/cli.py`` by file path, so the packages (and torch) stay unimported."""
     root = Path(__file__).resolve().parents[1]
-    for path in sorted(root.glob("*/cli.py")):
-        name = f"flash.{path.parent.name}.cli"
+    for path in sorted([*root.glob("*/cli.py"), *root.glob("*/*/cli.py")]):
+        name = ".".join(("flash", *path.parent.relative_to(root).parts, "cli"))
         if name in sys.modules:
             continue
         module_spec = importlib.util.spec_from_file_location(name, path)
