@@ -381,3 +381,44 @@ def test_demo_without_data_runs_the_digits_with_its_defaults(monkeypatch):
     ]  # fmt: skip
     assert cli.main(["demo", "--epochs", "2", "--out", "d", "--data", "pics"]) == 0
     assert calls[1]["epochs"] == 2 and calls[1]["out"] == "d" and calls[1]["data"] == "pics"
+
+
+# -- the flags that error messages point to ----------------------------------------------------------
+def test_a_bad_image_names_the_flag_that_skips_it_and_the_flag_works(tmp_path, capsys):
+    write_insects(tmp_path)
+    (tmp_path / "train" / "ants" / "broken.jpg").write_bytes(b"not an image")
+    argv = ["finetune", "image", "--train-folder", "train", "--val-folder", "val", "--image-size", "32"]
+    argv += ["--epochs", "1", "--batch-size", "4", "--quiet"]
+    assert cli.main([*argv, "--out", "refused"]) == 1
+    assert "--on-bad-image skip" in capsys.readouterr().err
+    assert cli.main([*argv, "--out", "run", "--on-bad-image", "skip"]) == 0
+    assert (tmp_path / "run" / "model.ckpt").is_file()
+
+
+def test_text_encoding_and_empty_rows_name_their_flags_and_the_flags_work(tmp_path, capsys):
+    rows = [("Très bon film", "pos"), ("Un désastre", "neg")] * 4
+    pd.DataFrame(rows, columns=["sentence", "label"]).to_csv(
+        tmp_path / "latin.csv", index=False, encoding="latin-1"
+    )
+    argv = [
+        "finetune",
+        "text",
+        "--train-file",
+        "latin.csv",
+        "--input-field",
+        "sentence",
+        "--target-field",
+        "label",
+    ]
+    argv += ["--val-split", "0.25", "--epochs", "1", "--batch-size", "4", "--quiet"]
+    assert cli.main([*argv, "--out", "refused"]) == 1
+    assert "--encoding latin-1" in capsys.readouterr().err
+    assert cli.main([*argv, "--out", "run", "--encoding", "latin-1"]) == 0
+
+    pd.DataFrame([*rows, ("", "pos")], columns=["sentence", "label"]).to_csv(
+        tmp_path / "gaps.csv", index=False
+    )
+    argv[3] = "gaps.csv"
+    assert cli.main([*argv, "--out", "refused2"]) == 1
+    assert "--drop-empty" in capsys.readouterr().err
+    assert cli.main([*argv, "--out", "run2", "--drop-empty"]) == 0

@@ -78,8 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(commands, HelpFormatter)
     add_predict_parser(commands, HelpFormatter)
     _add_backbones_parser(commands)
-    if _module_exists("flash.image.demo"):
-        _add_demo_parser(commands)
+    for spec in DOMAINS.values():
+        for command in spec.commands:
+            command.configure(
+                commands.add_parser(
+                    command.name,
+                    help=command.help,
+                    description=command.description,
+                    formatter_class=HelpFormatter,
+                )
+            )
     if _module_exists("flash.core.deploy.serve"):
         _add_serve_parser(commands)
     if _module_exists("flash.core.deploy.export"):
@@ -150,48 +158,6 @@ def run_backbones(args: argparse.Namespace) -> int:
             "local model folders (text); their weights download when a network is there."
         )
     return 1 if failures and not rows else 0
-
-
-# -- flash demo -----------------------------------------------------------------------------------
-def _add_demo_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "demo",
-        help="finetune the default image model on a shipped data set, offline (or on --data)",
-        description=(
-            "Run the finetuning example end to end with no network: renders scikit-learn's handwritten "
-            "digits as image files, finetunes the default pretrained backbone (frozen for the first half "
-            "of the epochs), prints validation accuracy and a few predictions and saves a checkpoint. "
-            "--data takes a folder with train/ and val/ class folders instead."
-        ),
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument(
-        "--data", metavar="DIR", help="a folder with train/ and val/ class folders (default: the digits)"
-    )
-    parser.add_argument("--out", metavar="DIR", default="flash_demo", help="where the demo writes its files")
-    parser.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="training epochs")
-    parser.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PIXELS",
-        help="crop size (default: 64 for the digits, else 224)",
-    )
-    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per step")
-    parser.add_argument("--backbone", default="efficientnet_lite0", metavar="NAME", help="image backbone")
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from flash.image.demo import run_demo as demo
-
-    demo(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        backbone=args.backbone,
-    )
-    return 0
 
 
 # -- flash serve / flash export -------------------------------------------------------------------
@@ -327,7 +293,6 @@ def run_export(args: argparse.Namespace) -> int:
 RUNNERS = {
     "predict": lambda args, parser: run_predict(args),
     "backbones": lambda args, parser: run_backbones(args),
-    "demo": lambda args, parser: run_demo(args),
     "serve": lambda args, parser: run_serve(args),
     "export": lambda args, parser: run_export(args),
 }
@@ -366,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with command_messages(quiet=bool(getattr(args, "quiet", False))):
             if args.command == "finetune":
                 return run_finetune(args, _subparser(parser, "finetune", args.domain))
-            return RUNNERS[args.command](args, parser)
+            if args.command in RUNNERS:
+                return RUNNERS[args.command](args, parser)
+            return next(c for s in DOMAINS.values() for c in s.commands if c.name == args.command).run(args)
     except BrokenPipeError:  # e.g. `flash predict ... | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -47,6 +47,19 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Command:
+    """A ``flash`` subcommand a task family adds (e.g. ``flash demo``)."""
+
+    name: str
+    help: str
+    description: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    """Adds the command's arguments to its parser."""
+    run: Callable[[argparse.Namespace], int]
+    """Runs it; returns the exit status."""
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """A domain as the ``flash`` command sees it."""
 
@@ -66,6 +79,8 @@ class DomainSpec:
     """The ``flash predict --output`` kinds its tasks offer besides their default."""
     predict_options: tuple[Option, ...] = ()
     """Options of ``flash predict`` that its input reader takes (passed in its options dict)."""
+    commands: tuple[Command, ...] = ()
+    """Further ``flash`` subcommands of the family."""
     predict_help: str = ""
     """What ``flash predict`` takes as inputs for its tasks, in a few words."""
     order: int = 100

@@ -5,6 +5,7 @@ Imports nothing heavy at module level: see :mod:`flash.cli.domains`.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from flash.cli.domains import (
     BATCH_SIZE,
     NUM_WORKERS,
     VAL_SPLIT,
+    Command,
     DomainSpec,
     Option,
     data_kwargs,
@@ -35,7 +37,7 @@ def _image_data(options: dict[str, Any]) -> Any:
             f"Give the images either as class folders (--{'/--'.join(k.replace('_', '-') for k in folders)}) "
             f"or as CSV files (--{'/--'.join(k.replace('_', '-') for k in files)}), not both."
         )
-    common = {**data_kwargs(options, ("image_size",)), **loader_kwargs(options)}
+    common = {**data_kwargs(options, ("image_size", "on_bad_image")), **loader_kwargs(options)}
     if folders:
         return ImageClassificationData.from_folders(**folders, **common)
     for needed in ("input_field", "target_fields"):
@@ -89,8 +91,53 @@ def _image_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> 
     return files, files
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", metavar="DIR", help="a folder with train/ and val/ class folders (default: the digits)"
+    )
+    parser.add_argument("--out", metavar="DIR", default="flash_demo", help="where the demo writes its files")
+    parser.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="training epochs")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="crop size (default: 64 for the digits, else 224)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per step")
+    parser.add_argument("--backbone", default="efficientnet_lite0", metavar="NAME", help="image backbone")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from flash.image.demo import run_demo
+
+    run_demo(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        backbone=args.backbone,
+    )
+    return 0
+
+
+DEMO = Command(
+    name="demo",
+    help="finetune the default image model on a shipped data set, offline (or on --data)",
+    description=(
+        "Run the finetuning example end to end with no network: renders scikit-learn's handwritten "
+        "digits as image files, finetunes the default pretrained backbone (frozen for the first half "
+        "of the epochs), prints validation accuracy and a few predictions and saves a checkpoint. "
+        "--data takes a folder with train/ and val/ class folders instead."
+    ),
+    configure=_demo_arguments,
+    run=_run_demo,
+)
+
+
 IMAGE = register_domain(
     DomainSpec(
+        commands=(DEMO,),
         predict_help="image files or folders",
         order=10,
         outputs=("labels", "probabilities"),
@@ -139,6 +186,12 @@ IMAGE = register_domain(
                 "image side in pixels (default: the backbone's)",
                 positive_int,
                 metavar="PIXELS",
+            ),
+            Option(
+                "--on-bad-image",
+                "unreadable images: 'error' lists them and stops before training, 'skip' leaves them out "
+                "with a warning (default: error)",
+                choices=("error", "skip"),
             ),
             VAL_SPLIT,
             BATCH_SIZE,

@@ -176,7 +176,8 @@ class ImageDataset(Dataset):
         if not skip_bad:
             raise ValueError(
                 f"{len(bad)} {self.stage} image(s) cannot be read:\n{first_lines(bad)}\n"
-                "Fix or remove them, or pass on_bad_image='skip' to leave them out with a warning."
+                "Fix or remove them, or pass on_bad_image='skip' (flash finetune: --on-bad-image skip) "
+                "to leave them out with a warning."
             )
         warnings.warn(
             f"Leaving out {len(bad)} unreadable {self.stage} image(s):\n{first_lines(bad)}", stacklevel=2

@@ -31,8 +31,17 @@ def _text_data(options: dict[str, Any]) -> Any:
     kind = file_kind(options["train_file"], "--train-file")
     constructor = getattr(TextClassificationData, f"from_{kind}")
     files = data_kwargs(options, ("train_file", "val_file", "test_file"))
+    reading: dict[str, Any] = {"drop_empty": True} if options.get("drop_empty") else {}
+    if options.get("encoding") is not None:
+        if kind == "parquet":
+            raise ValueError("--encoding applies to CSV and JSON files; Parquet files carry their own.")
+        reading["encoding"] = options["encoding"]
     return constructor(
-        options["input_field"], one_or_many(options["target_fields"]), **files, **loader_kwargs(options)
+        options["input_field"],
+        one_or_many(options["target_fields"]),
+        **files,
+        **reading,
+        **loader_kwargs(options),
     )
 
 
@@ -99,6 +108,12 @@ TEXT = register_domain(
             Option(
                 "--max-length", "tokens kept per text (default: the task's)", positive_int, metavar="TOKENS"
             ),
+            Option(
+                "--encoding",
+                "the text encoding of CSV and JSON files, e.g. latin-1 or cp1252 (default: utf-8)",
+                metavar="NAME",
+            ),
+            Option("--drop-empty", "drop rows without text instead of stopping with an error", kind="flag"),
             VAL_SPLIT,
             BATCH_SIZE,
             NUM_WORKERS,

@@ -38,7 +38,8 @@ def _read_text(path: Path, encoding: str, what: str) -> str:
 def _encoding_error(path: Path, encoding: str, what: str, error: UnicodeDecodeError) -> ValueError:
     return ValueError(
         f"The {what} file {path} is not valid {encoding} text ({error.reason} at byte {error.start}). "
-        "Pass encoding= with the file's encoding, e.g. encoding='latin-1' or encoding='cp1252'."
+        "Pass encoding= with the file's encoding, e.g. encoding='latin-1' or encoding='cp1252' "
+        "(flash finetune: --encoding latin-1)."
     )
 
 
@@ -174,7 +175,8 @@ def texts_of(
         shown = ", ".join(map(str, rows[:10])) + (f", ... ({len(rows) - 10} more)" if len(rows) > 10 else "")
         raise ValueError(
             f"The {what} has no text in column {input_field!r} in row{'s' if len(rows) > 1 else ''} "
-            f"{shown} (counting data rows from 0). Fill them in, or pass drop_empty=True to drop such rows."
+            f"{shown} (counting data rows from 0). Fill them in, or pass drop_empty=True "
+            "(flash finetune: --drop-empty) to drop such rows."
         )
     kept = np.flatnonzero(~empty)
     return [str(column[i]) for i in kept], kept
