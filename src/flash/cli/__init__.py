@@ -261,9 +261,9 @@ def _add_export_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--exporter",
-        choices=("auto", "torchscript", "dynamo"),
+        choices=("auto", "dynamo", "torchscript"),
         default="auto",
-        help="torch's ONNX exporter to use",
+        help="torch's ONNX exporter: auto tries dynamo, then torchscript",
     )
     parser.add_argument(
         "--opset", type=positive_int, metavar="N", help="ONNX opset (default: the exporter's)"

@@ -14,10 +14,9 @@ The file's ``metadata_props`` hold JSON under ``flash.*`` keys (read them back w
 inputs and outputs, the task's hyperparameters, its preprocessing (e.g. image size, mean and
 std) and, for text, the tokenizer (``tokenizer.json`` of a Hugging Face fast tokenizer).
 
-Exporter: the TorchScript exporter (``torch.onnx.export(dynamo=False)``) is tried first, as it
-exports EfficientNet and BERT-like encoders in seconds; where it cannot (e.g. TabM uses
-``aten::column_stack``, which it does not support) the ``torch.export``-based exporter
-(``dynamo=True``) takes over. Every export is checked with onnxruntime at two batch sizes.
+Exporter: the ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``) is tried first,
+as PyTorch deprecates the TorchScript one; where it cannot export a model, the TorchScript exporter
+(``dynamo=False``) takes over. Every export is checked with onnxruntime at two batch sizes.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from torch import nn
 import flash
 from flash.core.utils.jsonable import to_json
 
-EXPORTERS = ("auto", "torchscript", "dynamo")
+EXPORTERS = ("auto", "dynamo", "torchscript")
 METADATA_PREFIX = "flash."
 DEFAULT_TOLERANCE = 1e-4
 
@@ -64,7 +63,7 @@ def export_onnx(
         task: a flash task, or the path of a flash checkpoint.
         path: the ``.onnx`` file to write (its folder is created).
         example_input: a preprocessed batch to trace with; default ``task.example_input(2)``.
-        exporter: ``"auto"`` (TorchScript, falling back to dynamo), ``"torchscript"`` or ``"dynamo"``.
+        exporter: ``"auto"`` (dynamo, falling back to TorchScript), ``"dynamo"`` or ``"torchscript"``.
         opset_version: the ONNX opset; default: the exporter's (17 for TorchScript).
         check: run the file with onnxruntime at two batch sizes and compare its probabilities
             (values for a regressor) with PyTorch's.
@@ -237,7 +236,7 @@ def _export(
     try:
         target = tmp / "model.onnx"
         errors: list[str] = []
-        for name in ("torchscript", "dynamo") if exporter == "auto" else (exporter,):
+        for name in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
             try:
                 _EXPORT_WITH[name](graph, target, opset_version)
                 break
