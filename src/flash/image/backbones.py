@@ -9,7 +9,13 @@ any timm name              timm's pretrained weights (downloaded by timm; e.g. `
                            ``convnext_tiny``, ``vit_small_patch16_224``)
 ``torchvision/<name>``     torchvision's default weights (downloaded by torchvision; e.g.
                            ``torchvision/resnet18``, ``torchvision/mobilenet_v3_large``)
+``hf-hub:<repo id>``       a timm model on the Hugging Face Hub (downloaded by timm)
+``local-dir:<folder>``     a timm model saved in a folder (``config.json`` and weights, as
+                           ``timm.models.save_for_hf`` writes it; works offline)
 =========================  ====================================================================
+
+timm backbones take their preprocessing (image size, mean, std, crop, interpolation) from
+``timm.data.resolve_model_data_config``; the offline default keeps its own (mean and std 0.5).
 
 Every backbone returns pooled features (one vector per image) and lists its blocks from input to
 output: the stem, each stage, the head convolution where the network has one. So
