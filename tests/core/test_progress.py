@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -21,11 +24,18 @@ class PredictingToy(ToyClassifier):
         return lambda items: {"input": torch.stack([item[0] for item in items])}
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+
 @pytest.fixture(autouse=True)
 def reset_quiet(monkeypatch):
     monkeypatch.delenv("FLASH_QUIET", raising=False)
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
     yield
     progress_module._QUIET = None
+    progress_module._saved_levels = None
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_training_bar_shows_epoch_loss_and_metrics_on_stderr(capsys):
@@ -70,3 +80,48 @@ def test_quiet_mode_hides_bars_from_code_and_environment(monkeypatch, capsys):
     set_quiet(False)  # an explicit choice wins over the environment
     list(progress(range(5), desc="counting"))
     assert "counting" in capsys.readouterr().err
+
+
+class WarningToy(ToyClassifier):
+    def training_step(self, batch, batch_idx):
+        warnings.warn("the user's own warning", UserWarning, stacklevel=2)
+        return super().training_step(batch, batch_idx)
+
+
+def test_quiet_hides_only_the_known_noisy_warnings_and_puts_the_filters_back():
+    filters = list(warnings.filters)
+
+    def trainer() -> flash.Trainer:
+        return flash.Trainer(max_epochs=1, logger=True, enable_checkpointing=False, enable_progress_bar=False)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        filters_before_block = list(warnings.filters)
+        with quiet():
+            trainer().finetune(WarningToy(), toy_data(n=16), strategy="no_freeze")
+            warnings.warn("another library's warning", RuntimeWarning, stacklevel=2)
+        assert warnings.filters == filters_before_block
+    messages = [str(w.message) for w in seen]
+    assert "the user's own warning" in messages and "another library's warning" in messages
+    assert not any("smaller than the logging interval" in m for m in messages)  # Lightning's, 1 batch < 50
+    assert warnings.filters == filters
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer().finetune(WarningToy(), toy_data(n=16), strategy="no_freeze")
+    assert any("smaller than the logging interval" in str(w.message) for w in seen)  # outside quiet()
+
+
+def test_quiet_mode_puts_back_the_users_own_logger_levels():
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.DEBUG)
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    with quiet():
+        assert logging.getLogger("lightning.pytorch").level == logging.ERROR  # never made louder
+        assert logging.getLogger("lightning.fabric").level == logging.WARNING
+    assert {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS} == levels
+    set_quiet(True)
+    assert logging.getLogger("lightning.fabric").level == logging.WARNING
+    set_quiet(False)
+    assert {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS} == levels
+    with pytest.raises(TypeError, match="True or False"):
+        set_quiet("yes")

@@ -9,7 +9,13 @@ any timm name              timm's pretrained weights (downloaded by timm; e.g. `
                            ``convnext_tiny``, ``vit_small_patch16_224``)
 ``torchvision/<name>``     torchvision's default weights (downloaded by torchvision; e.g.
                            ``torchvision/resnet18``, ``torchvision/mobilenet_v3_large``)
+``hf-hub:<repo id>``       a timm model on the Hugging Face Hub (downloaded by timm)
+``local-dir:<folder>``     a timm model saved in a folder (``config.json`` and weights, as
+                           ``timm.models.save_for_hf`` writes it; works offline)
 =========================  ====================================================================
+
+timm backbones take their preprocessing (image size, mean, std, crop, interpolation) from
+``timm.data.resolve_model_data_config``; the offline default keeps its own (mean and std 0.5).
 
 Every backbone returns pooled features (one vector per image) and lists its blocks from input to
 output: the stem, each stage, the head convolution where the network has one. So
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +37,8 @@ from flash.core.model.registry import Backbone, BackboneRegistry
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_PREFIX = "torchvision/"
+HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
@@ -128,14 +137,17 @@ def _timm_staged(model: nn.Module) -> StagedBackbone | None:
 
 
 def _timm_preprocessing(model: nn.Module) -> dict[str, Any]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size", (3, 224, 224))[-1]
+    """The input a timm model expects, as timm's own data config resolves it (its pretrained
+    config, with timm's defaults for what that leaves out)."""
+    from timm.data import resolve_model_data_config
+
+    config = resolve_model_data_config(model)
     return preprocessing(
-        image_size=size,
-        mean=cfg.get("mean", IMAGENET_MEAN),
-        std=cfg.get("std", IMAGENET_STD),
-        crop_pct=cfg.get("crop_pct", 0.875),
-        interpolation=cfg.get("interpolation", "bilinear"),
+        image_size=config["input_size"][-1],
+        mean=config["mean"],
+        std=config["std"],
+        crop_pct=config["crop_pct"],
+        interpolation=config["interpolation"],
     )
 
 
@@ -152,16 +164,38 @@ def timm_backbone(model: nn.Module, preprocess: dict[str, Any] | None = None) ->
 
 
 def _check_timm_name(name: str) -> None:
-    import timm
+    """Refuse a name ``timm.create_model`` cannot build, with close names and the accepted forms.
 
-    if timm.is_model(name):
+    Accepted: a timm model name (``resnet50``, ``resnet50.a1_in1k``), ``hf-hub:<repo id>`` (a timm
+    model on the Hugging Face Hub) and ``local-dir:<folder>`` (a folder holding a timm model's
+    ``config.json`` and weights, as ``timm.models.save_for_hf`` writes it).
+    """
+    import timm
+    from timm.models import parse_model_name
+
+    forms = (
+        f"torchvision models are named {TORCHVISION_PREFIX}<name> (e.g. torchvision/resnet18), timm models "
+        f"on the Hugging Face Hub {HF_HUB_PREFIX}<repo id>, a saved timm model folder {LOCAL_DIR_PREFIX}<folder>."
+    )
+    try:
+        source, model_id = parse_model_name(name)
+    except ValueError as error:
+        raise ValueError(f"Unknown image backbone {name!r}: {error} {forms}") from error
+    if source == "local-dir":
+        config = Path(model_id).expanduser() / "config.json"
+        if not config.is_file():
+            raise ValueError(
+                f"Image backbone {name!r}: {config} does not exist. A {LOCAL_DIR_PREFIX} backbone is a folder "
+                "holding a timm model's config.json and weights (timm.models.save_for_hf writes one)."
+            )
+        return
+    if source is not None or timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5)
     suggestion = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ValueError(
         f"Unknown image backbone {name!r}: neither a flash backbone ({', '.join(IMAGE_BACKBONES.available())}) "
-        f"nor a timm model{suggestion}. torchvision models are named {TORCHVISION_PREFIX}<name>, "
-        "e.g. torchvision/resnet18."
+        f"nor a timm model{suggestion}. {forms}"
     )
 
 
@@ -171,6 +205,8 @@ def _timm_fallback(name: str, pretrained: bool = True, **kwargs: Any) -> Backbon
     if name.startswith(TORCHVISION_PREFIX):
         return torchvision_backbone(name[len(TORCHVISION_PREFIX) :], pretrained=pretrained)
     _check_timm_name(name)
+    if name.startswith(LOCAL_DIR_PREFIX):
+        name = LOCAL_DIR_PREFIX + str(Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser())
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
     return timm_backbone(model)
 
@@ -227,7 +263,11 @@ def torchvision_backbone(name: str, pretrained: bool = True) -> Backbone:
     return Backbone(model, int(num_features), hierarchy_blocks(model), preprocess)
 
 
-IMAGE_BACKBONES = BackboneRegistry("image", fallback=_timm_fallback)
+IMAGE_BACKBONES = BackboneRegistry(
+    "image",
+    fallback=_timm_fallback,
+    offline_hint=f"A timm model saved in a folder (timm.models.save_for_hf) loads offline as {LOCAL_DIR_PREFIX}<folder>.",
+)
 
 
 # -- the offline default -----------------------------------------------------------------------
@@ -277,16 +317,10 @@ def efficientnet_lite0(pretrained: bool = True) -> Backbone:
 
 
 def _register_download(name: str, description: str) -> None:
-    @IMAGE_BACKBONES.register(name, description=description)
     def factory(pretrained: bool = True) -> Backbone:
-        try:
-            return _timm_fallback(name, pretrained=pretrained)
-        except OSError as error:  # no network, no cached weights
-            raise RuntimeError(
-                f"Could not build image backbone {name!r} with pretrained weights: "
-                f"{str(error).splitlines()[0][:300]}. Backbones that work offline: "
-                f"{', '.join(IMAGE_BACKBONES.offline())}."
-            ) from error
+        return _timm_fallback(name, pretrained=pretrained)
+
+    IMAGE_BACKBONES.register(name, description=description)(factory)
 
 
 for _name, _description in (

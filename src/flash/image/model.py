@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from flash.core.model.classification import ClassificationTask
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
-from flash.core.utils.cpu import reuse_freed_memory
+from flash.core.utils.cpu import FreedMemoryReuse
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import ImageDataset
 from flash.image.features import FeatureCache, backbone_is_fixed, fit_linear_probe, linear_layer_of
@@ -230,9 +230,11 @@ class ImageClassifier(ClassificationTask):
             return None
         return datamodule
 
+    def configure_callbacks(self) -> list[FreedMemoryReuse]:
+        """Glibc keeps freed activation memory for reuse during a fit on the CPU, and only then."""
+        return [FreedMemoryReuse()]
+
     def on_fit_start(self) -> None:
-        if self.device.type == "cpu":
-            reuse_freed_memory()
         self._features.backbone_changed()
 
     def on_fit_end(self) -> None:

@@ -8,7 +8,12 @@ when not.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,36 @@ DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
 
 
-def _hide_loading_bars() -> None:
-    """Keep transformers' weight-loading progress bars out of training logs."""
+_PROGRESS_BAR_ENV_NOTICE = "Cannot (en|dis)able progress bars"
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """Keep transformers' log messages (below errors) and weight-loading progress bars out of
+    flash's own loading calls, and put the caller's settings back afterwards: the transformers
+    logger's level, transformers' progress-bar switch and huggingface_hub's progress-bar states."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    hub_bars = importlib.import_module("huggingface_hub.utils.tqdm")
+    hf_logging.get_verbosity()  # sets transformers' logger up (once) before its level is read
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    bars = hf_logging.is_progress_bar_enabled()
+    hub_states = dict(hub_bars.progress_bar_states)
+    with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS set either way wins, and says so
+        warnings.filterwarnings("ignore", message=_PROGRESS_BAR_ENV_NOTICE)
+        hf_logging.disable_progress_bar()
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_PROGRESS_BAR_ENV_NOTICE)
+            if bars:
+                hf_logging.enable_progress_bar()
+        hub_bars.progress_bar_states.clear()
+        hub_bars.progress_bar_states.update(hub_states)
 
 
 def packaged_minilm_path() -> Path:
@@ -61,9 +90,9 @@ def load_tokenizer(name: str) -> Any:
     """The tokenizer of backbone ``name`` (a registered name, a Hugging Face id or a local folder)."""
     from transformers import AutoTokenizer
 
-    _hide_loading_bars()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_source(name))
+        with _transformers_quiet():
+            tokenizer = AutoTokenizer.from_pretrained(resolve_source(name))
     except (OSError, ValueError) as error:
         raise RuntimeError(
             f"Could not load the tokenizer of text backbone {name!r}: {str(error).splitlines()[0][:300]}. "
@@ -135,13 +164,13 @@ def huggingface_backbone(
     """Build any Hugging Face encoder (hub id or local folder) with its tokenizer."""
     from transformers import AutoConfig, AutoModel
 
-    _hide_loading_bars()
     source = resolve_source(name)
-    if pretrained:
-        transformer = AutoModel.from_pretrained(source, attn_implementation="eager", **kwargs)
-    else:
-        config = AutoConfig.from_pretrained(source)
-        transformer = AutoModel.from_config(config, attn_implementation="eager", **kwargs)
+    with _transformers_quiet():
+        if pretrained:
+            transformer = AutoModel.from_pretrained(source, attn_implementation="eager", **kwargs)
+        else:
+            config = AutoConfig.from_pretrained(source)
+            transformer = AutoModel.from_config(config, attn_implementation="eager", **kwargs)
     _drop_unused_pooler(transformer)
     transformer.train()  # from_pretrained leaves it in eval mode: no dropout while training
     tokenizer = load_tokenizer(name)
@@ -168,13 +197,7 @@ TEXT_BACKBONES = BackboneRegistry("text", fallback=huggingface_backbone)
 
 def _register(name: str, offline: bool, description: str) -> None:
     def factory(pretrained: bool = True, **kwargs: Any) -> Backbone:
-        try:
-            return huggingface_backbone(name, pretrained=pretrained, **kwargs)
-        except OSError as error:
-            raise RuntimeError(
-                f"Could not build text backbone {name!r}: {str(error).splitlines()[0][:300]}. "
-                f"Backbones that work offline: {', '.join(TEXT_BACKBONES.offline())}."
-            ) from error
+        return huggingface_backbone(name, pretrained=pretrained, **kwargs)
 
     TEXT_BACKBONES.register(name, offline=offline, description=description)(factory)
 

@@ -6,7 +6,8 @@ outside Lightning (``task.predict``, plots over the validation set) use :func:`p
 which shows a bar only when the loop runs for more than a couple of seconds.
 
 Quiet mode (:func:`set_quiet`, or the environment variable ``FLASH_QUIET=1``) turns these bars
-off and silences Lightning's informational messages.
+off and silences Lightning's informational messages; :func:`quiet` does so inside a ``with``
+block and also hides Lightning's known noisy warnings (:data:`NOISY_WARNINGS`) there.
 """
 
 from __future__ import annotations
@@ -22,12 +23,28 @@ from typing import Any, TypeVar
 from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm.auto import tqdm
 
-__all__ = ["FlashProgressBar", "is_quiet", "progress", "quiet", "set_quiet"]
+__all__ = ["NOISY_WARNINGS", "FlashProgressBar", "is_quiet", "progress", "quiet", "set_quiet"]
 
 T = TypeVar("T")
 
 _QUIET: bool | None = None
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+
+NOISY_WARNINGS: tuple[str, ...] = (
+    r".*does not have many workers",
+    r".*is smaller than the logging interval",
+    r".*module\(s\) in eval mode at the start of training",
+    r".*GPU available but not used",
+    r".*across ranks is zero",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    r".*Checkpoint directory .* exists and is not empty",
+)
+"""Messages of the warnings :func:`quiet` hides: Lightning's advice that does not apply to a
+finetuning run on small data (few workers or batches, frozen modules in eval mode, an unused
+GPU), and a deprecation inside Lightning itself. Every other warning still shows."""
+
+_saved_levels: dict[str, int] | None = None
 
 
 def is_quiet() -> bool:
@@ -38,28 +55,47 @@ def is_quiet() -> bool:
 
 
 def set_quiet(value: bool = True) -> None:
-    """Turn quiet mode on (no progress bars, no Lightning info messages) or off, for this process."""
-    global _QUIET
-    _QUIET = bool(value)
-    level = logging.WARNING if value else logging.INFO
-    for name in _LIGHTNING_LOGGERS:
-        logging.getLogger(name).setLevel(level)
+    """Turn quiet mode on (no progress bars, no Lightning info messages) or off, for this process.
+
+    Quiet mode raises Lightning's loggers to ``WARNING`` (a level set higher stays);
+    ``set_quiet(False)`` puts back the levels they had before quiet mode began.
+    """
+    global _QUIET, _saved_levels
+    if not isinstance(value, bool):
+        raise TypeError(f"set_quiet takes True or False, got {value!r}.")
+    _QUIET = value
+    if value:
+        if _saved_levels is None:
+            _saved_levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
+        for name in _LIGHTNING_LOGGERS:
+            logger = logging.getLogger(name)
+            if logger.getEffectiveLevel() < logging.WARNING:
+                logger.setLevel(logging.WARNING)
+    elif _saved_levels is not None:
+        for name, level in _saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+        _saved_levels = None
 
 
 @contextlib.contextmanager
 def quiet(value: bool = True) -> Iterator[None]:
-    """Quiet mode inside a ``with`` block: ``with quiet(): trainer.finetune(...)``."""
-    global _QUIET
-    previous = _QUIET
+    """Quiet mode inside a ``with`` block: ``with quiet(): trainer.finetune(...)``.
+
+    Inside the block the :data:`NOISY_WARNINGS` are hidden too; the warning filters, the quiet
+    setting and Lightning's logger levels are all put back when the block ends.
+    """
+    global _QUIET, _saved_levels
+    state = (_QUIET, _saved_levels)
     levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
-    set_quiet(value)
+    set_quiet(bool(value))
     try:
         with warnings.catch_warnings():
             if value:
-                warnings.simplefilter("ignore")
+                for message in NOISY_WARNINGS:
+                    warnings.filterwarnings("ignore", message=message)
             yield
     finally:
-        _QUIET = previous
+        _QUIET, _saved_levels = state
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
 
