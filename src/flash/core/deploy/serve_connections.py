@@ -22,7 +22,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-logger = logging.getLogger("flash.core.deploy.serve")
+logger = logging.getLogger("uvicorn.error")  # server events, beside uvicorn's own, at its log level
 
 ACCEPT_BACKLOG = 64
 """Sockets the server accepts in one go (and the listen backlog): small bursts let the connection

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flash.core.data.decode_limits import PixelBudget, decode_limits
 from flash.core.utils.cpu import return_freed_memory
 
-logger = logging.getLogger("flash.core.deploy.serve")
+logger = logging.getLogger("uvicorn.error")  # server events, beside uvicorn's own, at its log level
 
 
 class BodyTooLargeError(HTTPException):
