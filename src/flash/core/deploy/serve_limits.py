@@ -89,6 +89,8 @@ class BodyTimeoutError(HTTPException):
 
 TRIM_AFTER_PIXELS = 4_000_000
 """A request that decoded at least this many pixels hands freed memory back to the system after it."""
+TRIM_WHEN_IDLE_S = 0.5
+"""Otherwise freed memory goes back once the server has had no request in flight for this long."""
 
 
 class RequestGuard:
@@ -100,8 +102,8 @@ class RequestGuard:
     - A client that hangs up before its body arrived logs one line.
     - Any other exception answers a JSON 500 with ``Connection: close`` and logs one line (the
       traceback at DEBUG level).
-    - After a request that decoded many pixels, freed memory is handed back to the system
-      (``return_freed_memory``): the server owns its process.
+    - Freed memory is handed back to the system (``return_freed_memory``; the server owns its
+      process) after a request that decoded many pixels, and when the server falls idle.
     """
 
     def __init__(
@@ -118,6 +120,8 @@ class RequestGuard:
         self.max_request_pixels = max_request_pixels
         self.body_timeout = body_timeout
         self.budget = budget
+        self._in_flight = 0
+        self._trim_pending = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,6 +155,7 @@ class RequestGuard:
                 response_started = True
             await send(message)
 
+        self._in_flight += 1
         with decode_limits(self.max_image_pixels, self.max_request_pixels, self.budget) as limits:
             try:
                 await self.app(scope, timed_receive, tracking_send)
@@ -166,8 +171,18 @@ class RequestGuard:
                         {"error": f"The server failed to answer this request ({type(error).__name__})."},
                         close=True,
                     )
+            finally:
+                self._in_flight -= 1
         if limits.decoded_pixels >= TRIM_AFTER_PIXELS:
             await asyncio.to_thread(return_freed_memory)
+        elif self._in_flight == 0 and not self._trim_pending:
+            self._trim_pending = True
+            loop.call_later(TRIM_WHEN_IDLE_S, self._trim_if_idle, loop)
+
+    def _trim_if_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._trim_pending = False
+        if self._in_flight == 0:
+            loop.run_in_executor(None, return_freed_memory)
 
 
 def _who(scope: Scope) -> str:
