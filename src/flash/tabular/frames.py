@@ -184,8 +184,8 @@ def numeric_values(series: pd.Series, column: str, what: str) -> np.ndarray:
     infinite = np.isinf(values)
     if infinite.any():
         raise ValueError(
-            f"Numerical column {column!r} of the {what} data has infinite values (or numbers too large for "
-            f"a 64-bit float) in rows {rows_of(infinite)}. "
+            f"Numerical column {column!r} of the {what} data has infinite values in rows {rows_of(infinite)} "
+            "(or numbers too large for a 64-bit float). "
             "Replace them with finite numbers, or leave them empty (missing numbers are imputed)."
         )
     return values
