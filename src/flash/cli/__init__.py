@@ -166,6 +166,10 @@ SERVE_DEFAULTS = {
     "max_batch_size": 32,
     "max_wait_ms": 5.0,
     "max_inputs_per_request": 256,
+    "max_image_pixels": 50_000_000,
+    "max_request_pixels": 64_000_000,
+    "header_timeout": 10.0,
+    "body_timeout": 60.0,
 }
 """flash.core.deploy.serve's defaults, mirrored so that `flash --help` need not import the web stack."""
 
@@ -218,6 +222,41 @@ def _add_serve_parser(commands: Any) -> None:
         help="where the model runs: auto (a GPU when there is one), cpu or gpu",
     )
     parser.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=SERVE_DEFAULTS["max_image_pixels"],
+        metavar="N",
+        help="larger images (size read from the file header) get 422 before they are decoded",
+    )
+    parser.add_argument(
+        "--max-request-pixels",
+        type=positive_int,
+        default=SERVE_DEFAULTS["max_request_pixels"],
+        metavar="N",
+        help="requests whose images, resized for the model, hold more pixels get 422",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=SERVE_DEFAULTS["header_timeout"],
+        metavar="S",
+        help="seconds a request's headers may take to arrive; slower connections are closed",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=SERVE_DEFAULTS["body_timeout"],
+        metavar="S",
+        help="seconds a request's body may take to arrive; slower ones get 408",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="open connections allowed (default: below the process's open-file limit)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default="info",
@@ -239,6 +278,11 @@ def run_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_inputs_per_request=args.max_inputs_per_request,
         device=args.accelerator,
+        max_image_pixels=args.max_image_pixels,
+        max_request_pixels=args.max_request_pixels,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
         log_level=args.log_level,
     )
     return 0

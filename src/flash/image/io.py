@@ -7,6 +7,7 @@ white, 16- and 32-bit images scaled to 8 bits, CMYK converted; EXIF orientation 
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from flash.core.data.decode_limits import InputTooLargeError, current_decode_limits
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -93,34 +96,117 @@ def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Im
     """Decode the image file at ``path`` to RGB.
 
     Args:
-        min_size: when given, JPEGs may be decoded at a reduced scale (DCT scaling) as long as
-            their short side stays at least this large: much faster for large photos that are
-            resized down anyway.
+        min_size: when given, a large image may be decoded at a reduced scale as long as its
+            short side stays at least this large (JPEG's DCT scaling; other formats are
+            reduced by an integer factor right after decoding, keeping at least twice this):
+            much faster and smaller for large photos that are resized down anyway.
+
+    The image's size is read from its header and checked against the ``max_image_pixels`` of
+    :func:`flash.core.data.decode_limits.current_decode_limits` before it is decoded.
 
     Raises:
-        BadImageError: naming ``path`` when the file is missing, not an image, corrupt or truncated.
+        BadImageError: naming ``path`` when the file is missing, not an image, corrupt,
+            truncated or over the pixel limit.
     """
     path = str(path)
     if not os.path.isfile(path):
         raise BadImageError(path, "the file does not exist.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if min_size and image.format == "JPEG":
-                    short = min(image.size)
-                    scale = max(1, short // min_size)
-                    if scale > 1:
-                        image.draft("RGB", (image.size[0] // scale, image.size[1] // scale))
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
-    except BadImageError:
-        raise
+        return _decode(path, min_size, "The image")
+    except InputTooLargeError as error:
+        raise BadImageError(path, str(error)) from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, "not an image file (or a format Pillow cannot read).") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(path, f"the file is corrupt or truncated ({error}).") from None
+
+
+def decode_image_bytes(
+    data: bytes, fit_size: int | None = None, resample: int = Image.BILINEAR, what: str = "The image"
+) -> Image.Image:
+    """Decode an image file's bytes to RGB under the decode limits in force.
+
+    The size in the header is checked against ``max_image_pixels`` before decoding; with
+    ``fit_size`` the image is decoded at a reduced scale where the format allows and resized
+    so that its short side is ``fit_size`` (as :func:`open_image` then the prediction pipeline
+    would), and the result counts against ``max_total_pixels``.
+
+    Raises:
+        InputTooLargeError: over one of the limits (a ``ValueError`` naming the limit).
+        ValueError: when the bytes are not an image Pillow can read, or are truncated.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"decode_image_bytes takes bytes, got {type(data).__name__}.")
+    limits = current_decode_limits()
+    try:
+        image = _decode(io.BytesIO(data), fit_size, what)
+    except InputTooLargeError:
+        raise
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ValueError(
+            "The decoded bytes are not an image Pillow can read (or the image is truncated)."
+        ) from None
+    if fit_size:
+        image = resize_short_side(image, fit_size, resample)
+    limits.hold(image.width, image.height, what)
+    return image
+
+
+def _decode(source: Any, min_size: int | None, what: str) -> Image.Image:
+    """Open, check the header size against the limits, decode (reduced where possible), to RGB."""
+    limits = current_decode_limits()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(source)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputTooLargeError(
+                f"{what} is over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                f"(and over max_image_pixels={limits.max_image_pixels:,}); send a smaller image.",
+                "max_image_pixels",
+                limits.max_image_pixels,
+            ) from None
+        with opened as image:
+            if min_size and image.format == "JPEG":
+                scale = max(1, min(image.size) // min_size)
+                if scale > 1:
+                    image.draft("RGB", (image.size[0] // scale, image.size[1] // scale))
+            width, height = image.size
+            limits.check_image(width, height, what)
+            with limits.decoding(width, height):
+                image.load()
+                image = _reduce(image, min_size)
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+
+
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "PA", "YCbCr"})
+REDUCING_GAP = 2
+"""An image reduced at decode keeps a short side of at least ``REDUCING_GAP * min_size``, so the
+final antialiased resize still has the detail it needs (the reducing gap of Pillow's ``thumbnail``)."""
+
+
+def _reduce(image: Image.Image, min_size: int | None) -> Image.Image:
+    if not min_size:
+        return image
+    factor = min(image.size) // (REDUCING_GAP * min_size)
+    if factor < 2:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode not in _REDUCIBLE_MODES:
+        image = to_rgb(image)
+    return image.reduce(factor)
+
+
+def resize_short_side(image: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
+    """``image`` resized (antialiased) so its shorter side is ``size``, keeping its aspect ratio."""
+    width, height = image.size
+    scale = size / min(width, height)
+    if scale == 1:
+        return image
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return image.resize(new, resample)
 
 
 def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
@@ -137,6 +223,10 @@ def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
         raise BadImageError(path, "the file does not exist.") from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, "not an image file (or a format Pillow cannot read).") from None
+    except Image.DecompressionBombError:
+        raise BadImageError(
+            path, f"over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} pixels."
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(path, f"the file is corrupt ({error}).") from None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from flash.core.utils.cpu import FreedMemoryReuse
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import ImageDataset
 from flash.image.features import FeatureCache, backbone_is_fixed, fit_linear_probe, linear_layer_of
-from flash.image.io import list_images, to_rgb
+from flash.image.io import decode_image_bytes, list_images
 from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
 
 HEADS = ("linear", "mlp")
@@ -392,14 +391,9 @@ class ImageClassifier(ClassificationTask):
         """An uploaded image file's bytes -> RGB image."""
         if not data:
             raise ValueError(f"The image {filename!r} is empty." if filename else "The image input is empty.")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return to_rgb(image)
-        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise ValueError(
-                "The decoded bytes are not an image Pillow can read (or the image is truncated)."
-            ) from None
+        # decoded at about the size the model needs, under the decode limits in force
+        pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
+        return decode_image_bytes(data, pipeline.fit_size, pipeline.resample)
 
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         size = int(self.preprocessing["image_size"])

@@ -24,7 +24,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from flash.image.io import read_any
+from flash.image.io import read_any, resize_short_side
 
 UserTransform = Callable[[Image.Image], Any]
 
@@ -98,16 +98,6 @@ class ImagePipeline:
                 tensor = tensor.flip(-1)
             return tensor.contiguous()
         return center_crop(tensor, self.image_size, self.preprocessing.get("interpolation", "bilinear"))
-
-
-def resize_short_side(image: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
-    """``image`` resized (antialiased) so its shorter side is ``size``, keeping its aspect ratio."""
-    width, height = image.size
-    scale = size / min(width, height)
-    if scale == 1:
-        return image
-    new = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return image.resize(new, resample)
 
 
 def center_crop(tensor: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -142,11 +143,24 @@ def as_floats(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     elif pd.api.types.is_numeric_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     else:
-        converted = pd.to_numeric(series.where(~missing, np.nan), errors="coerce")
+        present = series.where(~missing, np.nan)
+        try:
+            converted = pd.to_numeric(present, errors="coerce")
+        except OverflowError:  # a whole number beyond float64 (e.g. 400 digits): infinite
+            converted = pd.to_numeric(present.map(_float_or_infinity), errors="coerce")
         values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     not_numbers = np.isnan(values) & ~missing
     values[missing] = np.nan
     return values, missing, not_numbers
+
+
+def _float_or_infinity(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
 
 
 def text_examples(series: pd.Series, mask: np.ndarray) -> str:
@@ -170,7 +184,8 @@ def numeric_values(series: pd.Series, column: str, what: str) -> np.ndarray:
     infinite = np.isinf(values)
     if infinite.any():
         raise ValueError(
-            f"Numerical column {column!r} of the {what} data has infinite values in rows {rows_of(infinite)}. "
+            f"Numerical column {column!r} of the {what} data has infinite values in rows {rows_of(infinite)} "
+            "(or numbers too large for a 64-bit float). "
             "Replace them with finite numbers, or leave them empty (missing numbers are imputed)."
         )
     return values

@@ -11,9 +11,15 @@ Endpoints:
   regressor).
 - ``GET /openapi.json`` and ``GET /docs``: the OpenAPI schema and its interactive page.
 
-Errors are ``{"error": "..."}``: 400 body not JSON, 413 body over ``max_body_bytes`` (refused
-before it is read), 415 unsupported upload, 422 wrong shape or an input the task cannot read,
-503 queue full or shutting down, 500 a failure inside the model.
+Errors are ``{"error": "..."}``: 400 body not JSON, 408 body not arrived within ``body_timeout``,
+413 body over ``max_body_bytes`` (refused before it is read), 415 unsupported upload, 422 wrong
+shape, an input the task cannot read or an image over ``max_image_pixels`` / ``max_request_pixels``,
+503 queue full, too many connections or shutting down, 500 a failure inside the model or the server
+(with ``Connection: close``, logged as one line).
+
+Hostile clients: image sizes are checked before decoding (:mod:`flash.core.data.decode_limits`),
+request headers must arrive within ``header_timeout`` and open connections stay under
+``max_connections`` (:mod:`flash.core.deploy.serve_connections`).
 
 Entry points: :func:`serve` (blocking; what ``task.serve()`` and ``flash serve`` call),
 :func:`build_app` (the ASGI app, for tests or another ASGI server) and :func:`start_server`
@@ -39,8 +45,10 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from flash.core.data.decode_limits import DEFAULT_MAX_IMAGE_PIXELS, PixelBudget
 from flash.core.deploy.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
-from flash.core.deploy.serve_limits import BodySizeLimit
+from flash.core.deploy.serve_connections import ACCEPT_BACKLOG, default_max_connections, guarded_h11_protocol
+from flash.core.deploy.serve_limits import BodySizeLimit, RequestGuard
 from flash.core.deploy.serve_schema import (
     ErrorResponse,
     HealthResponse,
@@ -56,6 +64,9 @@ DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_WAIT_MS = 5.0
 DEFAULT_MAX_QUEUE_SIZE = 1024
 DEFAULT_MAX_INPUTS_PER_REQUEST = 256
+DEFAULT_MAX_REQUEST_PIXELS = 64_000_000
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
 
 
 class RequestError(Exception):
@@ -77,6 +88,9 @@ def build_app(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
     device: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> FastAPI:
     """The FastAPI app serving ``task`` (a loaded flash task, or a checkpoint path).
 
@@ -89,12 +103,21 @@ def build_app(
         max_wait_ms: how long a request waits for others to share its forward pass.
         max_queue_size: requests allowed to wait for the model; more get 503.
         max_inputs_per_request: more inputs in one request get 422.
+        max_image_pixels: an image larger than this (read from its header, after any
+            reduced-scale decoding) gets 422 before it is decoded. Also the most pixels
+            decoded at once across all requests.
+        max_request_pixels: the most pixels one request's images may hold once resized for
+            the model; more get 422.
+        body_timeout: seconds a request's body may take to arrive; slower ones get 408.
     """
     task = _resolve_task(task, device)
     _check_positive_int("max_body_bytes", max_body_bytes)
     _check_positive_int("max_batch_size", max_batch_size)
     _check_positive_int("max_queue_size", max_queue_size)
     _check_positive_int("max_inputs_per_request", max_inputs_per_request)
+    _check_positive_int("max_image_pixels", max_image_pixels)
+    _check_positive_int("max_request_pixels", max_request_pixels)
+    _check_seconds("body_timeout", body_timeout)
     if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, int | float) or max_wait_ms < 0:
         raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}.")
 
@@ -124,6 +147,13 @@ def build_app(
     app.state.task = task
     app.state.predictor = predictor
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(  # outermost: sees every failure of the app
+        RequestGuard,
+        max_image_pixels=max_image_pixels,
+        max_request_pixels=max_request_pixels,
+        body_timeout=body_timeout,
+        budget=PixelBudget(max_image_pixels),
+    )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -133,7 +163,8 @@ def build_app(
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        headers = {"Connection": "close"} if error.status == 500 else None
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
     async def health() -> Any:
@@ -146,10 +177,11 @@ def build_app(
         code: {"model": ErrorResponse, "description": text}
         for code, text in (
             (400, "The body is not JSON."),
+            (408, "The body did not arrive within body_timeout."),
             (413, "The body is over the size limit."),
             (415, "Unsupported content type."),
-            (422, "Wrong shape, or an input the task cannot read."),
-            (503, "Too many requests waiting, or shutting down."),
+            (422, "Wrong shape, an input the task cannot read, or images over the pixel limits."),
+            (503, "Too many requests waiting or connections open, or shutting down."),
         )
     }
 
@@ -180,7 +212,8 @@ def build_app(
         except (ValueError, TypeError) as error:
             raise RequestError(422, f"The model could not use these inputs: {error}") from error
         except Exception as error:
-            logger.exception("Prediction failed")
+            logger.error("Prediction failed inside the model: %s: %s", type(error).__name__, error)
+            logger.debug("Traceback of the failed prediction", exc_info=True)
             raise RequestError(500, f"Prediction failed inside the model: {type(error).__name__}.") from error
         return JSONResponse({"predictions": predictions})
 
@@ -194,8 +227,10 @@ def _inputs_from_json(body: bytes, max_inputs: int, description: str) -> list[An
         raise RequestError(400, f"The request body is empty; send JSON {example}.")
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except ValueError as error:  # also numbers over Python's 4,300-digit limit
         raise RequestError(400, f"The request body is not valid JSON ({error}); send {example}.") from None
+    except RecursionError:
+        raise RequestError(400, f"The request body nests JSON too deeply to read; send {example}.") from None
     if not isinstance(payload, dict):
         raise RequestError(422, f"The body must be a JSON object {example}; got a {_json_type(payload)}.")
     if "inputs" not in payload:
@@ -275,15 +310,20 @@ def serve(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
     device: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve a task (or a checkpoint path) at ``http://host:port``; returns after Ctrl-C (SIGINT) or SIGTERM.
 
-    In-flight requests are finished before it returns. See :func:`build_app` for the limits.
-    ``host="0.0.0.0"`` listens on every interface.
+    In-flight requests are finished before it returns. See :func:`build_app` for the limits;
+    ``header_timeout`` (seconds for a request's headers to arrive) and ``max_connections``
+    (open connections; ``None``: below the process's file-descriptor limit) guard the
+    connections. ``host="0.0.0.0"`` listens on every interface.
     """
-    import uvicorn
-
     app = build_app(
         task_or_checkpoint_path,
         max_body_bytes=max_body_bytes,
@@ -292,10 +332,15 @@ def serve(
         max_queue_size=max_queue_size,
         max_inputs_per_request=max_inputs_per_request,
         device=device,
+        max_image_pixels=max_image_pixels,
+        max_request_pixels=max_request_pixels,
+        body_timeout=body_timeout,
+    )
+    config = _uvicorn_config(
+        app, header_timeout, max_connections, log_level=log_level, timeout_graceful_shutdown=10
     )
     sock = _bind(host, port)
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = _uvicorn().Server(config)
     logger.info("Serving %s at http://%s:%d (docs at /docs)", type(app.state.task).__name__, host, port)
     was_quiet = is_quiet()
     set_quiet(True)  # a server logs requests, not progress bars of each batch
@@ -344,19 +389,22 @@ def start_server(
     *,
     log_level: str = "warning",
     startup_timeout: float = 60.0,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int | None = None,
     **app_options: Any,
 ) -> RunningServer:
     """Start serving in a background thread and return once it accepts requests.
 
-    ``port=0`` picks a free port (see ``.url``). Options as :func:`build_app`.
+    ``port=0`` picks a free port (see ``.url``). ``header_timeout`` and ``max_connections`` as
+    :func:`serve`, other options as :func:`build_app`.
     """
-    import uvicorn
-
     app = build_app(task_or_checkpoint_path, **app_options)
+    config = _uvicorn_config(
+        app, header_timeout, max_connections, log_level=log_level, log_config=None, access_log=False
+    )
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level=log_level, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
+    server = _uvicorn().Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="flash-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -369,6 +417,22 @@ def start_server(
             raise TimeoutError(f"The server on {host}:{bound_port} did not start within {startup_timeout} s.")
         time.sleep(0.01)
     return RunningServer(server, thread, host, bound_port, app)
+
+
+def _uvicorn() -> Any:
+    import uvicorn
+
+    return uvicorn
+
+
+def _uvicorn_config(app: FastAPI, header_timeout: float, max_connections: int | None, **options: Any) -> Any:
+    """uvicorn's config with the connection guards of :mod:`flash.core.deploy.serve_connections`."""
+    _check_seconds("header_timeout", header_timeout)
+    if max_connections is None:
+        max_connections = default_max_connections()
+    _check_positive_int("max_connections", max_connections)
+    protocol = guarded_h11_protocol(header_timeout, max_connections)
+    return _uvicorn().Config(app, http=protocol, backlog=ACCEPT_BACKLOG, **options)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -400,6 +464,11 @@ def _resolve_task(task: Any, device: str | None) -> Any:
     if not isinstance(task, torch.nn.Module) or not hasattr(task, "serve_predictions"):
         raise TypeError(f"Serve a flash task or the path of its checkpoint, got {type(task).__name__}.")
     return task if device is None else task.to(resolve_device(device))
+
+
+def _check_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}.")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -134,3 +134,19 @@ class FreedMemoryReuse(Callback):
         if self._started:
             self._started = False
             release_freed_memory()
+
+
+def return_freed_memory() -> bool:
+    """Hand freed heap memory back to the kernel now (glibc's ``malloc_trim``; Linux with glibc only).
+
+    For a process that owns its memory use, such as a server after a request that decoded large
+    images: without it the process stays at its peak size. Returns whether anything was returned.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        malloc_trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(malloc_trim(0))
