@@ -250,14 +250,15 @@ def test_concurrent_calls_download_once(server, tmp_path):
     assert len(visible_files(tmp_path / "out")) == 20
 
 
-
 # -- never deleting or replacing what the user has ----------------------------------------------------
 def test_archive_file_named_like_a_user_folder_changes_nothing(server, tmp_path):
     out = tmp_path / "out"
     (out / "data").mkdir(parents=True)
     (out / "data/mine.txt").write_bytes(b"precious")
     server.files["/clash.zip"] = make_zip({"data": b"a file where the user has a folder", "new.txt": b"n"})
-    with pytest.raises(DownloadConflictError, match=r"data \(a folder here, a file in the download\)") as error:
+    with pytest.raises(
+        DownloadConflictError, match=r"data \(a folder here, a file in the download\)"
+    ) as error:
         download_data(f"{server.url}/clash.zip", out, progress=False)
     assert isinstance(error.value, DownloadError) and isinstance(error.value, FileExistsError)
     assert "Nothing was changed" in str(error.value)
@@ -308,7 +309,9 @@ def test_a_failed_move_takes_back_what_it_moved(server, tmp_path, monkeypatch):
 
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep/mine.txt").write_bytes(b"mine")
-    server.files["/many.zip"] = make_zip({"a/1.txt": b"1", "b/2.txt": b"2", "keep/3.txt": b"3", "z.txt": b"z"})
+    server.files["/many.zip"] = make_zip(
+        {"a/1.txt": b"1", "b/2.txt": b"2", "keep/3.txt": b"3", "z.txt": b"z"}
+    )
     real_rename, calls = os.rename, []
 
     def flaky_rename(source, target):
@@ -343,11 +346,13 @@ BOMB_BYTES = 72 * 2**20  # just over the 64 MiB under which ratios are not check
 @pytest.fixture(scope="module")
 def zip_bomb() -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("zeros.bin", "w", force_zip64=True) as member:
-            block = bytes(2**20)
-            for _ in range(BOMB_BYTES // len(block)):
-                member.write(block)
+    block = bytes(2**20)
+    with (
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("zeros.bin", "w", force_zip64=True) as member,
+    ):
+        for _ in range(BOMB_BYTES // len(block)):
+            member.write(block)
     return buffer.getvalue()
 
 
@@ -403,7 +408,12 @@ def test_extracted_size_cap(server, tmp_path):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_extracted_size", 0), ("max_extracted_size", 1.5), ("max_compression_ratio", 0.5), ("timeout", True)],
+    [
+        ("max_extracted_size", 0),
+        ("max_extracted_size", 1.5),
+        ("max_compression_ratio", 0.5),
+        ("timeout", True),
+    ],
 )
 def test_bad_limits_are_clear_errors(tmp_path, option, value):
     with pytest.raises(ValueError, match=option):
