@@ -93,7 +93,9 @@ class ArchiveLimits:
         size, ratio = self.max_extracted_size, self.max_compression_ratio
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"max_extracted_size must be a positive number of bytes or None, got {size!r}.")
-        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 1):
+        if ratio is not None and (
+            isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 1
+        ):
             raise ValueError(f"max_compression_ratio must be a number >= 1 or None, got {ratio!r}.")
 
 
@@ -160,6 +162,12 @@ def download_data(
                 os.replace(partial, staging / name)
             entries = sorted(p.name for p in staging.iterdir())
             _place(staging, root, url, lambda: _write_record(record_path, url, entries))
+        except OSError as error:
+            if isinstance(error, DownloadError):
+                raise
+            raise DownloadError(
+                f"Downloading {url} into {root} failed: {error}. Nothing was kept."
+            ) from error
         finally:
             partial.unlink(missing_ok=True)
             if staging is not None:
