@@ -43,6 +43,7 @@ def finetune_once(data_dir: str, seed: int, low: float, image_size: int | None, 
         image_size=image_size,
         hflip=hflip,
         crop_scale=(low, 1.0),
+        seed=seed,  # the shuffle and the crops are drawn from the data module's seed
     )
     task = ImageClassifier(num_classes=data.num_classes)
     with tempfile.TemporaryDirectory() as out:

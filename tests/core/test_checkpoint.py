@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flash
-from flash.core.deploy.checkpoint import read_checkpoint
+from flash.core.deploy.checkpoint import load_task, read_checkpoint
 from toy import ToyClassifier, toy_data
 
 
@@ -39,3 +39,82 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
         read_checkpoint(other)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.fixture
+def toy_checkpoint(tmp_path):
+    model = ToyClassifier(labels=["neg", "pos"])
+    trainer = flash.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(model)
+    path = tmp_path / "toy.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"is empty \(0 bytes\)"),
+        (b"hello world\nsecond line\n", r"is a text file \(it starts with 'hello world'\)"),
+        (b"\x80\x02}q\x00.garbage" + bytes(range(256)), "not a flash checkpoint"),
+    ],
+)
+def test_empty_text_and_damaged_files_say_what_they_are(tmp_path, content, message):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(content)
+    for load in (ToyClassifier.load_from_checkpoint, read_checkpoint, load_task):
+        with pytest.raises(ValueError, match=message):
+            load(path)
+
+
+def test_crafted_pickle_refusal_is_quoted_in_full(tmp_path):
+    import os
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo should never run",))
+
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"flash": {"task": "toy.ToyClassifier"}, "payload": RunsCode()}, path)
+    with pytest.raises(ValueError) as error:
+        ToyClassifier.load_from_checkpoint(path)
+    message = str(error.value)
+    assert "weights_only=True" in message and "cannot run code" in message
+    refusal = str(error.value.__cause__)
+    reason = next(p.strip() for p in refusal.split("\n\n") if "GLOBAL" in p or "global" in p.lower())
+    assert reason in message  # the unpickler's reason, not cut short
+    assert "system" in message
+    assert "weights_only` set to `False`" not in message  # flash never offers the unsafe load
+
+
+def test_checkpoint_of_another_task_names_the_class_to_use(toy_checkpoint, tmp_path):
+    from flash.image import ImageClassifier
+
+    with pytest.raises(
+        ValueError, match=r"saved by a ToyClassifier \(toy\.ToyClassifier\), not by ImageClassifier"
+    ) as error:
+        ImageClassifier.load_from_checkpoint(toy_checkpoint)
+    assert "toy.ToyClassifier.load_from_checkpoint" in str(error.value)
+
+    raw = torch.load(toy_checkpoint, weights_only=True)
+    raw["flash"]["task"] = "flash.text.model.TextClassifier"
+    text = tmp_path / "text.ckpt"
+    torch.save(raw, text)
+    with pytest.raises(ValueError, match=r"saved by a TextClassifier") as error:
+        ToyClassifier.load_from_checkpoint(text)
+    assert (
+        "load it with flash.text.TextClassifier.load_from_checkpoint or flash.core.deploy.checkpoint.load_task"
+        in str(error.value)
+    )
+    assert ToyClassifier.load_from_checkpoint(toy_checkpoint).labels == ["neg", "pos"]
+
+
+def test_marker_without_a_task_class_is_a_clear_error(toy_checkpoint, tmp_path):
+    raw = torch.load(toy_checkpoint, weights_only=True)
+    raw["flash"] = {"version": "0"}
+    path = tmp_path / "edited.ckpt"
+    torch.save(raw, path)
+    with pytest.raises(ValueError, match="names no task class"):
+        ToyClassifier.load_from_checkpoint(path)
+    with pytest.raises(ValueError, match="not a flash task"):
+        load_task(toy_checkpoint)

@@ -135,11 +135,11 @@ class ImageDataset(Dataset):
         return array
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"index": index}
+        item: dict[str, Any] = {"index": int(index)}
         if self.targets is not None:
             item["target"] = self.targets[index]
         if self.pixels:
-            item["input"] = self.pipeline(self.array(index))
+            item["input"] = self.pipeline(self.array(index), index)  # a SampleIndex keys the augmentation
         return item
 
     def with_pipeline(self, pipeline: ImagePipeline, stage: str | None = None) -> ImageDataset:

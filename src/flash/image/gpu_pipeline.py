@@ -36,14 +36,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flash.core.data.device_loader import DeviceLoader
 from flash.image.io import BadImageError, open_image
-from flash.image.transforms import DEFAULT_CROP_SCALE
+from flash.image.transforms import (
+    _DRAWS_PER_ITEM,
+    DEFAULT_CROP_SCALE,
+    item_uniforms,
+    random_resized_crop_boxes,
+)
 
 DEVICE_DECODABLE = {("JPEG", "RGB"), ("JPEG", "L"), ("MPO", "RGB"), ("MPO", "L")}
 """(PIL format, PIL mode) of files decoded on the device; everything else is decoded by PIL."""
 
 INTERPOLATIONS = ("bilinear", "bicubic")
-_CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
-_DRAWS_PER_ITEM = _CROP_ATTEMPTS * 4 + 1  # (area, ratio, top, left) per attempt, then the flip
 
 
 # -- reading (in loader workers) -------------------------------------------------------------------
@@ -252,72 +255,6 @@ def decode_batch(batch: EncodedBatch, device: torch.device | str) -> list[torch.
     if missing:
         raise ValueError(f"The batch holds no image data for {', '.join(missing[:5])}.")
     return images  # type: ignore[return-value]
-
-
-# -- augmentation parameters (on the CPU, vectorised) ---------------------------------------------
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _splitmix64(values: np.ndarray) -> np.ndarray:
-    z = values.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (z ^ (z >> np.uint64(31))) & _MASK64
-
-
-def item_uniforms(seed: int, epoch: int, indices: np.ndarray, count: int) -> np.ndarray:
-    """``count`` uniform numbers in ``[0, 1)`` per item, a pure function of ``(seed, epoch, index)``."""
-    key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
-    key = _splitmix64(key ^ np.uint64(epoch % 2**64))
-    items = _splitmix64(key ^ np.asarray(indices, dtype=np.int64).astype(np.uint64)[:, None])
-    draws = _splitmix64(items ^ np.arange(count, dtype=np.uint64)[None, :])
-    return (draws >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def random_resized_crop_boxes(
-    sizes: np.ndarray,
-    uniforms: np.ndarray,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> np.ndarray:
-    """Crop boxes ``(top, left, height, width)`` per image, with torchvision's RandomResizedCrop rule.
-
-    Args:
-        sizes: ``(N, 2)`` image heights and widths.
-        uniforms: ``(N, >= 40)`` numbers in ``[0, 1)``: 10 attempts of (area, aspect, top, left).
-        scale: range of the crop's area as a fraction of the image's.
-        ratio: range of the crop's aspect ratio (width / height).
-    """
-    sizes = np.asarray(sizes, dtype=np.float64)
-    height, width = sizes[:, :1], sizes[:, 1:2]
-    u = np.asarray(uniforms)[:, : _CROP_ATTEMPTS * 4].reshape(len(sizes), _CROP_ATTEMPTS, 4)
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
-    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
-    aspect = np.exp(log_low + (log_high - log_low) * u[..., 1])
-    crop_w = np.round(np.sqrt(area * aspect))
-    crop_h = np.round(np.sqrt(area / aspect))
-    fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
-    top = np.floor(u[..., 2] * (height - crop_h + 1))
-    left = np.floor(u[..., 3] * (width - crop_w + 1))
-    first = fits.argmax(axis=1)
-    rows = np.arange(len(sizes))
-    boxes = np.stack([top[rows, first], left[rows, first], crop_h[rows, first], crop_w[rows, first]], axis=1)
-    failed = ~fits.any(axis=1)
-    if failed.any():
-        boxes[failed] = _central_fallback(sizes[failed], ratio)
-    return boxes.astype(np.int64)
-
-
-def _central_fallback(sizes: np.ndarray, ratio: tuple[float, float]) -> np.ndarray:
-    height, width = sizes[:, 0], sizes[:, 1]
-    in_ratio = width / height
-    crop_w = np.where(
-        in_ratio < ratio[0], width, np.where(in_ratio > ratio[1], np.round(height * ratio[1]), width)
-    )
-    crop_h = np.where(in_ratio < ratio[0], np.round(width / ratio[0]), height)
-    return np.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w], axis=1)
 
 
 def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:

@@ -15,6 +15,7 @@ tensor (normalised by the collate) or a float tensor (taken as final).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from flash.core.data.randomness import item_seed, item_uniforms, sample_key
 from flash.image.io import read_any, resize_short_side
 
 UserTransform = Callable[[Image.Image], Any]
@@ -34,6 +36,11 @@ pretrained backbone finetuned for a few epochs, starting from a linear probe fit
 crops, does better with mild crops. (0.8, 1) beat (0.6, 1) on both the ants-vs-bees photos and
 scikit-learn's digits; (0.9, 1) helped the photos a little more but cost the digits
 (``benchmarks/image_crop_scale.py``; the numbers are in docs/image.md)."""
+
+_CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
+_DRAWS_PER_ITEM = _CROP_ATTEMPTS * 4 + 1  # (area, ratio, top, left) per attempt, then the flip
+CROP_RATIO = (3 / 4, 4 / 3)
+"""Aspect-ratio range (width / height) of training crops, as torchvision's RandomResizedCrop."""
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 _INTERPOLATION = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
@@ -69,12 +76,10 @@ class ImagePipeline:
         self.hflip = float(hflip)
         size = int(preprocessing["image_size"])
         self.image_size = size
-        interpolation = preprocessing.get("interpolation", "bilinear")
-        self.resample = _RESAMPLE.get(interpolation, Image.BILINEAR)
+        self.interpolation = preprocessing.get("interpolation", "bilinear")
+        self.resample = _RESAMPLE.get(self.interpolation, Image.BILINEAR)
         self.fit_size = None if transform is not None else resize_size(preprocessing)
-        self._random_crop = v2.RandomResizedCrop(
-            size, scale=tuple(crop_scale), interpolation=_INTERPOLATION[interpolation], antialias=True
-        )
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -88,16 +93,91 @@ class ImagePipeline:
             image = resize_short_side(image, self.fit_size, self.resample)
         return np.array(image, dtype=np.uint8)  # writable: torch.from_numpy needs that
 
-    def __call__(self, array: np.ndarray) -> Any:
+    def __call__(self, array: np.ndarray, index: Any = None) -> Any:
+        """The crop (or the user transform's output) of a decoded image.
+
+        Args:
+            array: the image from :meth:`load`.
+            index: the item's index. A :class:`~flash.core.data.randomness.SampleIndex` (what the
+                training sampler yields) makes the random crop and flip a function of
+                ``(seed, epoch, index)``, the same in any worker and as on the GPU path; with a
+                plain index they are drawn from torch's global random state.
+        """
+        key = sample_key(index)
         if self.transform is not None:
-            return self.transform(Image.fromarray(array))
+            image = Image.fromarray(array)
+            if key is None or not self.train:
+                return self.transform(image)
+            with torch.random.fork_rng(devices=[]):  # the user's torch draws, keyed like ours
+                torch.manual_seed(item_seed(*key))
+                return self.transform(image)
         tensor = torch.from_numpy(array).permute(2, 0, 1)
-        if self.train:
-            tensor = self._random_crop(tensor)
-            if self.hflip and torch.rand(()) < self.hflip:
-                tensor = tensor.flip(-1)
-            return tensor.contiguous()
-        return center_crop(tensor, self.image_size, self.preprocessing.get("interpolation", "bilinear"))
+        if not self.train:
+            return center_crop(tensor, self.image_size, self.interpolation)
+        if key is None:
+            draws = torch.rand(_DRAWS_PER_ITEM, dtype=torch.float64).numpy()[None]
+        else:
+            seed, epoch, item = key
+            draws = item_uniforms(seed, epoch, np.array([item]), _DRAWS_PER_ITEM)
+        box = random_resized_crop_boxes(np.array([tensor.shape[-2:]]), draws, self.crop_scale, CROP_RATIO)
+        top, left, height, width = box[0].tolist()
+        tensor = F.resized_crop(
+            tensor,
+            top,
+            left,
+            height,
+            width,
+            [self.image_size, self.image_size],
+            interpolation=_INTERPOLATION[self.interpolation],
+            antialias=True,
+        )
+        if draws[0, -1] < self.hflip:
+            tensor = tensor.flip(-1)
+        return tensor.contiguous()
+
+
+def random_resized_crop_boxes(
+    sizes: np.ndarray,
+    uniforms: np.ndarray,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+    """Crop boxes ``(top, left, height, width)`` per image, with torchvision's RandomResizedCrop rule.
+
+    Args:
+        sizes: ``(N, 2)`` image heights and widths.
+        uniforms: ``(N, >= 40)`` numbers in ``[0, 1)``: 10 attempts of (area, aspect, top, left).
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height).
+    """
+    sizes = np.asarray(sizes, dtype=np.float64)
+    height, width = sizes[:, :1], sizes[:, 1:2]
+    u = np.asarray(uniforms)[:, : _CROP_ATTEMPTS * 4].reshape(len(sizes), _CROP_ATTEMPTS, 4)
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = np.exp(log_low + (log_high - log_low) * u[..., 1])
+    crop_w = np.round(np.sqrt(area * aspect))
+    crop_h = np.round(np.sqrt(area / aspect))
+    fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+    top = np.floor(u[..., 2] * (height - crop_h + 1))
+    left = np.floor(u[..., 3] * (width - crop_w + 1))
+    first = fits.argmax(axis=1)
+    rows = np.arange(len(sizes))
+    boxes = np.stack([top[rows, first], left[rows, first], crop_h[rows, first], crop_w[rows, first]], axis=1)
+    failed = ~fits.any(axis=1)
+    if failed.any():
+        boxes[failed] = _central_fallback(sizes[failed], ratio)
+    return boxes.astype(np.int64)
+
+
+def _central_fallback(sizes: np.ndarray, ratio: tuple[float, float]) -> np.ndarray:
+    height, width = sizes[:, 0], sizes[:, 1]
+    in_ratio = width / height
+    crop_w = np.where(
+        in_ratio < ratio[0], width, np.where(in_ratio > ratio[1], np.round(height * ratio[1]), width)
+    )
+    crop_h = np.where(in_ratio < ratio[0], np.round(width / ratio[0]), height)
+    return np.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w], axis=1)
 
 
 def center_crop(tensor: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:

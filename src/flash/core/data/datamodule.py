@@ -13,6 +13,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from flash.core.data.randomness import SampleIndex
+
 STAGES = ("train", "val", "test", "predict")
 
 
@@ -49,6 +51,10 @@ class EpochShuffleSampler(Sampler[int]):
     Lightning calls :meth:`set_epoch` before every training epoch. :attr:`generator` is also
     handed to the DataLoader, so creating its iterator draws nothing from the global RNG (which
     would shift dropout and augmentation depending on when the iterator was made).
+
+    It yields :class:`~flash.core.data.randomness.SampleIndex` values: plain ``int`` indices that
+    also carry ``seed`` and ``epoch``, so a dataset can key each item's augmentation on
+    ``(seed, epoch, index)`` in whichever worker process reads it.
     """
 
     def __init__(self, length: int, seed: int = 0) -> None:
@@ -68,7 +74,8 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator()
         generator.manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randperm(self.length, generator=generator).tolist()
+        for index in torch.randperm(self.length, generator=generator).tolist():
+            yield SampleIndex(index, self.seed, self.epoch)
 
 
 def _sort_key(label: Any) -> tuple[int, Any]:

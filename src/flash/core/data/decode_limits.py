@@ -164,4 +164,3 @@ def decode_limits(
         yield limits
     finally:
         _current.reset(token)
-

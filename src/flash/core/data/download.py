@@ -1,4 +1,4 @@
-"""Download a file or archive from an http(s) or file URL into a folder, once.
+"""Download a file or archive from an http(s) or file URL into a folder, once, without touching what is there.
 
 ``download_data(url, path)`` saves the file under ``path``; zip and tar archives (``.zip``,
 ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``) are extracted into ``path`` and the
@@ -11,11 +11,20 @@ the same URL, and every entry it lists still exists. Delete the entries (or pass
 ``force=True``) to download again.
 
 Safety:
-- The download goes to a temporary file in ``path/.flash_download/`` and is renamed into place
-  only once it is complete (a dropped connection or a short body leaves nothing behind).
+- The download goes to a temporary file in ``path/.flash_download/`` and is used only once it is
+  complete. A dropped connection, a short body, a cut chunked body raise :class:`DownloadError`
+  and leave nothing behind. A body sent without ``Content-Length`` ends when the server closes
+  the connection, so it cannot be told apart from a complete one; archives are read to the end
+  while extracting, so a truncated one is still caught.
 - Archives are checked member by member before anything is extracted: absolute paths, ``..``
-  components, symbolic and hard links and device files are refused with :class:`UnsafeArchiveError`.
-- Extraction happens in a staging folder that is moved into ``path`` only when it succeeds.
+  components, symbolic and hard links and device files are refused with :class:`UnsafeArchiveError`;
+  an archive that expands past ``max_extracted_size``, or past ``max_compression_ratio`` times its own
+  size, is refused with :class:`ArchiveLimitError`.
+- Nothing the user has is deleted or overwritten. The result is extracted into a staging folder
+  inside ``path/.flash_download/``; if any of its files would take the place of a different file
+  or folder already in ``path``, the call raises :class:`DownloadConflictError` and changes
+  nothing (identical files are not a conflict). Otherwise only paths ``path`` lacks are moved in;
+  if a move fails, the ones already made are taken back.
 - Processes downloading the same file into the same folder at once (DDP ranks) take turns
   through a lock file; the ones that wait find the data there and return.
 """
@@ -23,7 +32,10 @@ Safety:
 from __future__ import annotations
 
 import contextlib
+import filecmp
+import http.client
 import json
+import lzma
 import os
 import shutil
 import stat
@@ -33,7 +45,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -42,15 +56,47 @@ from tqdm.auto import tqdm
 SCHEMES = ("http", "https", "file")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 STATE_DIR = ".flash_download"
+DEFAULT_MAX_EXTRACTED_SIZE = 64 * 2**30
+"""Default cap on the bytes an archive may expand to (64 GiB)."""
+DEFAULT_MAX_COMPRESSION_RATIO = 100.0
+"""Default cap on extracted size / archive size (real data sets compress 1-20 times)."""
+RATIO_CHECK_FLOOR = 64 * 2**20
+"""Archives that expand to at most this many bytes (64 MiB) are not checked for their ratio."""
 _CHUNK = 1 << 16
+_SHOWN_CONFLICTS = 5
 
 
 class DownloadError(OSError):
-    """A download failed: HTTP error, unreachable host, missing file or short body."""
+    """A download failed: HTTP error, unreachable host, missing file, short or cut body, bad archive."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(DownloadError, ValueError):
     """An archive holds a member that would be written outside the target folder, or a link."""
+
+
+class ArchiveLimitError(DownloadError):
+    """An archive would expand past ``max_extracted_size`` or ``max_compression_ratio``."""
+
+
+class DownloadConflictError(DownloadError, FileExistsError):
+    """The download would replace a file or folder the target folder already holds."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How far an archive may expand (``None``: no limit)."""
+
+    max_extracted_size: int | None = DEFAULT_MAX_EXTRACTED_SIZE
+    max_compression_ratio: float | None = DEFAULT_MAX_COMPRESSION_RATIO
+
+    def __post_init__(self) -> None:
+        size, ratio = self.max_extracted_size, self.max_compression_ratio
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ValueError(f"max_extracted_size must be a positive number of bytes or None, got {size!r}.")
+        if ratio is not None and (
+            isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 1
+        ):
+            raise ValueError(f"max_compression_ratio must be a number >= 1 or None, got {ratio!r}.")
 
 
 def download_data(
@@ -60,8 +106,14 @@ def download_data(
     force: bool = False,
     progress: bool = True,
     timeout: float = 60.0,
+    max_extracted_size: int | None = DEFAULT_MAX_EXTRACTED_SIZE,
+    max_compression_ratio: float | None = DEFAULT_MAX_COMPRESSION_RATIO,
 ) -> Path:
     """Download ``url`` into the folder ``path``, extracting zip and tar archives there.
+
+    Nothing already in ``path`` is deleted or overwritten: if the download holds a path that
+    ``path`` already has with other content, nothing is changed and
+    :class:`DownloadConflictError` is raised.
 
     Args:
         url: an ``http://``, ``https://`` or ``file://`` URL.
@@ -69,19 +121,25 @@ def download_data(
         force: download again even if a previous call already did.
         progress: show a progress bar.
         timeout: seconds to wait for the server to answer or send more data.
+        max_extracted_size: most bytes an archive may expand to (``None``: no limit).
+        max_compression_ratio: most an archive may expand relative to its own size (``None``:
+            no limit); archives that expand to at most 64 MiB are not checked.
 
     Returns:
         The folder ``path``.
 
     Raises:
-        ValueError: ``url`` is not an http(s) or file URL.
-        DownloadError: the server answered with an HTTP error, could not be reached, or the
-            connection dropped before the whole file arrived.
-        UnsafeArchiveError: the archive holds members outside ``path`` or links; nothing is extracted.
+        ValueError: ``url`` is not an http(s) or file URL, or a limit is not a positive number.
+        DownloadError: the server answered with an HTTP error, could not be reached, the
+            connection dropped before the whole file arrived, the archive is corrupt or truncated,
+            or the disk is full. Its subclasses: :class:`UnsafeArchiveError` (members outside
+            ``path`` or links), :class:`ArchiveLimitError` (a limit above),
+            :class:`DownloadConflictError` (a path would be replaced). In every case nothing is kept.
     """
     name = _check_url(url)
-    if not isinstance(timeout, int | float) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+    limits = ArchiveLimits(max_extracted_size, max_compression_ratio)
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root} exists and is not a folder; pass a folder to download into.")
@@ -95,15 +153,25 @@ def download_data(
         if not force and _already_downloaded(record_path, url, root):
             return root  # another process (e.g. another DDP rank) finished it while we waited
         partial = _fetch(url, state_dir, name, progress, timeout)
+        staging = None
         try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{name}.", suffix=".extract", dir=state_dir))
             if _is_archive(name):
-                entries = _extract(partial, root, state_dir, name)
+                _extract(partial, staging, name, limits)
             else:
-                os.replace(partial, root / name)
-                entries = [name]
+                os.replace(partial, staging / name)
+            entries = sorted(p.name for p in staging.iterdir())
+            _place(staging, root, url, lambda: _write_record(record_path, url, entries))
+        except OSError as error:
+            if isinstance(error, DownloadError):
+                raise
+            raise DownloadError(
+                f"Downloading {url} into {root} failed: {error}. Nothing was kept."
+            ) from error
         finally:
             partial.unlink(missing_ok=True)
-        _write_record(record_path, url, entries)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
@@ -134,7 +202,7 @@ def _check_url(url: Any) -> str:
     if parsed.scheme != "file" and not parsed.netloc:
         raise ValueError(f"URL {url!r} has no host.")
     name = PurePosixPath(urllib.parse.unquote(parsed.path)).name
-    if name in ("", ".", "..") or "\\" in name or "\x00" in name:
+    if name in ("", ".", "..", STATE_DIR) or "\\" in name or "\x00" in name:
         name = "download"
     return name
 
@@ -174,8 +242,10 @@ def _fetch(url: str, state_dir: Path, name: str, progress: bool, timeout: float)
                 f"Downloading {url} failed: the connection closed after {received} of {expected} bytes. "
                 "Nothing was kept; try again."
             )
-    except BaseException:
+    except BaseException as error:
         partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, DownloadError):  # e.g. a full disk
+            raise DownloadError(f"Saving {url} failed: {error}. Nothing was kept.") from error
         raise
     return partial
 
@@ -188,8 +258,8 @@ def _open(url: str, timeout: float) -> Any:
         raise DownloadError(f"Downloading {url} failed: HTTP {error.code} {error.reason}.") from error
     except urllib.error.URLError as error:
         raise DownloadError(f"Downloading {url} failed: {error.reason}.") from error
-    except (OSError, ValueError) as error:
-        raise DownloadError(f"Downloading {url} failed: {error}.") from error
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise DownloadError(f"Downloading {url} failed: {error!r}.") from error
 
 
 def _content_length(response: Any) -> int | None:
@@ -211,32 +281,45 @@ def _copy(
         while True:
             try:
                 chunk = response.read(_CHUNK)
-            except (OSError, ValueError) as error:  # timeouts, resets, IncompleteRead
+            except (OSError, ValueError, http.client.HTTPException) as error:  # timeouts, resets, a cut chunk
                 raise DownloadError(
                     f"Downloading {url} failed after {received} bytes: {error!r}. Nothing was kept; try again."
                 ) from error
             if not chunk:
                 return received
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as error:  # a full disk
+                raise DownloadError(
+                    f"Saving {url} failed after {received} bytes: {error}. Nothing was kept."
+                ) from error
             received += len(chunk)
             bar.update(len(chunk))
 
 
 # -- extraction -----------------------------------------------------------------------------------
-def _extract(archive: Path, root: Path, state_dir: Path, name: str) -> list[str]:
-    """Check every member, extract into a staging folder, then move the result into ``root``."""
-    staging = Path(tempfile.mkdtemp(prefix=f"{name}.", suffix=".extract", dir=state_dir))
+def _extract(archive: Path, staging: Path, name: str, limits: ArchiveLimits) -> None:
+    """Check every member and the archive's size against ``limits``, then extract into ``staging``.
+
+    Every failure (a corrupt or truncated archive, a full disk) raises :class:`DownloadError`.
+    """
+    archive_bytes = archive.stat().st_size
     try:
         if name.lower().endswith(".zip"):
-            _extract_zip(archive, staging, name)
+            _extract_zip(archive, staging, name, limits, archive_bytes)
         else:
-            _extract_tar(archive, staging, name)
-        entries = sorted(p.name for p in staging.iterdir())
-        for entry in entries:
-            _move_into(staging / entry, root / entry)
-        return entries
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            _extract_tar(archive, staging, name, limits, archive_bytes)
+    except DownloadError:
+        raise
+    except zipfile.BadZipFile as error:
+        raise DownloadError(f"{name} is not a valid zip archive: {error}. Nothing was kept.") from error
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as error:
+        raise DownloadError(
+            f"{name} is not a valid or complete archive ({type(error).__name__}: {error}). Nothing was kept; "
+            "if the download was cut short, try again."
+        ) from error
+    except (OSError, NotImplementedError, RuntimeError) as error:
+        raise DownloadError(f"Extracting {name} failed: {error}. Nothing was kept.") from error
 
 
 def _check_member_name(member: str, archive_name: str) -> None:
@@ -247,51 +330,174 @@ def _check_member_name(member: str, archive_name: str) -> None:
             f"{archive_name} holds {member!r}, which would be written outside the target folder; "
             "nothing was extracted."
         )
+    if parts and parts[0] == STATE_DIR:
+        raise UnsafeArchiveError(
+            f"{archive_name} holds {member!r}, inside the folder {STATE_DIR!r} that download_data keeps "
+            "its records in; nothing was extracted."
+        )
 
 
-def _extract_zip(archive: Path, staging: Path, name: str) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = zf.infolist()
-            for info in members:
-                _check_member_name(info.filename, name)
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise UnsafeArchiveError(
-                        f"{name} holds the symbolic link {info.filename!r}; links are refused, "
-                        "nothing was extracted."
-                    )
-            zf.extractall(staging)
-    except zipfile.BadZipFile as error:
-        raise DownloadError(f"{name} is not a valid zip archive: {error}.") from error
+class _SizeTally:
+    """Adds up the sizes the members declare and stops at the first limit they pass."""
+
+    def __init__(self, name: str, limits: ArchiveLimits, archive_bytes: int) -> None:
+        self.name = name
+        self.limits = limits
+        self.archive_bytes = max(1, archive_bytes)
+        self.total = 0
+
+    def add(self, size: int) -> None:
+        self.total += max(0, int(size))
+        cap = self.limits.max_extracted_size
+        if cap is not None and self.total > cap:
+            raise ArchiveLimitError(
+                f"{self.name} expands to more than {_human(cap)} (max_extracted_size={cap}); nothing was "
+                "extracted. If you trust this archive, pass a larger max_extracted_size (or None)."
+            )
+        ratio = self.limits.max_compression_ratio
+        if ratio is not None and self.total > RATIO_CHECK_FLOOR and self.total > ratio * self.archive_bytes:
+            raise ArchiveLimitError(
+                f"{self.name} ({_human(self.archive_bytes)}) expands to more than {_human(self.total)}, over "
+                f"{ratio:g} times its size (max_compression_ratio={ratio:g}): it looks like a decompression bomb; "
+                "nothing was extracted. If you trust this archive, pass a larger max_compression_ratio (or None)."
+            )
+
+    def check_free_space(self, folder: Path) -> None:
+        free = shutil.disk_usage(folder).free
+        if self.total > free:
+            raise DownloadError(
+                f"{self.name} expands to {_human(self.total)} but only {_human(free)} are free on the disk "
+                "it is downloaded to; nothing was extracted. Free some space and try again."
+            )
 
 
-def _extract_tar(archive: Path, staging: Path, name: str) -> None:
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            members = tf.getmembers()
-            for member in members:
-                _check_member_name(member.name, name)
-                if member.issym() or member.islnk():
-                    raise UnsafeArchiveError(
-                        f"{name} holds the link {member.name!r} -> {member.linkname!r}; links are refused, "
-                        "nothing was extracted."
-                    )
-                if not (member.isfile() or member.isdir()):
-                    raise UnsafeArchiveError(
-                        f"{name} holds {member.name!r}, which is neither a file nor a folder; "
-                        "nothing was extracted."
-                    )
-            tf.extractall(staging, members=members, filter="data")
-    except tarfile.TarError as error:
-        raise DownloadError(f"{name} is not a valid tar archive: {error}.") from error
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
-def _move_into(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, merging folders and replacing files that exist."""
-    if source.is_dir() and target.is_dir() and not target.is_symlink():
-        for child in source.iterdir():
-            _move_into(child, target / child.name)
+def _extract_zip(archive: Path, staging: Path, name: str, limits: ArchiveLimits, archive_bytes: int) -> None:
+    tally = _SizeTally(name, limits, archive_bytes)
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        for info in members:
+            _check_member_name(info.filename, name)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchiveError(
+                    f"{name} holds the symbolic link {info.filename!r}; links are refused, nothing was extracted."
+                )
+            tally.add(info.file_size)  # zipfile stops reading a member at its declared size
+        tally.check_free_space(staging)
+        zf.extractall(staging)
+
+
+def _extract_tar(archive: Path, staging: Path, name: str, limits: ArchiveLimits, archive_bytes: int) -> None:
+    tally = _SizeTally(name, limits, archive_bytes)
+    with tarfile.open(archive, "r:*") as tf:
+        members = []
+        for member in tf:  # headers one by one: a bomb is stopped before its data is decompressed
+            _check_member_name(member.name, name)
+            if member.issym() or member.islnk():
+                raise UnsafeArchiveError(
+                    f"{name} holds the link {member.name!r} -> {member.linkname!r}; links are refused, "
+                    "nothing was extracted."
+                )
+            if not (member.isfile() or member.isdir()):
+                raise UnsafeArchiveError(
+                    f"{name} holds {member.name!r}, which is neither a file nor a folder; nothing was extracted."
+                )
+            tally.add(member.size)
+            members.append(member)
+        tally.check_free_space(staging)
+        tf.extractall(staging, members=members, filter="data")
+
+
+# -- placing the result -------------------------------------------------------------------------------
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _same_content(new: Path, existing: Path) -> bool:
+    if existing.is_symlink() or not existing.is_file():
+        return False
+    return new.stat().st_size == existing.stat().st_size and filecmp.cmp(new, existing, shallow=False)
+
+
+def _conflicts(source: Path, target: Path, relative: str = "") -> list[str]:
+    """Paths under ``source`` whose place under ``target`` is taken by something else (identical files are not)."""
+    found = []
+    for child in sorted(source.iterdir()):
+        place = target / child.name
+        shown = f"{relative}{child.name}"
+        if not os.path.lexists(place):
+            continue
+        if child.is_dir():
+            if _is_real_dir(place):
+                found += _conflicts(child, place, f"{shown}/")
+            else:
+                found.append(f"{shown}/ (a file here, a folder in the download)")
+        elif _is_real_dir(place):
+            found.append(f"{shown} (a folder here, a file in the download)")
+        elif not _same_content(child, place):
+            found.append(shown)
+    return found
+
+
+def _refuse_conflicts(staging: Path, root: Path, url: str) -> None:
+    conflicts = _conflicts(staging, root)
+    if not conflicts:
         return
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    os.replace(source, target)
+    shown = ", ".join(conflicts[:_SHOWN_CONFLICTS])
+    more = f" and {len(conflicts) - _SHOWN_CONFLICTS} more" if len(conflicts) > _SHOWN_CONFLICTS else ""
+    raise DownloadConflictError(
+        f"Downloading {url} into {root} would replace {len(conflicts)} path(s) that are already there and "
+        f"differ from the download: {shown}{more}. Nothing was changed. Move or delete them, or download "
+        "into another folder."
+    )
+
+
+def _move_new_paths(source: Path, target: Path, moved: list[tuple[Path, Path]]) -> None:
+    """Move every path under ``source`` that ``target`` lacks into it; record each move in ``moved``."""
+    for child in sorted(source.iterdir()):
+        place = target / child.name
+        if os.path.lexists(place):
+            if child.is_dir() and _is_real_dir(place):
+                _move_new_paths(child, place, moved)
+                continue
+            if not child.is_dir() and _same_content(child, place):
+                continue
+            raise DownloadConflictError(f"{place} appeared while the download was being put in place.")
+        os.rename(child, place)
+        moved.append((child, place))
+
+
+def _undo_moves(moved: list[tuple[Path, Path]]) -> None:
+    """Take back what :func:`_move_new_paths` put in place (only paths that did not exist before)."""
+    for original, placed in reversed(moved):
+        try:
+            os.rename(placed, original)
+        except OSError:
+            if _is_real_dir(placed):
+                shutil.rmtree(placed, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    placed.unlink()
+
+
+def _place(staging: Path, root: Path, url: str, record: Callable[[], None]) -> None:
+    """Move the new paths of ``staging`` into ``root`` and call ``record``; on any failure undo the moves."""
+    _refuse_conflicts(staging, root, url)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        _move_new_paths(staging, root, moved)
+        record()
+    except BaseException as error:
+        _undo_moves(moved)
+        if isinstance(error, OSError) and not isinstance(error, DownloadError):
+            raise DownloadError(
+                f"Putting the download of {url} into {root} failed: {error}. Nothing was kept."
+            ) from error
+        raise

@@ -344,7 +344,7 @@ class Task(LightningModule):
         """Load a task; its backbone is built without downloading weights (the checkpoint has them)."""
         from flash.core.deploy.checkpoint import check_flash_checkpoint
 
-        check_flash_checkpoint(checkpoint_path)
+        check_flash_checkpoint(checkpoint_path, task_class=cls)
         if "pretrained" in inspect.signature(cls.__init__).parameters:
             kwargs.setdefault("pretrained", False)
         kwargs.setdefault("weights_only", True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.loggers import CSVLogger
@@ -20,21 +18,61 @@ DEFAULT_MAX_EPOCHS = 10
 
 
 class EpochReseed(Callback):
-    """Reseed Python, NumPy and torch from ``(seed, epoch)`` at the start of every epoch.
+    """During ``fit`` after :func:`lightning.pytorch.seed_everything`, reseed torch's global generator
+    from ``(seed, epoch)`` at the start of every epoch, and put it back as it was when ``fit`` ends.
 
-    Active after :func:`lightning.pytorch.seed_everything`. It makes dropout and augmentation of
-    an epoch independent of what ran before it, so a run resumed from a checkpoint continues
-    exactly as the uninterrupted run would.
+    Dropout and other random layers draw from torch's global generator; reseeding it per epoch
+    makes an epoch's draws independent of what ran before it, so a run resumed from a checkpoint
+    continues exactly as the uninterrupted run would. Data randomness does not need it: shuffles
+    and image augmentation are keyed on ``(seed, epoch, index)`` by flash's own generators.
+    Python's and NumPy's global generators are not touched; torch's (CPU, and CUDA where it was
+    initialised before ``fit``) is restored when ``fit`` ends or fails.
     """
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def __init__(self) -> None:
+        self._saved: tuple[torch.Tensor, list[torch.Tensor] | None] | None = None
+
+    @staticmethod
+    def _seed() -> int | None:
         seed = os.environ.get("PL_GLOBAL_SEED")
+        try:
+            return int(seed) if seed is not None else None
+        except ValueError:
+            return None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._seed() is None or self._saved is not None:
+            return
+        cuda = (
+            torch.cuda.get_rng_state_all()
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else None
+        )
+        self._saved = (torch.get_rng_state(), cuda)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seed = self._seed()
         if seed is None:
             return
-        epoch_seed = (int(seed) * 1_000_003 + trainer.current_epoch) % (2**32)
-        random.seed(epoch_seed)
-        np.random.seed(epoch_seed)
-        torch.manual_seed(epoch_seed)
+        torch.manual_seed((seed * 1_000_003 + trainer.current_epoch) % (2**32))
+
+    def _restore(self) -> None:
+        if self._saved is None:
+            return
+        cpu, cuda = self._saved
+        self._saved = None
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
 
 
 class MetricsHistory(Callback):
@@ -64,8 +102,9 @@ class Trainer(pl.Trainer):
 
     Differences from Lightning's: ``max_epochs`` defaults to :data:`DEFAULT_MAX_EPOCHS` (10, not
     1000); metrics are logged to CSV under ``default_root_dir`` and kept in :attr:`history`; on a
-    CUDA GPU that supports it, ``precision`` defaults to ``"bf16-mixed"``; every epoch is reseeded
-    after ``seed_everything`` so resumed runs are exact. ``fit``, ``validate``, ``test`` and
+    CUDA GPU that supports it, ``precision`` defaults to ``"bf16-mixed"``; after ``seed_everything``,
+    torch's generator is reseeded every epoch so resumed runs are exact, and restored when ``fit``
+    ends (:class:`EpochReseed`). ``fit``, ``validate``, ``test`` and
     ``predict`` are Lightning's, and hand flash data modules the task's preprocessing first.
     """
 
