@@ -19,7 +19,7 @@ from flash.core.model.classification import ClassificationTask
 from flash.core.model.regression import RegressionTask
 from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
-from flash.tabular.frames import read_table, shown
+from flash.core.data.tables import read_table, shown
 from flash.tabular.preprocessing import TabularPreprocessor
 
 log = logging.getLogger(__name__)
@@ -80,22 +80,18 @@ class TabularTask:
     def member_loss(self, members: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def metric_prediction(self, output: torch.Tensor) -> torch.Tensor:
-        return output
+    # -- the supervised step (its loop is the core task's) ---------------------------------------
+    def step_output(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Every member's output: training optimises each member's loss."""
+        return self.members(batch["input"])
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        """Training optimises every member's loss; validation and test report the ensemble's."""
-        members = self.members(batch["input"])
-        target = batch["target"]
-        combined = self.combine(members)
-        loss = self.member_loss(members if stage == "train" else combined.unsqueeze(1), target)
-        size = int(target.shape[0])
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        prediction = self.metric_prediction(combined)
-        for name, metric in getattr(self, f"{stage}_metrics").items():
-            metric.update(prediction, target)
-            self.log(f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        return loss
+    def step_loss(self, output: torch.Tensor, target: torch.Tensor, stage: str) -> torch.Tensor:
+        """Training: every member's loss; validation and test: the ensemble's."""
+        return self.member_loss(output if stage == "train" else self.combine(output).unsqueeze(1), target)
+
+    def metric_input(self, output: torch.Tensor) -> torch.Tensor:
+        """The metrics see the ensemble's prediction, as the classification or regression task shows it."""
+        return super().metric_input(self.combine(output))  # type: ignore[misc]
 
     # -- keeping the best epoch ----------------------------------------------------------------------
     restore_best_weights: bool = True
@@ -409,6 +405,3 @@ class TabularRegressor(TabularTask, RegressionTask):
             target.float().view(members.shape[0], 1, -1) - self.target_mean.unsqueeze(1)
         ) / self.target_std.unsqueeze(1)
         return self.loss_fn(members.float(), standardized.expand_as(members))
-
-    def metric_prediction(self, output: torch.Tensor) -> torch.Tensor:
-        return output * self.target_std + self.target_mean

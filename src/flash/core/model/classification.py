@@ -75,10 +75,8 @@ class ClassificationTask(Task):
     def metric_input(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output) if self.multi_label else output
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        if self.multi_label:
-            batch = {**batch, "target": batch["target"].float()}
-        return super()._shared_step(batch, stage)
+    def step_target(self, target: torch.Tensor) -> torch.Tensor:
+        return target.float() if self.multi_label else target
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
