@@ -87,7 +87,9 @@ def _table_constructor(kind: str, doc: str) -> Any:
             kind=kind,
         )
 
-    constructor.__name__ = constructor.__qualname__ = f"from_{'csv' if kind == 'file' else kind + 's' if kind == 'dict' else kind}"
+    constructor.__name__ = constructor.__qualname__ = (
+        f"from_{'csv' if kind == 'file' else kind + 's' if kind == 'dict' else kind}"
+    )
     constructor.__doc__ = doc
     return classmethod(constructor)
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from flash.core.data.tables import missing_mask, require_columns, rows_of, shown
 
+
 class FieldInferenceWarning(UserWarning):
     """Says which column kinds were inferred, when ``categorical_fields``/``numerical_fields`` are not given."""
 

@@ -48,7 +48,10 @@ def _file_constructor(kind: str, doc: str) -> Any:
         if field is not None and kind != "json":
             raise TypeError(f"field= names the key of the records in a JSON file; from_{kind} takes none.")
         read = {"csv": read_csv, "json": read_json, "parquet": read_parquet}[kind]
-        extra = {"csv": {"encoding": encoding, "text_field": input_field}, "json": {"encoding": encoding, "field": field}}
+        extra = {
+            "csv": {"encoding": encoding, "text_field": input_field},
+            "json": {"encoding": encoding, "field": field},
+        }
         files = _stage_files(train_file, val_file, test_file, predict_file, valid_file)
         frames = {
             stage: (read(path, _STAGE_WORDS[stage], **extra.get(kind, {})), _file_what(stage, path))
@@ -334,7 +337,9 @@ class TextClassificationData(DataModule):
             whats[stage] = what
             if stage != "predict":
                 assert targets is not None
-                column = frame[targets].to_numpy()[kept] if multi_columns else frame[targets[0]].to_numpy()[kept]
+                column = (
+                    frame[targets].to_numpy()[kept] if multi_columns else frame[targets[0]].to_numpy()[kept]
+                )
                 raw_targets[stage] = column if multi_columns else column.tolist()
         encoded = encode_splits(
             texts,

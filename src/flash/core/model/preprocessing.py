@@ -39,15 +39,21 @@ class Preprocessing(Mapping):
         if isinstance(values, cls):
             return values
         if not isinstance(values, Mapping):
-            raise TypeError(f"{cls.__name__}.from_dict needs a dict of its fields, got {type(values).__name__}.")
+            raise TypeError(
+                f"{cls.__name__}.from_dict needs a dict of its fields, got {type(values).__name__}."
+            )
         known = {f.name: f for f in dataclasses.fields(cls)}
         required = [
             name
             for name, f in known.items()
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in values
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and name not in values
         ]
         if required:
-            raise ValueError(f"{cls.__name__} needs {', '.join(required)}; got only {', '.join(map(str, values))}.")
+            raise ValueError(
+                f"{cls.__name__} needs {', '.join(required)}; got only {', '.join(map(str, values))}."
+            )
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def replace(self: P, **changes: Any) -> P:

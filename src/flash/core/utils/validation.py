@@ -59,7 +59,9 @@ def check_number(
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        raise ValueError(f"{name} must be a number in {_range(low, high, low_open, high_open)}, got {value!r}.")
+        raise ValueError(
+            f"{name} must be a number in {_range(low, high, low_open, high_open)}, got {value!r}."
+        )
     return float(value)
 
 
