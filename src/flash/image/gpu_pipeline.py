@@ -21,7 +21,7 @@ import functools
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -619,7 +619,7 @@ def gpu_loader_for(
             raise RuntimeError(f"The GPU input path cannot be used for the {stage} data: {reason}.")
         return None
     preprocessing = preprocessing if preprocessing is not None else getattr(datamodule, "preprocessing", None)
-    if not isinstance(preprocessing, dict) or not {"image_size", "mean", "std"} <= set(preprocessing):
+    if not isinstance(preprocessing, Mapping) or not {"image_size", "mean", "std"} <= set(preprocessing):
         raise ValueError(
             "gpu_loader_for needs the backbone's preprocessing: a dict with image_size, mean and std "
             f"(pass preprocessing=..., or give the data module a .preprocessing); got {preprocessing!r}."

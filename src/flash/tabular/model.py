@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from flash.core.data.tables import read_table, shown
 from flash.core.model.classification import ClassificationTask
 from flash.core.model.regression import RegressionTask
 from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
-from flash.core.data.tables import read_table, shown
 from flash.tabular.preprocessing import TabularPreprocessor
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from flash.core.data.tables import TABLE_SUFFIXES, read_lines, read_table
 from flash.core.model.classification import ClassificationTask
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.validation import check_int, check_probability
 from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
 from flash.text.data import DEFAULT_MAX_LENGTH
 from flash.text.preprocessing import TextPreprocessing
-from flash.core.data.tables import TABLE_SUFFIXES, read_lines, read_table
 from flash.text.tokenization import PadCollate, TokenizedTexts, pad_batch, tokenize
 
 PREDICT_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".txt")

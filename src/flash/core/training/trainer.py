@@ -66,7 +66,8 @@ class Trainer(pl.Trainer):
     1000); metrics are logged to CSV under ``default_root_dir`` and kept in :attr:`history`; on a
     CUDA GPU that supports it, ``precision`` defaults to ``"bf16-mixed"``; every epoch is reseeded
     after ``seed_everything`` so resumed runs are exact. ``fit``, ``validate``, ``test`` and
-    ``predict`` are Lightning's, and hand flash data modules the task's preprocessing first.
+    ``predict`` are Lightning's own: flash data modules take the task's preprocessing in their
+    ``setup`` hook, so a plain ``lightning.Trainer`` trains the same way.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -192,41 +193,6 @@ class Trainer(pl.Trainer):
         checkpoints = [c for c in kept if isinstance(c, pl.callbacks.Checkpoint)]
         others = [c for c in kept if not isinstance(c, pl.callbacks.Checkpoint)]
         self.callbacks = [*others, callback, *checkpoints]
-
-    # -- Lightning entry points, with the task handed to flash data modules -------------------
-    def fit(
-        self, model: pl.LightningModule, train_dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> None:
-        self._attach(model, train_dataloaders, kwargs.get("datamodule"))
-        return super().fit(model, train_dataloaders, *args, **kwargs)
-
-    def validate(
-        self, model: pl.LightningModule | None = None, dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        self._attach(model, dataloaders, kwargs.get("datamodule"))
-        return super().validate(model, dataloaders, *args, **kwargs)
-
-    def test(
-        self, model: pl.LightningModule | None = None, dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        self._attach(model, dataloaders, kwargs.get("datamodule"))
-        return super().test(model, dataloaders, *args, **kwargs)
-
-    def predict(
-        self, model: pl.LightningModule | None = None, dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        self._attach(model, dataloaders, kwargs.get("datamodule"))
-        return super().predict(model, dataloaders, *args, **kwargs)
-
-    @staticmethod
-    def _attach(model: Any, *candidates: Any) -> None:
-        from flash.core.data.datamodule import DataModule
-
-        if model is None:
-            return
-        for data in candidates:
-            if isinstance(data, DataModule):
-                data.attach_task(model)
 
 
 def _cuda_bf16(accelerator: Any) -> bool:
