@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from flash.core.model.classification import ClassificationTask
+from flash.core.model.task import base_task_arguments
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.cpu import reuse_freed_memory
 from flash.core.utils.validation import check_bool, check_optional_int, check_probability
@@ -140,19 +141,8 @@ class ImageClassifier(ClassificationTask):
         super().__init__(
             built.module,
             head_module,
-            num_classes=num_classes,
-            labels=labels,
-            multi_label=multi_label,
-            multi_label_threshold=multi_label_threshold,
-            label_smoothing=label_smoothing,
             backbone_blocks=built.blocks,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_kwargs=lr_scheduler_kwargs,
-            backbone_lr_factor=backbone_lr_factor,
-            layer_lr_decay=layer_lr_decay,
+            **base_task_arguments(ImageClassifier, locals()),
         )
         self.preprocessing = ImagePreprocessing.from_dict(preprocessing or built.preprocessing)
         if image_size is not None:

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from flash.core.data.tables import TABLE_SUFFIXES, read_lines, read_table
 from flash.core.model.classification import ClassificationTask
+from flash.core.model.task import base_task_arguments
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.validation import check_int, check_probability
 from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
@@ -92,17 +93,8 @@ class TextClassifier(ClassificationTask):
         super().__init__(
             built.module,
             head,
-            num_classes=num_classes,
-            labels=labels,
-            multi_label=multi_label,
             backbone_blocks=built.blocks,
-            learning_rate=learning_rate,
-            backbone_lr_factor=backbone_lr_factor,
-            layer_lr_decay=layer_lr_decay,
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_kwargs=lr_scheduler_kwargs,
+            **base_task_arguments(TextClassifier, locals()),
             **kwargs,
         )
         self.save_hyperparameters(

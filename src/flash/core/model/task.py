@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -312,6 +312,24 @@ class Task(LightningModule):
         from flash.core.deploy.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
 
         checkpoint[FLASH_CHECKPOINT_KEY] = checkpoint_marker(type(self))
+
+
+def base_task_arguments(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` (a task constructor's ``locals()``) that the constructors of
+    ``cls``'s bases take by keyword: what a domain task hands on to :class:`Task` and
+    :class:`~flash.core.model.classification.ClassificationTask` unchanged (learning rate,
+    optimizer, scheduler, labels, ...), so each new base option reaches every task.
+    """
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping of argument names, got {type(values).__name__}.")
+    names: set[str] = set()
+    for base in cls.__mro__[1:]:
+        init = base.__dict__.get("__init__")
+        if init is not None and issubclass(base, Task):
+            names.update(
+                p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY
+            )
+    return {name: values[name] for name in names if name in values}
 
 
 def _batch_size(target: Any) -> int:

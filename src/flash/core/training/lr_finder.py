@@ -57,8 +57,8 @@ class LRFinderResult:
 
 def find_learning_rate(
     trainer: pl.Trainer,
-    task: pl.LightningModule,
-    data: Any,
+    model: pl.LightningModule,
+    datamodule: Any,
     *,
     strategy: Any = None,
     train_bn: bool | None = None,
@@ -69,7 +69,32 @@ def find_learning_rate(
     plot_path: str | os.PathLike | None = None,
     update_attr: bool = False,
 ) -> LRFinderResult:
-    """Run the learning-rate range test of ``task`` on ``data``; see :meth:`flash.Trainer.lr_find`."""
+    """Find a learning rate with the range test (Lightning's tuner); the task is left unchanged.
+
+    ``suggestion, plot = trainer.lr_find(task, data, update_attr=True)`` also sets the task's
+    learning rate to the suggestion.
+
+    This is :meth:`flash.Trainer.lr_find` (``trainer`` is the trainer it is called on, whose
+    accelerator and precision the test uses).
+
+    Args:
+        model: the task.
+        datamodule: its data module (or a training DataLoader); only training batches are used.
+        strategy: a finetuning strategy whose frozen parts stay frozen during the test, so the
+            rate suits the first epochs of ``finetune(..., strategy=...)``.
+        min_lr, max_lr: the range of rates, swept exponentially.
+        num_training: steps of the sweep (it runs as many epochs as needed).
+        early_stop_threshold: stop once the loss exceeds this multiple of the best loss.
+        plot_path: write the loss-against-rate plot there (PNG); otherwise the result holds
+            the matplotlib figure.
+        update_attr: set ``model.learning_rate`` (and its saved hyperparameter) to the suggestion.
+
+    Returns:
+        :class:`flash.core.training.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
+        The task's weights, BatchNorm statistics, trainable parameters and the random state
+        are restored afterwards.
+    """
+    task, data = model, datamodule
     _check_arguments(task, min_lr, max_lr, num_training, early_stop_threshold)
     train_loader = _train_loader(task, data)
     snapshot = _TaskSnapshot(task)

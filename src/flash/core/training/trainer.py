@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
+from flash.core.training.lr_finder import find_learning_rate
 
 DEFAULT_MAX_EPOCHS = 10
 """Epochs run by ``flash.Trainer()`` when neither ``max_epochs`` nor ``max_steps`` is given."""
@@ -136,57 +137,7 @@ class Trainer(pl.Trainer):
             ckpt_path=ckpt_path,
         )
 
-    def lr_find(
-        self,
-        model: pl.LightningModule,
-        datamodule: pl.LightningDataModule | DataLoader,
-        *,
-        strategy: Any = None,
-        train_bn: bool | None = None,
-        min_lr: float = 1e-7,
-        max_lr: float = 1.0,
-        num_training: int = 100,
-        early_stop_threshold: float | None = 4.0,
-        plot_path: str | os.PathLike | None = None,
-        update_attr: bool = False,
-    ) -> Any:
-        """Find a learning rate with the range test (Lightning's tuner); the task is left unchanged.
-
-        ``suggestion, plot = trainer.lr_find(task, data, update_attr=True)`` also sets the task's
-        learning rate to the suggestion.
-
-        Args:
-            model: the task.
-            datamodule: its data module (or a training DataLoader); only training batches are used.
-            strategy: a finetuning strategy whose frozen parts stay frozen during the test, so the
-                rate suits the first epochs of ``finetune(..., strategy=...)``.
-            min_lr, max_lr: the range of rates, swept exponentially.
-            num_training: steps of the sweep (it runs as many epochs as needed).
-            early_stop_threshold: stop once the loss exceeds this multiple of the best loss.
-            plot_path: write the loss-against-rate plot there (PNG); otherwise the result holds
-                the matplotlib figure.
-            update_attr: set ``model.learning_rate`` (and its saved hyperparameter) to the suggestion.
-
-        Returns:
-            :class:`flash.core.training.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
-            The task's weights, BatchNorm statistics, trainable parameters and the random state
-            are restored afterwards.
-        """
-        from flash.core.training.lr_finder import find_learning_rate
-
-        return find_learning_rate(
-            self,
-            model,
-            datamodule,
-            strategy=strategy,
-            train_bn=train_bn,
-            min_lr=min_lr,
-            max_lr=max_lr,
-            num_training=num_training,
-            early_stop_threshold=early_stop_threshold,
-            plot_path=plot_path,
-            update_attr=update_attr,
-        )
+    lr_find = find_learning_rate
 
     def _install_finetuning(self, callback: BaseFinetuning) -> None:
         kept = [c for c in self.callbacks if not isinstance(c, BaseFinetuning)]
