@@ -172,6 +172,8 @@ class ImageClassificationData(DataModule):
     target values or target column names); ``num_classes`` and ``labels`` travel to the task.
 
     Args:
+        *splits: the ``train``, ``val``, ``test`` and ``predict`` splits (image paths, PIL images or
+            arrays as ``Split.inputs``), in that order or by name.
         image_size: side of the crops; default: the task's backbone's (224 for the default).
         transform: a callable on an RGB PIL image (e.g. a torchvision ``Compose``) used for every
             stage instead of the default crops.
@@ -189,11 +191,7 @@ class ImageClassificationData(DataModule):
 
     def __init__(
         self,
-        train: Split | None = None,
-        val: Split | None = None,
-        test: Split | None = None,
-        predict: Split | None = None,
-        *,
+        *splits: Split | None,
         image_size: int | None = None,
         transform: UserTransform | None = None,
         train_transform: UserTransform | None = None,
@@ -203,7 +201,7 @@ class ImageClassificationData(DataModule):
         hflip: float = 0.5,
         **options: Any,
     ) -> None:
-        super().__init__(train, val, test, predict, **options)
+        super().__init__(*splits, **options)
         check_optional_int(image_size, "image_size", 8, "pixels")
         for name, value in (("transform", transform), ("train_transform", train_transform)):
             if value is not None and not callable(value):
@@ -211,7 +209,7 @@ class ImageClassificationData(DataModule):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}.")
         if cache_mb is not None:
-            check_number(cache_mb, "cache_mb", low=0)
+            check_number(cache_mb, "cache_mb", "[0, inf)")
         scale = tuple(float(s) for s in crop_scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")

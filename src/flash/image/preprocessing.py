@@ -37,9 +37,7 @@ class ImagePreprocessing(Preprocessing):
                 positive = ", all > 0" if name == "std" else ""
                 raise ValueError(f"{name} must be one number per channel{positive}, got {values!r}.")
             object.__setattr__(self, name, values)
-        object.__setattr__(
-            self, "crop_pct", check_number(self.crop_pct, "crop_pct", low=0, high=1, low_open=True)
-        )
+        object.__setattr__(self, "crop_pct", check_number(self.crop_pct, "crop_pct", "(0, 1]"))
         interpolation = "bicubic" if str(self.interpolation).endswith("bicubic") else str(self.interpolation)
         if interpolation not in INTERPOLATIONS:
             raise ValueError(

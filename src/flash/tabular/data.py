@@ -53,45 +53,29 @@ def _table_constructor(kind: str, doc: str) -> Any:
         categorical_fields: str | list[str] | None = None,
         numerical_fields: str | list[str] | None = None,
         target_fields: str | list[str] | None = None,
-        train: Any = None,
-        val: Any = None,
-        test: Any = None,
-        predict: Any = None,
-        *,
-        val_split: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
-        numerical_scaling: str = "quantile",
-        **tables: Any,
+        *tables: Any,
+        **options: Any,
     ) -> TabularData:
-        sources = {"train": train, "val": val, "test": test, "predict": predict}
-        for name, table in tables.items():
-            stage = name.removesuffix(f"_{kind}")
-            if stage not in sources or stage == name:
-                names = ", ".join(f"{s}_{kind}" for s in sources)
-                raise TypeError(f"Unexpected argument {name!r}; the tables are {names}.")
-            if sources[stage] is not None:
-                raise TypeError(f"The {stage} table was given twice.")
-            sources[stage] = table
-        return cls._build(
-            sources,
-            categorical_fields,
-            numerical_fields,
-            target_fields,
-            val_split=val_split,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            numerical_scaling=numerical_scaling,
-            kind=kind,
-        )
+        stages = ("train", "val", "test", "predict")
+        if len(tables) > len(stages):
+            raise TypeError(
+                f"from_{kind} takes at most four tables: {', '.join(f'{s}_{kind}' for s in stages)}."
+            )
+        sources = dict(zip(stages, [*tables, *[None] * (len(stages) - len(tables))]))
+        for stage in stages:
+            name = f"{stage}_{kind}"
+            if name in options:
+                if sources[stage] is not None:
+                    raise TypeError(f"The {stage} table was given twice (as an argument and as {name}=).")
+                sources[stage] = options.pop(name)
+        return cls._build(sources, categorical_fields, numerical_fields, target_fields, kind=kind, **options)
 
-    constructor.__name__ = constructor.__qualname__ = (
-        f"from_{'csv' if kind == 'file' else kind + 's' if kind == 'dict' else kind}"
-    )
+    constructor.__name__ = constructor.__qualname__ = f"from_{_CONSTRUCTOR_NAMES[kind]}"
     constructor.__doc__ = doc
     return classmethod(constructor)
+
+
+_CONSTRUCTOR_NAMES = {"data_frame": "data_frame", "file": "csv", "dict": "dicts"}
 
 
 class TabularData(DataModule):
@@ -179,13 +163,14 @@ class TabularData(DataModule):
         numerical_fields: Any,
         target_fields: Any,
         *,
+        kind: str,
         val_split: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
         seed: int = 42,
         numerical_scaling: str = "quantile",
-        kind: str,
+        **options: Any,
     ) -> TabularData:
+        """The one implementation of the ``from_*`` constructors; ``options``: ``batch_size``,
+        ``num_workers`` (see the class)."""
         categorical = as_field_list(categorical_fields, "categorical_fields")
         numerical = as_field_list(numerical_fields, "numerical_fields")
         targets = as_field_list(target_fields, "target_fields")
@@ -239,9 +224,8 @@ class TabularData(DataModule):
             labels=encoded.labels,
             target_mean=mean,
             target_std=std,
-            batch_size=batch_size,
-            num_workers=num_workers,
             seed=seed,
+            **options,
         )
 
     @staticmethod

@@ -77,7 +77,8 @@ class TextClassificationData(DataModule):
     epoch, reproducibly), and validation and test batches are sorted by length.
 
     Args:
-        train, val, test, predict: the splits (texts as ``Split.inputs``).
+        *splits: the ``train``, ``val``, ``test`` and ``predict`` splits (texts as ``Split.inputs``),
+            in that order or by name.
         input_field: the name of the text column (travels into the task, so it can read files).
         backbone: whose tokenizer to use before a task is attached (default: the default backbone).
         max_length: tokens kept per text before a task is attached (the task's own wins after).
@@ -87,17 +88,13 @@ class TextClassificationData(DataModule):
 
     def __init__(
         self,
-        train: Split | None = None,
-        val: Split | None = None,
-        test: Split | None = None,
-        predict: Split | None = None,
-        *,
+        *splits: Split | None,
         input_field: str = "text",
         backbone: str | None = None,
         max_length: int | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(train, val, test, predict, **options)
+        super().__init__(*splits, **options)
         check_optional_int(max_length, "max_length", 2)
         if backbone is not None and (not isinstance(backbone, str) or not backbone):
             raise ValueError(f"backbone must be a backbone name, got {backbone!r}.")

@@ -33,46 +33,35 @@ def check_optional_int(value: Any, name: str, minimum: int = 0, unit: str = "") 
     return None if value is None else check_int(value, name, minimum, unit)
 
 
-def check_number(
-    value: Any,
-    name: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` as a ``float`` when it is a finite real number in the given range (never a bool).
+def check_number(value: Any, name: str, interval: str = "(-inf, inf)") -> float:
+    """``value`` as a ``float`` when it is a finite real number in ``interval`` (never a bool).
 
     Args:
         value: what the caller passed.
         name: the argument's name.
-        low, high: bounds (``None``: unbounded).
-        low_open, high_open: exclude the bound itself.
+        interval: the accepted range as written in mathematics: ``"[0, 1)"``, ``"(0, inf)"``.
 
     Raises:
         ValueError: naming the argument, the accepted range and the value given.
     """
+    low_open, high_open = interval[0] == "(", interval[-1] == ")"
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
     ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
-        raise ValueError(
-            f"{name} must be a number in {_range(low, high, low_open, high_open)}, got {value!r}."
-        )
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
     return float(value)
 
 
 def check_fraction(value: Any, name: str) -> float:
     """A fraction strictly between 0 and 1 (``val_split`` and the like)."""
-    return check_number(value, name, low=0, high=1, low_open=True, high_open=True)
+    return check_number(value, name, "(0, 1)")
 
 
 def check_probability(value: Any, name: str, *, high_open: bool = False) -> float:
     """A probability in ``[0, 1]`` (``[0, 1)`` with ``high_open``: dropout)."""
-    return check_number(value, name, low=0, high=1, high_open=high_open)
+    return check_number(value, name, "[0, 1)" if high_open else "[0, 1]")
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -84,13 +73,3 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}.")
     return value
-
-
-def _range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    left = "(" if low_open or low is None else "["
-    right = ")" if high_open or high is None else "]"
-    return f"{left}{'-inf' if low is None else _plain(low)}, {'inf' if high is None else _plain(high)}{right}"
-
-
-def _plain(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
