@@ -148,3 +148,11 @@ def test_frozen_features_are_computed_once_with_persistent_workers(tmp_path):
     # two prefetched batches per worker); before the fix they made all 72 of the three epochs.
     assert counting.count.value <= 24 + 2 * 2 * 2 + 2
     assert data.dataset("train").pixels, "images again after training"
+
+
+def test_test_only_images_take_their_classes_from_the_task(folders):
+    task = ImageClassifier(num_classes=2, labels=["black", "white"], pretrained=False, image_size=32)
+    data = ImageClassificationData.from_folders(test_folder=folders / "val", batch_size=4, num_workers=0)
+    assert data.labels is None
+    results = pl.Trainer(**QUIET).test(task, datamodule=data)
+    assert data.labels == ["black", "white"] and "test_accuracy" in results[0]

@@ -10,11 +10,11 @@ import torchmetrics
 from torch import nn
 
 from flash.core.model.task import Task
+from flash.core.utils.validation import check_int
 
 
 def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
+    check_int(num_classes, "num_classes", 1)
     if labels is not None and len(labels) != num_classes:
         raise ValueError(
             f"num_classes={num_classes} but {len(labels)} labels were given ({', '.join(map(str, labels))})."

@@ -23,6 +23,7 @@ from flash.core.training.optimizers import (
     layer_rates,
 )
 from flash.core.utils.progress import progress
+from flash.core.utils.validation import check_int
 
 Batch = dict[str, Any]
 
@@ -232,8 +233,8 @@ class Task(LightningModule):
         """
         output = output or self.outputs[0]
         self.check_output(output)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        check_int(batch_size, "batch_size", 1)
+        check_int(num_workers, "num_workers", 0)
         dataset, single = self.predict_dataset(inputs)
         loader = DataLoader(
             dataset, batch_size=batch_size, collate_fn=self.collate_fn(), num_workers=num_workers

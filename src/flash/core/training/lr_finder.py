@@ -26,6 +26,8 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
+from flash.core.utils.validation import check_int
+
 __all__ = ["LRFinderResult", "apply_learning_rate", "find_learning_rate", "smooth", "suggest_learning_rate"]
 
 
@@ -203,8 +205,7 @@ def _check_arguments(
             raise ValueError(f"{name} must be a positive number, got {value!r}.")
     if min_lr >= max_lr:
         raise ValueError(f"min_lr ({min_lr}) must be smaller than max_lr ({max_lr}).")
-    if isinstance(num_training, bool) or not isinstance(num_training, int) or num_training < 2:
-        raise ValueError(f"num_training must be a whole number of steps >= 2, got {num_training!r}.")
+    check_int(num_training, "num_training", 2, "steps")
     if early_stop_threshold is not None and (
         not isinstance(early_stop_threshold, int | float) or early_stop_threshold <= 1
     ):
