@@ -86,7 +86,8 @@ def test_cached_features_are_the_backbone_of_the_evaluation_crops(folders):
     class Snapshot(Callback):  # the cache is freed when fit ends
         def on_train_end(self, trainer, pl_module) -> None:
             dataset = trainer.datamodule.dataset("train")
-            self.cached = pl_module._features.get("train", dataset.token, torch.arange(len(dataset)))
+            cache = trainer.datamodule.frozen_features.cache
+            self.cached = cache.get("train", dataset.token, torch.arange(len(dataset)))
 
     pl.seed_everything(0)
     task, data, snapshot = ImageClassifier(num_classes=2, linear_probe=False), _data(folders), Snapshot()

@@ -168,16 +168,12 @@ def one_or_many(names: list[str]) -> str | list[str]:
 
 def read_table(path: str) -> Any:
     """A CSV, JSON (lines) or Parquet file as a pandas data frame."""
-    import pandas as pd
+    from flash.core.data.tables import read_table as read
 
-    kind = file_kind(path, "Input file")
+    file_kind(path, "Input file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"No file at {path}.")
-    if kind == "csv":
-        return pd.read_csv(path, sep="\t" if path.lower().endswith(".tsv") else ",")
-    if kind == "json":
-        return pd.read_json(path, lines=path.lower().endswith(".jsonl"))
-    return pd.read_parquet(path)
+    return read(path, "input")
 
 
 BATCH_SIZE = Option(

@@ -12,28 +12,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from flash.core.data.datamodule import (
-    DataModule,
-    LabelEncoder,
-    Split,
-    encode_multi_hot_columns,
-    split_off_validation,
-)
+from flash.core.data.datamodule import DataModule, Split
+from flash.core.data.splits import encode_multi_hot_columns, encode_splits
+from flash.core.utils.validation import check_number, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import DecodedImageCache, ImageDataset
+from flash.image.features import FrozenFeatures
 from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images
+from flash.image.preprocessing import ImagePreprocessing
 from flash.image.transforms import DEFAULT_CROP_SCALE, ImageCollate, ImagePipeline, UserTransform
 
 BAD_IMAGE_POLICIES = ("error", "skip")
 
 
-def _default_preprocessing() -> dict[str, Any]:
+def _default_preprocessing() -> ImagePreprocessing:
     """The default backbone's preprocessing, without building it."""
-    from flash.image.backbones import preprocessing
-
     if DEFAULT_BACKBONE in IMAGE_BACKBONES:
-        return preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.875, "bilinear")
-    return preprocessing()
+        return ImagePreprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.875, "bilinear")
+    return ImagePreprocessing()
 
 
 def _check_folder(folder: Any, what: str) -> Path:
@@ -111,10 +107,6 @@ def _check_files(files: Any, what: str) -> list[str]:
     return files
 
 
-def _is_multi_label(targets: Sequence[Any]) -> bool:
-    return any(isinstance(t, list | tuple | set | np.ndarray) for t in targets)
-
-
 def _resolve_path(value: Any, root: Path | None, row: int, what: str) -> str:
     if not isinstance(value, str | os.PathLike) or not str(value).strip():
         raise ValueError(f"{what} row {row}: {value!r} is not an image path.")
@@ -134,6 +126,45 @@ def _resolve_path(value: Any, root: Path | None, row: int, what: str) -> str:
     )
 
 
+def _array_constructor(kind: str, doc: str) -> Any:
+    """``from_numpy`` or ``from_tensors``: images as arrays of one ``kind``, and their targets."""
+
+    def constructor(
+        cls: type[ImageClassificationData],
+        train_data: Any = None,
+        train_targets: Sequence[Any] | None = None,
+        val_data: Any = None,
+        val_targets: Sequence[Any] | None = None,
+        test_data: Any = None,
+        test_targets: Sequence[Any] | None = None,
+        predict_data: Any = None,
+        *,
+        val_split: float | None = None,
+        multi_label: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassificationData:
+        pairs = []
+        for name, data, target in (
+            ("train", train_data, train_targets),
+            ("val", val_data, val_targets),
+            ("test", test_data, test_targets),
+        ):
+            if data is None:
+                pairs.append(None)
+                continue
+            if target is None:
+                raise ValueError(f"{name}_data needs {name}_targets.")
+            if isinstance(target, torch.Tensor | np.ndarray):
+                target = target.tolist()
+            pairs.append((_array_items(data, kind, f"{name}_data"), target))
+        predict = None if predict_data is None else _array_items(predict_data, kind, "predict_data")
+        return cls._from_inputs(*pairs, predict, val_split, multi_label, **kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = "from_tensors" if kind == "torch" else "from_numpy"
+    constructor.__doc__ = doc
+    return classmethod(constructor)
+
+
 class ImageClassificationData(DataModule):
     """Images and their classes for :class:`~flash.image.ImageClassifier`.
 
@@ -141,6 +172,8 @@ class ImageClassificationData(DataModule):
     target values or target column names); ``num_classes`` and ``labels`` travel to the task.
 
     Args:
+        *splits: the ``train``, ``val``, ``test`` and ``predict`` splits (image paths, PIL images or
+            arrays as ``Split.inputs``), in that order or by name.
         image_size: side of the crops; default: the task's backbone's (224 for the default).
         transform: a callable on an RGB PIL image (e.g. a torchvision ``Compose``) used for every
             stage instead of the default crops.
@@ -152,21 +185,13 @@ class ImageClassificationData(DataModule):
         crop_scale: area range of random training crops.
         hflip: probability of a random horizontal flip in training; ``0`` for images whose class
             changes when mirrored (digits, text, left/right).
-        batch_size, num_workers, seed: see :class:`flash.core.data.datamodule.DataModule`.
+        **options: ``labels``, ``multi_label``, ``batch_size``, ``num_workers``, ``seed``: see
+            :class:`flash.core.data.datamodule.DataModule`.
     """
 
     def __init__(
         self,
-        train: Split | None = None,
-        val: Split | None = None,
-        test: Split | None = None,
-        predict: Split | None = None,
-        *,
-        labels: Sequence[Any] | None = None,
-        multi_label: bool = False,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
+        *splits: Split | None,
         image_size: int | None = None,
         transform: UserTransform | None = None,
         train_transform: UserTransform | None = None,
@@ -174,29 +199,17 @@ class ImageClassificationData(DataModule):
         cache_mb: float | None = None,
         crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
         hflip: float = 0.5,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            train,
-            val,
-            test,
-            predict,
-            labels=labels,
-            multi_label=multi_label,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-        )
-        if image_size is not None and (
-            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
-        ):
-            raise ValueError(f"image_size must be a whole number of pixels >= 8, got {image_size!r}.")
+        super().__init__(*splits, **options)
+        check_optional_int(image_size, "image_size", 8, "pixels")
         for name, value in (("transform", transform), ("train_transform", train_transform)):
             if value is not None and not callable(value):
                 raise TypeError(f"{name} must be a callable taking a PIL image, got {type(value).__name__}.")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}.")
-        if cache_mb is not None and (not isinstance(cache_mb, int | float) or cache_mb < 0):
-            raise ValueError(f"cache_mb must be a number of megabytes >= 0 (0: no cache), got {cache_mb!r}.")
+        if cache_mb is not None:
+            check_number(cache_mb, "cache_mb", "[0, inf)")
         scale = tuple(float(s) for s in crop_scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
@@ -204,17 +217,17 @@ class ImageClassificationData(DataModule):
         self.transform = transform
         self.train_transform = train_transform
         self.on_bad_image = on_bad_image
-        if isinstance(hflip, bool) or not isinstance(hflip, int | float) or not 0 <= hflip <= 1:
-            raise ValueError(f"hflip is a probability between 0 and 1, got {hflip!r}.")
         self.crop_scale = scale
-        self.hflip = float(hflip)
+        self.hflip = check_probability(hflip, "hflip")
         self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
         self.preprocessing = _default_preprocessing()
         if image_size is not None:
-            self.preprocessing["image_size"] = image_size
+            self.preprocessing = self.preprocessing.replace(image_size=image_size)
         self.channels_last = True
         self.on_device: set[str] = set()
         """Stages whose batches come from the GPU input path (no CPU cache, no frozen features)."""
+        self.frozen_features = FrozenFeatures(self)
+        """The frozen-backbone feature cache, installed on the trainer by :meth:`setup`."""
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -229,40 +242,26 @@ class ImageClassificationData(DataModule):
         labels: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> ImageClassificationData:
-        """Encode targets with the training labels and hold out ``val_split``; the one path every
-        constructor takes."""
-        seed = kwargs.get("seed", 42)
-        encoder = None
-        if labels is not None:
-            encoder = LabelEncoder(labels, bool(multi_label))
-        splits: dict[str, Split | None] = {"train": None, "val": None, "test": None}
-        for name, pair in (("train", train), ("val", val), ("test", test)):
-            if pair is None:
-                continue
-            inputs, targets = pair
-            if targets is None:
-                raise ValueError(f"{name} images need targets (their classes).")
-            if len(inputs) != len(targets):
-                raise ValueError(f"{len(inputs)} {name} images but {len(targets)} {name} targets.")
-            if encoder is None:
-                if name != "train":
-                    raise ValueError(f"{name} data needs training data (or labels=) to define the classes.")
-                is_multi = _is_multi_label(targets) if multi_label is None else bool(multi_label)
-                encoder = LabelEncoder.fit(targets, multi_label=is_multi, what=name)
-            splits[name] = Split(list(inputs), encoder.encode(targets, what=name))
-        if val_split is not None:
-            if splits["train"] is None:
-                raise ValueError("val_split needs training data to split.")
-            if splits["val"] is not None:
-                raise ValueError("Pass either validation data or val_split, not both.")
-            splits["train"], splits["val"] = split_off_validation(splits["train"], val_split, seed)
+        """The one path every constructor takes: :func:`flash.core.data.splits.encode_splits`."""
+        encoded = encode_splits(
+            {
+                "train": train and train[0],
+                "val": val and val[0],
+                "test": test and test[0],
+                "predict": predict,
+            },
+            {"train": train and train[1], "val": val and val[1], "test": test and test[1]},
+            labels=labels,
+            multi_label=multi_label,
+            val_split=val_split,
+            seed=kwargs.get("seed", 42),
+            noun="images",
+        )
         return cls(
-            splits["train"],
-            splits["val"],
-            splits["test"],
-            Split(list(predict)) if predict is not None else None,
-            labels=encoder.labels if encoder is not None else None,
-            multi_label=encoder.multi_label if encoder is not None else False,
+            **encoded.splits,
+            labels=encoded.labels,
+            multi_label=encoded.multi_label,
+            pending_targets=encoded.pending,
             **kwargs,
         )
 
@@ -488,109 +487,60 @@ class ImageClassificationData(DataModule):
             **kwargs,
         )
 
-    @classmethod
-    def from_numpy(
-        cls,
-        train_data: Any = None,
-        train_targets: Sequence[Any] | None = None,
-        val_data: Any = None,
-        val_targets: Sequence[Any] | None = None,
-        test_data: Any = None,
-        test_targets: Sequence[Any] | None = None,
-        predict_data: Any = None,
-        *,
-        val_split: float | None = None,
-        multi_label: bool | None = None,
-        **kwargs: Any,
-    ) -> ImageClassificationData:
+    from_numpy = _array_constructor(
+        "numpy",
         """Images as numpy arrays: ``(N, H, W)`` or ``(N, H, W, C)`` (or a list of ``(H, W[, C])``
-        arrays of any size); uint8 0-255 or float 0-1."""
-        return cls._from_arrays(
-            "numpy", train_data, train_targets, val_data, val_targets, test_data, test_targets,
-            predict_data, val_split, multi_label, **kwargs,
-        )  # fmt: skip
-
-    @classmethod
-    def from_tensors(
-        cls,
-        train_data: Any = None,
-        train_targets: Sequence[Any] | None = None,
-        val_data: Any = None,
-        val_targets: Sequence[Any] | None = None,
-        test_data: Any = None,
-        test_targets: Sequence[Any] | None = None,
-        predict_data: Any = None,
-        *,
-        val_split: float | None = None,
-        multi_label: bool | None = None,
-        **kwargs: Any,
-    ) -> ImageClassificationData:
+        arrays of any size); uint8 0-255 or float 0-1.""",
+    )
+    from_tensors = _array_constructor(
+        "torch",
         """Images as torch tensors: ``(N, C, H, W)`` or ``(N, H, W)`` (or a list of ``(C, H, W)``);
-        uint8 0-255 or float 0-1."""
-        return cls._from_arrays(
-            "torch", train_data, train_targets, val_data, val_targets, test_data, test_targets,
-            predict_data, val_split, multi_label, **kwargs,
-        )  # fmt: skip
+        uint8 0-255 or float 0-1. Arguments as :meth:`from_numpy`.""",
+    )
 
-    @classmethod
-    def _from_arrays(
-        cls,
-        kind: str,
-        train_data: Any,
-        train_targets: Any,
-        val_data: Any,
-        val_targets: Any,
-        test_data: Any,
-        test_targets: Any,
-        predict_data: Any,
-        val_split: float | None,
-        multi_label: bool | None,
-        **kwargs: Any,
-    ) -> ImageClassificationData:
-        def items(data: Any, name: str) -> list[Any] | None:
-            return None if data is None else _array_items(data, kind, name)
-
-        def targets(values: Any) -> Any:
-            if isinstance(values, (torch.Tensor, np.ndarray)):
-                values = values.tolist()
-            return values
-
-        pairs = []
-        for name, data, target in (
-            ("train", train_data, train_targets),
-            ("val", val_data, val_targets),
-            ("test", test_data, test_targets),
-        ):
-            if data is None:
-                pairs.append(None)
-                continue
-            if target is None:
-                raise ValueError(f"{name}_data needs {name}_targets.")
-            pairs.append((items(data, f"{name}_data"), targets(target)))
-        return cls._from_inputs(
-            pairs[0],
-            pairs[1],
-            pairs[2],
-            items(predict_data, "predict_data"),
-            val_split,
-            multi_label,
-            **kwargs,
-        )
-
-    # -- the task's preprocessing ---------------------------------------------------------------
+    # -- the task, taken in Lightning's hooks -----------------------------------------------------
     def attach_task(self, task: Any) -> None:
-        """Take the task's image size and normalisation (the data's ``image_size`` wins if given)."""
+        """Take the task's preprocessing (image size, normalisation, resizing).
+
+        The data's own ``image_size``, when given, wins: the task is handed the changed
+        preprocessing (:meth:`~flash.core.model.task.Task.use_preprocessing`), so it predicts at
+        that size and its checkpoints keep it. The data's ``transform`` becomes the task's
+        evaluation transform for :meth:`~flash.image.ImageClassifier.predict` in this process.
+        """
         super().attach_task(task)
         preprocessing = getattr(task, "preprocessing", None)
         if preprocessing:
-            self.preprocessing = dict(preprocessing)
-            if self.image_size is not None:
-                self.preprocessing["image_size"] = self.image_size
-                if hasattr(task, "set_image_size"):
-                    task.set_image_size(self.image_size)
+            preprocessing = ImagePreprocessing.from_dict(preprocessing)
+            if self.image_size is not None and preprocessing.image_size != self.image_size:
+                preprocessing = preprocessing.replace(image_size=self.image_size)
+                if hasattr(task, "use_preprocessing"):
+                    task.use_preprocessing(preprocessing)
+            self.preprocessing = preprocessing
         if hasattr(task, "use_eval_transform"):
             task.use_eval_transform(self.transform)
         self.channels_last = bool(getattr(task, "channels_last", True))
+
+    def setup(self, stage: str) -> None:
+        """Attach the trainer's task and install the frozen-feature cache for this run."""
+        super().setup(stage)
+        trainer = self.trainer
+        if trainer is not None and self.frozen_features not in trainer.callbacks:
+            trainer.callbacks.append(self.frozen_features)
+
+    def teardown(self, stage: str) -> None:
+        """Take the frozen-feature cache off the trainer again (it is this data's, not the trainer's)."""
+        trainer = self.trainer
+        if trainer is not None and self.frozen_features in trainer.callbacks:
+            trainer.callbacks.remove(self.frozen_features)
+        super().teardown(stage)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training and validation batches carry the frozen backbone's cached ``features``."""
+        trainer = self.trainer
+        task = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        if task is None or not isinstance(batch, dict):
+            return batch
+        return self.frozen_features.with_features(batch, trainer, task)
 
     # -- datasets and loaders -------------------------------------------------------------------
     def pipeline(self, stage: str, train: bool | None = None) -> ImagePipeline:
@@ -640,6 +590,14 @@ class ImageClassificationData(DataModule):
             collate_fn=self.collate_fn(stage),
             shuffle=False,
         )
+
+    def pixels_of(self, stage: str, indices: Sequence[int]) -> torch.Tensor:
+        """The normalised images of items ``indices`` of ``stage``, as its batches hold them."""
+        dataset = self.dataset(stage)
+        if not isinstance(dataset, ImageDataset):
+            raise ValueError(f"This data module has no {stage} data.")
+        pixels = dataset.with_pipeline(dataset.pipeline)
+        return self.collate_fn(stage)([pixels[i] for i in indices])["input"]
 
     def show_batch(self, stage: str = "train") -> Any:
         """One batch of ``stage`` as the task receives it (after augmentation and normalisation)."""

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from flash.image.io import BadImageError, first_lines, image_size_of
@@ -94,8 +95,8 @@ class ImageDataset(Dataset):
         stage: the split's name, part of the cache key.
 
     Attributes:
-        pixels: when ``False``, items carry no image (the task reads the backbone's features of
-            this split from its own cache instead).
+        pixels: when ``False``, items carry no image (their backbone features come from the
+            data module's frozen-feature cache instead); seen by loader workers too.
         token: identifies this dataset's items, for caches keyed by item index.
     """
 
@@ -112,8 +113,19 @@ class ImageDataset(Dataset):
         self.pipeline = pipeline
         self.cache = cache
         self.stage = stage
-        self.pixels = True
+        # Shared memory: loader workers (persistent ones too) hold copies of this dataset, and
+        # must see the switch the main process makes between epochs.
+        self._pixels = torch.ones((), dtype=torch.bool).share_memory_()
         self.token = uuid.uuid4().hex
+
+    @property
+    def pixels(self) -> bool:
+        """Whether items carry their image; ``False`` while the backbone's features are cached."""
+        return bool(self._pixels)
+
+    @pixels.setter
+    def pixels(self, on: bool) -> None:
+        self._pixels.fill_(bool(on))
 
     def __len__(self) -> int:
         return len(self.inputs)

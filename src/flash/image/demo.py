@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flash.core.utils.validation import check_int
+
 DIGITS_IMAGE_SIZE = 64
 DIGITS_VAL_FRACTION = 0.3
 
@@ -102,8 +104,7 @@ def run_demo(
 
     start = time.perf_counter()
     epochs = 4 if epochs is None else epochs
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+    check_int(epochs, "epochs", 1)
     unfreeze_epoch = max(1, epochs // 2) if unfreeze_epoch is None else unfreeze_epoch
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,17 @@ backbone (or training BatchNorm) invalidates everything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+if TYPE_CHECKING:
+    from flash.image.data import ImageClassificationData
+    from flash.image.dataset import ImageDataset
 
 
 def backbone_is_fixed(backbone: nn.Module) -> bool:
@@ -82,6 +88,122 @@ class FeatureCache:
         finally:
             for module, training in modes:
                 module.training = training
+
+
+class FrozenFeatures(Callback):
+    """The frozen-backbone feature cache of one image data module, for the runs it takes part in.
+
+    While the task's backbone is fixed (see :func:`backbone_is_fixed`) and the task has
+    ``cache_features``, the training images' features are computed once, at the start of the
+    first frozen epoch, and training batches carry them as ``features``; validation features are
+    computed at the first validation and reused while the backbone stays fixed. The datasets
+    then stop decoding images: their switch lives in shared memory, so loader workers (persistent
+    ones included) see it from the next item they make.
+    """
+
+    def __init__(self, data: ImageClassificationData) -> None:
+        self.data = data
+        self.cache = FeatureCache()
+
+    # -- which data, which task ------------------------------------------------------------------
+    def _dataset(self, stage: str) -> ImageDataset | None:
+        from flash.image.dataset import ImageDataset
+
+        if stage in self.data.on_device or self.data.splits.get(stage) is None:
+            return None
+        dataset = self.data.dataset(stage)
+        return dataset if isinstance(dataset, ImageDataset) else None
+
+    @staticmethod
+    def _wanted(trainer: pl.Trainer, task: Any) -> bool:
+        return trainer.state.fn == "fit" and bool(getattr(task, "cache_features", False))
+
+    def _fixed(self, trainer: pl.Trainer, task: Any) -> bool:
+        return self._wanted(trainer, task) and backbone_is_fixed(task.backbone)
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.cache.backbone_changed()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dataset = self._dataset("train")
+        if dataset is None:
+            return
+        if not self._fixed(trainer, pl_module):
+            dataset.pixels = True
+            return
+        if not self.cache.complete("train", dataset.token, len(dataset)):
+            loader = self.data.eval_loader("train")
+            self.cache.fill("train", dataset.token, pl_module.backbone, loader, pl_module.device)
+        dataset.pixels = False
+        if trainer.current_epoch == 0:  # so a run resumed from a checkpoint continues as it would have
+            self._probe_head(pl_module, dataset)
+
+    def _probe_head(self, task: Any, dataset: ImageDataset) -> None:
+        """Fit a linear head to convergence on the cached training features (``linear_probe``)."""
+        linear = linear_layer_of(task.head)
+        if not getattr(task, "linear_probe", False) or linear is None or dataset.targets is None:
+            return
+        features = self.cache.get("train", dataset.token, torch.arange(len(dataset)))
+        targets = torch.as_tensor(dataset.targets)
+        fit_linear_probe(linear, features.to(task.device), targets.to(task.device), bool(task.multi_label))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not backbone_is_fixed(pl_module.backbone):
+            self.cache.backbone_changed()
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dataset = self._dataset("val")
+        if dataset is not None and self._wanted(trainer, pl_module) and not trainer.sanity_checking:
+            dataset.pixels = not self.cache.complete("val", dataset.token, len(dataset))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._all_pixels(("val",))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.cache.backbone_changed()
+        self._all_pixels(("train", "val"))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._all_pixels(("train", "val"))
+
+    def _all_pixels(self, stages: tuple[str, ...]) -> None:
+        for stage in stages:
+            dataset = self.data._datasets.get(stage)
+            if dataset is not None and hasattr(dataset, "pixels"):
+                dataset.pixels = True
+
+    # -- batches -----------------------------------------------------------------------------------
+    def with_features(self, batch: dict[str, Any], trainer: pl.Trainer, task: Any) -> dict[str, Any]:
+        """``batch`` with the backbone's ``features`` of its items where the cache has them (or,
+        for validation with a fixed backbone, computes them now and keeps them)."""
+        stage = "train" if trainer.training else "val" if trainer.validating else None
+        if (
+            stage is None
+            or "index" not in batch
+            or not self._wanted(trainer, task)
+            or trainer.sanity_checking
+        ):
+            return batch
+        dataset = self._dataset(stage)
+        if dataset is None:
+            return batch
+        indices = batch["index"].cpu()
+        cached = None
+        if stage == "val" or backbone_is_fixed(task.backbone):
+            cached = self.cache.get(stage, dataset.token, indices)
+        if cached is not None:
+            return {**batch, "features": cached.to(task.device)}
+        if "input" not in batch:  # a worker made it without pixels just before the backbone changed
+            batch = {**batch, "input": self.data.pixels_of(stage, indices.tolist()).to(task.device)}
+        if stage == "val":
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                features = task.backbone(batch["input"])
+            self.cache.put(stage, dataset.token, indices, features.float())
+            batch = {**batch, "features": features}
+        return batch
 
 
 def linear_layer_of(head: nn.Module) -> nn.Linear | None:

@@ -21,7 +21,7 @@ import functools
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flash.core.data.device_loader import DeviceLoader
+from flash.core.utils.validation import check_int, check_optional_int
 from flash.image.io import BadImageError, open_image
 from flash.image.transforms import (
     _DRAWS_PER_ITEM,
@@ -486,11 +487,9 @@ def device_image_loader(
         prefetch: batches waiting between the stages (decoding, augmentation, the model).
         background: run decoding and augmentation in background threads (default: on CUDA).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    check_int(batch_size, "batch_size", 1)
+    check_optional_int(num_workers, "num_workers", 0)
     workers = default_reader_workers() if num_workers is None else num_workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}.")
     if not isinstance(transform, DeviceImageTransform):
         raise TypeError(f"transform must be a DeviceImageTransform, got {type(transform).__name__}.")
     dataset = EncodedImageDataset(paths, targets)
@@ -556,7 +555,7 @@ def gpu_loader_for(
             raise RuntimeError(f"The GPU input path cannot be used for the {stage} data: {reason}.")
         return None
     preprocessing = preprocessing if preprocessing is not None else getattr(datamodule, "preprocessing", None)
-    if not isinstance(preprocessing, dict) or not {"image_size", "mean", "std"} <= set(preprocessing):
+    if not isinstance(preprocessing, Mapping) or not {"image_size", "mean", "std"} <= set(preprocessing):
         raise ValueError(
             "gpu_loader_for needs the backbone's preprocessing: a dict with image_size, mean and std "
             f"(pass preprocessing=..., or give the data module a .preprocessing); got {preprocessing!r}."

@@ -17,12 +17,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from flash.core.model.classification import ClassificationTask
+from flash.core.model.task import base_task_arguments
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.cpu import FreedMemoryReuse
+from flash.core.utils.validation import check_bool, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import ImageDataset
-from flash.image.features import FeatureCache, backbone_is_fixed, fit_linear_probe, linear_layer_of
 from flash.image.io import decode_image_bytes, list_images
+from flash.image.preprocessing import ImagePreprocessing
 from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
 
 HEADS = ("linear", "mlp")
@@ -130,36 +132,20 @@ class ImageClassifier(ClassificationTask):
             if labels is None:
                 raise ValueError("Pass num_classes (e.g. num_classes=data.num_classes) or labels.")
             num_classes = len(labels)
-        if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
-        if image_size is not None and (
-            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
-        ):
-            raise ValueError(f"image_size must be a whole number of pixels >= 8, got {image_size!r}.")
-        if not isinstance(pretrained, bool):
-            raise TypeError(f"pretrained must be True or False, got {pretrained!r}.")
+        check_probability(dropout, "dropout", high_open=True)
+        check_optional_int(image_size, "image_size", 8, "pixels")
+        check_bool(pretrained, "pretrained")
         built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)
         head_module = build_head(head, built.num_features, num_classes, float(dropout))
         super().__init__(
             built.module,
             head_module,
-            num_classes=num_classes,
-            labels=labels,
-            multi_label=multi_label,
-            multi_label_threshold=multi_label_threshold,
-            label_smoothing=label_smoothing,
             backbone_blocks=built.blocks,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_kwargs=lr_scheduler_kwargs,
-            backbone_lr_factor=backbone_lr_factor,
-            layer_lr_decay=layer_lr_decay,
+            **base_task_arguments(ImageClassifier, locals()),
         )
-        self.preprocessing = dict(preprocessing or built.preprocessing)
+        self.preprocessing = ImagePreprocessing.from_dict(preprocessing or built.preprocessing)
         if image_size is not None:
-            self.preprocessing["image_size"] = image_size
+            self.preprocessing = self.preprocessing.replace(image_size=image_size)
         self.num_features = built.num_features
         self.cache_features = bool(cache_features)
         self.linear_probe = bool(linear_probe)
@@ -168,8 +154,6 @@ class ImageClassifier(ClassificationTask):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
-        self._features = FeatureCache()
-        self._input_is_features = False
         self._eval_transform: UserTransform | None = None
         self.save_hyperparameters(
             {
@@ -196,7 +180,7 @@ class ImageClassifier(ClassificationTask):
                 "linear_probe": self.linear_probe,
                 "unfreeze_warmup": self.unfreeze_warmup,
                 "channels_last": self.channels_last,
-                "preprocessing": self.preprocessing,
+                "preprocessing": self.preprocessing.to_dict(),
             }
         )
 
@@ -207,119 +191,15 @@ class ImageClassifier(ClassificationTask):
         its weights). ``IMAGE_BACKBONES.offline()`` lists those that need no network."""
         return IMAGE_BACKBONES.available()
 
-    # -- what the data module hands over ------------------------------------------------------
-    def set_image_size(self, image_size: int) -> None:
-        """Use crops of ``image_size`` (called by a data module built with ``image_size=``)."""
-        self.preprocessing["image_size"] = int(image_size)
-        self.hparams["preprocessing"] = dict(self.preprocessing)
-
+    # -- what the data module hands over (in its setup hook) -----------------------------------
     def use_eval_transform(self, transform: UserTransform | None) -> None:
         """The data's custom evaluation transform, used by :meth:`predict` in this process (it is
         not saved in checkpoints)."""
         self._eval_transform = transform
 
-    # -- frozen features -----------------------------------------------------------------------
-    def _feature_source(self) -> Any:
-        """The image data module being fitted on, whose datasets' features may be cached."""
-        trainer = self._trainer
-        if trainer is None or trainer.state.fn != "fit":
-            return None
-        datamodule = getattr(trainer, "datamodule", None)
-        if not hasattr(datamodule, "eval_loader") or getattr(datamodule, "on_device", None):
-            return None
-        return datamodule
-
     def configure_callbacks(self) -> list[FreedMemoryReuse]:
         """Glibc keeps freed activation memory for reuse during a fit on the CPU, and only then."""
         return [FreedMemoryReuse()]
-
-    def on_fit_start(self) -> None:
-        self._features.backbone_changed()
-
-    def on_fit_end(self) -> None:
-        self._features.backbone_changed()
-        self._set_pixels("train", True)
-        self._set_pixels("val", True)
-
-    def _set_pixels(self, stage: str, on: bool) -> None:
-        source = self._feature_source()
-        dataset = source.dataset(stage) if source is not None else None
-        if isinstance(dataset, ImageDataset):
-            dataset.pixels = on
-
-    def _caching_now(self) -> bool:
-        return self.cache_features and self._feature_source() is not None and backbone_is_fixed(self.backbone)
-
-    def on_train_epoch_start(self) -> None:
-        if not self._caching_now():
-            self._set_pixels("train", True)
-            return
-        source = self._feature_source()
-        dataset = source.dataset("train")
-        if not self._features.complete("train", dataset.token, len(dataset)):
-            self._features.fill(
-                "train", dataset.token, self.backbone, source.eval_loader("train"), self.device
-            )
-        self._set_pixels("train", False)
-        self._probe_head(dataset)
-
-    def _probe_head(self, dataset: ImageDataset) -> None:
-        """Fit a linear head on the cached training features at the start of the run.
-
-        Only in the first epoch, so a run resumed from a checkpoint continues as the
-        uninterrupted run did.
-        """
-        linear = linear_layer_of(self.head)
-        if not self.linear_probe or linear is None or dataset.targets is None or self.current_epoch != 0:
-            return
-        features = self._features.get("train", dataset.token, torch.arange(len(dataset)))
-        targets = torch.as_tensor(dataset.targets)
-        fit_linear_probe(linear, features.to(self.device), targets.to(self.device), self.multi_label)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not backbone_is_fixed(self.backbone):
-            self._features.backbone_changed()
-
-    def on_validation_epoch_start(self) -> None:
-        source = self._feature_source()
-        if source is None or not self.cache_features or self.trainer.sanity_checking:
-            return
-        dataset = source.dataset("val")
-        if isinstance(dataset, ImageDataset):
-            dataset.pixels = not self._features.complete("val", dataset.token, len(dataset))
-
-    def on_validation_epoch_end(self) -> None:
-        self._set_pixels("val", True)
-
-    def _features_of(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        source = self._feature_source()
-        dataset = source.dataset(stage) if source is not None and "index" in batch else None
-        use_cache = isinstance(dataset, ImageDataset) and self.cache_features
-        if use_cache and (stage == "val" or self._caching_now()):
-            cached = self._features.get(stage, dataset.token, batch["index"].cpu())
-            if cached is not None:
-                return cached.to(self.device)
-        if "input" not in batch:
-            raise RuntimeError(f"A {stage} batch without images and no cached features for it.")
-        features = self.backbone(batch["input"])
-        if use_cache and stage == "val" and not self.trainer.sanity_checking:
-            self._features.put(stage, dataset.token, batch["index"].cpu(), features.float())
-        return features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._input_is_features:
-            return self.head(x)
-        return self.head(self.backbone(x))
-
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        if stage not in ("train", "val") or self._feature_source() is None:
-            return super()._shared_step(batch, stage)
-        batch = {**batch, "input": self._features_of(batch, stage)}
-        self._input_is_features = True
-        try:
-            return super()._shared_step(batch, stage)
-        finally:
-            self._input_is_features = False
 
     # -- warm-up of newly trained stages ------------------------------------------------------
     def _warmup_length(self) -> int:

@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 from flash.core.utils.plots import new_figure, save_figure, validation_predictions
+from flash.core.utils.validation import check_int
 
 __all__ = ["plot_image_grid", "plot_worst_predictions", "show_batch"]
 
@@ -29,8 +30,7 @@ def _check_data(data: Any) -> None:
 
 
 def _check_count(num_images: Any) -> int:
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a whole number >= 1, got {num_images!r}.")
+    check_int(num_images, "num_images", 1)
     return num_images
 
 

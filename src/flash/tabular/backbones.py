@@ -321,12 +321,16 @@ def tabm_piecewise_linear(pretrained: bool, preprocessor: TabularPreprocessor, *
     )
 
 
-@TABULAR_BACKBONES.register("mlp", offline=True, description="a plain MLP")
-def mlp(pretrained: bool, preprocessor: TabularPreprocessor, **options: Any) -> Backbone:
-    o = _options(_MLP, options, "mlp")
-    encoder = FeatureEncoder(preprocessor.num_numerical_features, preprocessor.cardinalities)
+def _mlp_backbone(preprocessor: TabularPreprocessor, o: dict[str, Any], **embedding: Any) -> Backbone:
+    """An MLP over the encoded features (``embedding``: how numbers are embedded, if at all)."""
+    encoder = FeatureEncoder(preprocessor.num_numerical_features, preprocessor.cardinalities, **embedding)
     network = MLPNetwork(encoder, o["n_blocks"], o["d_block"], o["dropout"])
     return _described(network, o["d_block"], [encoder, *network.blocks], o)
+
+
+@TABULAR_BACKBONES.register("mlp", offline=True, description="a plain MLP")
+def mlp(pretrained: bool, preprocessor: TabularPreprocessor, **options: Any) -> Backbone:
+    return _mlp_backbone(preprocessor, _options(_MLP, options, "mlp"))
 
 
 @TABULAR_BACKBONES.register(
@@ -334,14 +338,7 @@ def mlp(pretrained: bool, preprocessor: TabularPreprocessor, **options: Any) -> 
 )
 def mlp_plr(pretrained: bool, preprocessor: TabularPreprocessor, **options: Any) -> Backbone:
     o = _options(_MLP_PLR, options, "mlp_plr")
-    encoder = FeatureEncoder(
-        preprocessor.num_numerical_features,
-        preprocessor.cardinalities,
-        embedding="periodic",
-        d_embedding=o["d_embedding"],
-    )
-    network = MLPNetwork(encoder, o["n_blocks"], o["d_block"], o["dropout"])
-    return _described(network, o["d_block"], [encoder, *network.blocks], o)
+    return _mlp_backbone(preprocessor, o, embedding="periodic", d_embedding=o["d_embedding"])
 
 
 @TABULAR_BACKBONES.register(

@@ -10,16 +10,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from flash.core.data.datamodule import DataModule, LabelEncoder, Split, split_off_validation
-from flash.tabular.frames import (
-    announce,
-    as_field_list,
-    infer_fields,
-    model_columns_hint,
-    read_table,
-    require_columns,
-    shown,
-)
+from flash.core.data.datamodule import DataModule, Split
+from flash.core.data.splits import encode_splits
+from flash.core.data.tables import as_field_list, read_table, shown
+from flash.tabular.frames import announce, infer_fields, model_columns_hint, require_fields
 from flash.tabular.preprocessing import TabularPreprocessor
 from flash.tabular.targets import check_target_present, target_numbers
 
@@ -49,6 +43,39 @@ class TabularDataset(Dataset):
         if self.targets is not None:
             item["target"] = self.targets[index]
         return item
+
+
+def _table_constructor(kind: str, doc: str) -> Any:
+    """A ``from_*`` constructor whose four tables are ``train_<kind>``, ``val_<kind>``, ... ."""
+
+    def constructor(
+        cls: type[TabularData],
+        categorical_fields: str | list[str] | None = None,
+        numerical_fields: str | list[str] | None = None,
+        target_fields: str | list[str] | None = None,
+        *tables: Any,
+        **options: Any,
+    ) -> TabularData:
+        stages = ("train", "val", "test", "predict")
+        if len(tables) > len(stages):
+            raise TypeError(
+                f"from_{kind} takes at most four tables: {', '.join(f'{s}_{kind}' for s in stages)}."
+            )
+        sources = dict(zip(stages, [*tables, *[None] * (len(stages) - len(tables))]))
+        for stage in stages:
+            name = f"{stage}_{kind}"
+            if name in options:
+                if sources[stage] is not None:
+                    raise TypeError(f"The {stage} table was given twice (as an argument and as {name}=).")
+                sources[stage] = options.pop(name)
+        return cls._build(sources, categorical_fields, numerical_fields, target_fields, kind=kind, **options)
+
+    constructor.__name__ = constructor.__qualname__ = f"from_{_CONSTRUCTOR_NAMES[kind]}"
+    constructor.__doc__ = doc
+    return classmethod(constructor)
+
+
+_CONSTRUCTOR_NAMES = {"data_frame": "data_frame", "file": "csv", "dict": "dicts"}
 
 
 class TabularData(DataModule):
@@ -94,23 +121,8 @@ class TabularData(DataModule):
         self.target_std = target_std
 
     # -- constructors ----------------------------------------------------------------------------
-    @classmethod
-    def from_data_frame(
-        cls,
-        categorical_fields: str | list[str] | None = None,
-        numerical_fields: str | list[str] | None = None,
-        target_fields: str | list[str] | None = None,
-        train_data_frame: pd.DataFrame | None = None,
-        val_data_frame: pd.DataFrame | None = None,
-        test_data_frame: pd.DataFrame | None = None,
-        predict_data_frame: pd.DataFrame | None = None,
-        *,
-        val_split: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
-        numerical_scaling: str = "quantile",
-    ) -> TabularData:
+    from_data_frame = _table_constructor(
+        "data_frame",
         """Build the data from pandas DataFrames.
 
         Args:
@@ -127,92 +139,20 @@ class TabularData(DataModule):
             seed: seed of the shuffle and of ``val_split``.
             numerical_scaling: ``"quantile"`` (default), ``"robust"`` or ``"standard"``; see
                 :data:`~flash.tabular.preprocessing.SCALINGS`.
-        """
-        sources = {
-            "train": train_data_frame,
-            "val": val_data_frame,
-            "test": test_data_frame,
-            "predict": predict_data_frame,
-        }
-        return cls._build(
-            sources,
-            categorical_fields,
-            numerical_fields,
-            target_fields,
-            val_split=val_split,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            numerical_scaling=numerical_scaling,
-            kind="data frame",
-        )
-
-    @classmethod
-    def from_csv(
-        cls,
-        categorical_fields: str | list[str] | None = None,
-        numerical_fields: str | list[str] | None = None,
-        target_fields: str | list[str] | None = None,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
-        *,
-        val_split: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
-        numerical_scaling: str = "quantile",
-    ) -> TabularData:
-        """Build the data from CSV files (read with :func:`pandas.read_csv`); arguments as in
-        :meth:`from_data_frame`."""
-        sources = {"train": train_file, "val": val_file, "test": test_file, "predict": predict_file}
-        return cls._build(
-            sources,
-            categorical_fields,
-            numerical_fields,
-            target_fields,
-            val_split=val_split,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            numerical_scaling=numerical_scaling,
-            kind="file",
-        )
-
-    @classmethod
-    def from_dicts(
-        cls,
-        categorical_fields: str | list[str] | None = None,
-        numerical_fields: str | list[str] | None = None,
-        target_fields: str | list[str] | None = None,
-        train_dict: Any = None,
-        val_dict: Any = None,
-        test_dict: Any = None,
-        predict_dict: Any = None,
-        *,
-        val_split: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
-        numerical_scaling: str = "quantile",
-    ) -> TabularData:
+        """,
+    )
+    from_csv = _table_constructor(
+        "file",
+        """Build the data from table files (``train_file``, ...): CSV, or TSV, JSON, JSON lines and
+        Parquet by their suffix (read by :func:`flash.core.data.tables.read_table`); other
+        arguments as in :meth:`from_data_frame`.""",
+    )
+    from_dicts = _table_constructor(
+        "dict",
         """Build the data from dicts: each of ``train_dict``, ... is a dict of columns
         (``{"age": [22, 38], ...}``) or a list of rows (``[{"age": 22, ...}, ...]``); other arguments
-        as in :meth:`from_data_frame`."""
-        sources = {"train": train_dict, "val": val_dict, "test": test_dict, "predict": predict_dict}
-        return cls._build(
-            sources,
-            categorical_fields,
-            numerical_fields,
-            target_fields,
-            val_split=val_split,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            numerical_scaling=numerical_scaling,
-            kind="dict",
-        )
+        as in :meth:`from_data_frame`.""",
+    )
 
     # -- the shared implementation ---------------------------------------------------------------
     @classmethod
@@ -223,20 +163,20 @@ class TabularData(DataModule):
         numerical_fields: Any,
         target_fields: Any,
         *,
-        val_split: float | None,
-        batch_size: int | None,
-        num_workers: int | None,
-        seed: int,
-        numerical_scaling: str,
         kind: str,
+        val_split: float | None = None,
+        seed: int = 42,
+        numerical_scaling: str = "quantile",
+        **options: Any,
     ) -> TabularData:
+        """The one implementation of the ``from_*`` constructors; ``options``: ``batch_size``,
+        ``num_workers`` (see the class)."""
         categorical = as_field_list(categorical_fields, "categorical_fields")
         numerical = as_field_list(numerical_fields, "numerical_fields")
         targets = as_field_list(target_fields, "target_fields")
         if sources["train"] is None:
             raise ValueError(
-                f"Tabular data needs a training table (train_{'data_frame' if kind == 'data frame' else kind}=...): "
-                "the preprocessing is fitted on it."
+                f"Tabular data needs a training table (train_{kind}=...): the preprocessing is fitted on it."
             )
         if not targets:
             raise ValueError("target_fields is required: name the column to predict.")
@@ -246,9 +186,27 @@ class TabularData(DataModule):
             raise ValueError("Pass either val_split or a validation table, not both.")
         frames = {stage: None if src is None else read_table(src, stage) for stage, src in sources.items()}
         categorical, numerical = cls._fields(frames, categorical, numerical, targets)
-        labels, splits = cls._encode_targets(frames, targets)
-        if val_split is not None:
-            cls._hold_out(frames, splits, val_split, seed)
+        encoded = encode_splits(
+            {stage: None if frame is None else list(range(len(frame))) for stage, frame in frames.items()},
+            {
+                stage: cls._raw_targets(frame, targets, "training" if stage == "train" else stage)
+                for stage, frame in frames.items()
+                if frame is not None and stage != "predict"
+            },
+            multi_label=False,
+            val_split=val_split,
+            seed=seed,
+            regression=cls.is_regression,
+            whats={"train": "training"},
+            noun="rows",
+        )
+        splits = encoded.splits
+        if val_split is not None:  # the held-out rows become a validation table of their own
+            train = frames["train"]
+            for stage in ("train", "val"):
+                split = splits[stage]
+                frames[stage] = train.iloc[split.inputs].reset_index(drop=True)
+                splits[stage] = Split(list(range(len(split))), split.targets)
         preprocessor = TabularPreprocessor.fit(frames["train"], categorical, numerical, numerical_scaling)
         for stage in ("val", "test", "predict"):
             if frames[stage] is not None:
@@ -263,12 +221,11 @@ class TabularData(DataModule):
             splits,
             preprocessor=preprocessor,
             target_fields=targets,
-            labels=labels,
+            labels=encoded.labels,
             target_mean=mean,
             target_std=std,
-            batch_size=batch_size,
-            num_workers=num_workers,
             seed=seed,
+            **options,
         )
 
     @staticmethod
@@ -291,48 +248,13 @@ class TabularData(DataModule):
         if clash:
             raise ValueError(f"Target column {shown(clash)} is also listed as an input field.")
         inputs = [*numerical, *categorical]
-        require_columns(train, inputs, "training")
+        require_fields(train, inputs, "training")
         for stage in ("val", "test", "predict"):
             if frames[stage] is not None:
                 if stage != "predict":
                     check_target_present(frames[stage], targets, stage)
-                require_columns(frames[stage], inputs, stage)
+                require_fields(frames[stage], inputs, stage)
         return categorical, numerical
-
-    @classmethod
-    def _encode_targets(
-        cls, frames: dict[str, pd.DataFrame | None], targets: list[str]
-    ) -> tuple[list[Any] | None, dict[str, Split | None]]:
-        """Class names learned from the training targets (classification), and a split per table."""
-        raw = {
-            stage: cls._raw_targets(frame, targets, "training" if stage == "train" else stage)
-            for stage, frame in frames.items()
-            if frame is not None and stage != "predict"
-        }
-        encoder = None if cls.is_regression else LabelEncoder.fit(raw["train"], what="training")
-        splits: dict[str, Split | None] = {}
-        for stage, frame in frames.items():
-            encoded = None
-            if stage in raw:
-                encoded = (
-                    np.asarray(raw[stage], dtype=np.float32)
-                    if encoder is None
-                    else encoder.encode(raw[stage], what=stage)
-                )
-            splits[stage] = None if frame is None else Split(list(range(len(frame))), encoded)
-        return (None if encoder is None else encoder.labels), splits
-
-    @staticmethod
-    def _hold_out(
-        frames: dict[str, pd.DataFrame | None], splits: dict[str, Split | None], val_split: float, seed: int
-    ) -> None:
-        """Move ``val_split`` of the training rows (stratified by class) into the validation table."""
-        train_part, val_part = split_off_validation(splits["train"], val_split, seed)
-        train = frames["train"]
-        frames["val"] = train.iloc[val_part.inputs].reset_index(drop=True)
-        frames["train"] = train.iloc[train_part.inputs].reset_index(drop=True)
-        splits["train"] = Split(list(range(len(train_part))), train_part.targets)
-        splits["val"] = Split(list(range(len(val_part))), val_part.targets)
 
     @classmethod
     def _raw_targets(cls, frame: pd.DataFrame, targets: list[str], what: str) -> Any:
@@ -367,7 +289,7 @@ class TabularData(DataModule):
             )
         for stage, frame in self.frames.items():
             if frame is not None:
-                require_columns(
+                require_fields(
                     frame,
                     task_preprocessor.columns,
                     f"{stage} (for this task's columns)",

@@ -1,85 +1,21 @@
-"""Reading tables and checking their columns: CSV files, data frames and dicts become one DataFrame."""
+"""Checking a table's columns for tabular tasks: inferring column kinds, reading numbers, naming bad rows."""
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-_SHOWN = 12
+from flash.core.data.tables import missing_mask, require_columns, rows_of, shown
 
 
 class FieldInferenceWarning(UserWarning):
     """Says which column kinds were inferred, when ``categorical_fields``/``numerical_fields`` are not given."""
-
-
-def shown(names: Sequence[Any], limit: int = _SHOWN) -> str:
-    """``names`` as a short, readable list (``a, b, c, ... (40 more)``)."""
-    names = [str(n) for n in names]
-    text = ", ".join(names[:limit])
-    return text + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def read_table(source: Any, what: str) -> pd.DataFrame:
-    """Turn a data frame, a CSV path, a list of row dicts or a dict of columns into a DataFrame.
-
-    Raises:
-        FileNotFoundError: for a path that does not exist.
-        TypeError: for anything else.
-    """
-    if isinstance(source, pd.DataFrame):
-        frame = source
-    elif isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"The {what} file {path} does not exist.")
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise ValueError(f"Could not read the {what} file {path} as CSV: {error}") from error
-    elif isinstance(source, Mapping):
-        try:
-            frame = pd.DataFrame(dict(source))
-        except ValueError as error:
-            raise ValueError(
-                f"The {what} dict must map each column name to a list of values of equal length: {error}"
-            ) from error
-    elif isinstance(source, Sequence) and not isinstance(source, str | bytes):
-        bad = next((i for i, row in enumerate(source) if not isinstance(row, Mapping)), None)
-        if bad is not None:
-            raise TypeError(
-                f"The {what} rows must be dicts of column -> value; row {bad} is a {type(source[bad]).__name__}."
-            )
-        frame = pd.DataFrame(list(source))
-    else:
-        raise TypeError(
-            f"The {what} data must be a pandas DataFrame, a CSV path, a list of dicts (one per row) or a dict "
-            f"of columns; got {type(source).__name__}."
-        )
-    if frame.columns.duplicated().any():
-        dupes = frame.columns[frame.columns.duplicated()].unique().tolist()
-        raise ValueError(f"The {what} data has duplicate column names: {shown(dupes)}.")
-    return frame.reset_index(drop=True)
-
-
-def as_field_list(fields: Any, name: str) -> list[str] | None:
-    """``None``, one column name, or a list of names -> a list of names (or ``None``)."""
-    if fields is None:
-        return None
-    if isinstance(fields, str):
-        return [fields]
-    if isinstance(fields, Sequence) and all(isinstance(f, str) and f for f in fields):
-        if len(set(fields)) != len(fields):
-            raise ValueError(f"{name} names a column twice: {list(fields)}.")
-        return list(fields)
-    raise TypeError(f"{name} must be a column name or a list of column names, got {fields!r}.")
 
 
 FIELDS_HINT = (
@@ -95,43 +31,9 @@ def model_columns_hint(columns: Sequence[str]) -> str:
     )
 
 
-def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = FIELDS_HINT) -> None:
-    """Raise naming the columns of ``columns`` that ``frame`` lacks, the columns it has, and ``hint``
-    (what to do)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"The {what} data has no column{'s' if len(missing) > 1 else ''} {shown(missing)}. "
-            f"Its columns are: {shown(list(frame.columns), 50)}. {hint}"
-        )
-
-
-def is_missing(value: Any) -> bool:
-    """``None``, NaN, ``pd.NA``/``NaT`` and blank strings count as missing."""
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def missing_mask(series: pd.Series) -> np.ndarray:
-    """Which entries of ``series`` are missing (blank strings included)."""
-    mask = series.isna().to_numpy()
-    if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
-        blank = series.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
-        mask = mask | blank
-    return mask
-
-
-def rows_of(mask: np.ndarray, limit: int = 8) -> str:
-    """The first row numbers where ``mask`` holds, for error messages."""
-    rows = np.flatnonzero(mask)
-    text = ", ".join(str(r) for r in rows[:limit])
-    return text + (f", ... ({len(rows) - limit} more)" if len(rows) > limit else "")
+def require_fields(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = FIELDS_HINT) -> None:
+    """:func:`~flash.core.data.tables.require_columns` for the ``what`` table (``"training"``, ``"predict"``)."""
+    require_columns(frame, columns, f"{what} data", hint, quote=False)
 
 
 def as_floats(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Mapping
@@ -15,11 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from flash.core.data.tables import read_table, shown
 from flash.core.model.classification import ClassificationTask
 from flash.core.model.regression import RegressionTask
+from flash.core.model.task import base_task_arguments
+from flash.core.utils.validation import check_int
 from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
-from flash.tabular.frames import read_table, shown
 from flash.tabular.preprocessing import TabularPreprocessor
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,23 @@ class TabularTask:
         """Names accepted by ``backbone=`` (all train from scratch and work offline)."""
         return TABULAR_BACKBONES.available()
 
+    def _init_tabular(self, task_class: type, values: dict[str, Any], out_features: int) -> None:
+        """What both tabular constructors do with their arguments (``values``, their ``locals()``):
+        build the network, hand the base task its arguments, keep every argument in the
+        hyperparameters (the backbone's options with their defaults filled in)."""
+        preprocessor, built, head, resolved = _network(
+            values["preprocessing"], values["backbone"], values["backbone_kwargs"], out_features
+        )
+        arguments = base_task_arguments(task_class, values)
+        if arguments.get("optimizer_kwargs") is None:
+            arguments["optimizer_kwargs"] = {"weight_decay": DEFAULT_WEIGHT_DECAY}
+        super().__init__(built.module, head, backbone_blocks=built.blocks, **arguments)  # type: ignore[call-arg]
+        self.preprocessor = preprocessor
+        self.target_fields = list(values["target_fields"] or [])
+        self.restore_best_weights = bool(values["restore_best_weights"])
+        names = [n for n in inspect.signature(task_class.__init__).parameters if n != "self"]
+        self.save_hyperparameters({**{n: values[n] for n in names}, "backbone_kwargs": resolved})  # type: ignore[attr-defined]
+
     # -- the network ---------------------------------------------------------------------------
     def members(self, x: torch.Tensor) -> torch.Tensor:
         """Every ensemble member's output, ``(batch, k, outputs)``."""
@@ -82,22 +102,18 @@ class TabularTask:
     def member_loss(self, members: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def metric_prediction(self, output: torch.Tensor) -> torch.Tensor:
-        return output
+    # -- the supervised step (its loop is the core task's) ---------------------------------------
+    def step_output(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Every member's output: training optimises each member's loss."""
+        return self.members(batch["input"])
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        """Training optimises every member's loss; validation and test report the ensemble's."""
-        members = self.members(batch["input"])
-        target = batch["target"]
-        combined = self.combine(members)
-        loss = self.member_loss(members if stage == "train" else combined.unsqueeze(1), target)
-        size = int(target.shape[0])
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        prediction = self.metric_prediction(combined)
-        for name, metric in getattr(self, f"{stage}_metrics").items():
-            metric.update(prediction, target)
-            self.log(f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        return loss
+    def step_loss(self, output: torch.Tensor, target: torch.Tensor, stage: str) -> torch.Tensor:
+        """Training: every member's loss; validation and test: the ensemble's."""
+        return self.member_loss(output if stage == "train" else self.combine(output).unsqueeze(1), target)
+
+    def metric_input(self, output: torch.Tensor) -> torch.Tensor:
+        """The metrics see the ensemble's prediction, as the classification or regression task shows it."""
+        return super().metric_input(self.combine(output))  # type: ignore[misc]
 
     # -- keeping the best epoch ----------------------------------------------------------------------
     restore_best_weights: bool = True
@@ -189,24 +205,6 @@ class TabularTask:
             raise TypeError(f"{type(self).__name__} trains on {wanted}, got {type(data).__name__}.")
 
 
-def _task_kwargs(
-    learning_rate: float,
-    optimizer: Any,
-    optimizer_kwargs: dict[str, Any] | None,
-    lr_scheduler: Any,
-    lr_scheduler_kwargs: Any,
-) -> dict[str, Any]:
-    return {
-        "learning_rate": learning_rate,
-        "optimizer": optimizer,
-        "optimizer_kwargs": {"weight_decay": DEFAULT_WEIGHT_DECAY}
-        if optimizer_kwargs is None
-        else optimizer_kwargs,
-        "lr_scheduler": lr_scheduler,
-        "lr_scheduler_kwargs": lr_scheduler_kwargs,
-    }
-
-
 class TabularClassifier(TabularTask, ClassificationTask):
     """Classify table rows with a tabular network trained from scratch.
 
@@ -246,37 +244,7 @@ class TabularClassifier(TabularTask, ClassificationTask):
         label_smoothing: float = 0.0,
         restore_best_weights: bool = True,
     ) -> None:
-        hparams = {
-            "num_classes": num_classes,
-            "preprocessing": preprocessing,
-            "backbone": backbone,
-            "backbone_kwargs": backbone_kwargs,
-            "labels": labels,
-            "target_fields": target_fields,
-            "learning_rate": learning_rate,
-            "optimizer": optimizer,
-            "optimizer_kwargs": optimizer_kwargs,
-            "lr_scheduler": lr_scheduler,
-            "lr_scheduler_kwargs": lr_scheduler_kwargs,
-            "label_smoothing": label_smoothing,
-            "restore_best_weights": restore_best_weights,
-        }
-        preprocessor, built, head, hparams["backbone_kwargs"] = _network(
-            preprocessing, backbone, backbone_kwargs, num_classes
-        )
-        super().__init__(
-            built.module,
-            head,
-            num_classes=num_classes,
-            labels=labels,
-            label_smoothing=label_smoothing,
-            backbone_blocks=built.blocks,
-            **_task_kwargs(learning_rate, optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs),
-        )
-        self.preprocessor = preprocessor
-        self.target_fields = list(target_fields or [])
-        self.restore_best_weights = bool(restore_best_weights)
-        self.save_hyperparameters(hparams)
+        self._init_tabular(TabularClassifier, locals(), num_classes)
 
     @classmethod
     def from_data(cls, data: TabularData, **kwargs: Any) -> TabularClassifier:
@@ -331,42 +299,11 @@ class TabularRegressor(TabularTask, RegressionTask):
         lr_scheduler_kwargs: dict[str, Any] | None = None,
         restore_best_weights: bool = True,
     ) -> None:
-        if isinstance(num_targets, bool) or not isinstance(num_targets, int) or num_targets < 1:
-            raise ValueError(f"num_targets must be a whole number >= 1, got {num_targets!r}.")
+        check_int(num_targets, "num_targets", 1)
         for name, stats in (("target_mean", target_mean), ("target_std", target_std)):
             if stats is not None and len(stats) != num_targets:
                 raise ValueError(f"{name} needs {num_targets} values (one per target), got {stats!r}.")
-        hparams = {
-            "preprocessing": preprocessing,
-            "num_targets": num_targets,
-            "backbone": backbone,
-            "backbone_kwargs": backbone_kwargs,
-            "target_mean": target_mean,
-            "target_std": target_std,
-            "target_fields": target_fields,
-            "learning_rate": learning_rate,
-            "optimizer": optimizer,
-            "optimizer_kwargs": optimizer_kwargs,
-            "lr_scheduler": lr_scheduler,
-            "lr_scheduler_kwargs": lr_scheduler_kwargs,
-            "restore_best_weights": restore_best_weights,
-        }
-        preprocessor, built, head, hparams["backbone_kwargs"] = _network(
-            preprocessing, backbone, backbone_kwargs, num_targets
-        )
-        super().__init__(
-            built.module,
-            head,
-            num_targets=num_targets,
-            target_mean=target_mean,
-            target_std=target_std,
-            backbone_blocks=built.blocks,
-            **_task_kwargs(learning_rate, optimizer, optimizer_kwargs, lr_scheduler, lr_scheduler_kwargs),
-        )
-        self.preprocessor = preprocessor
-        self.target_fields = list(target_fields or [])
-        self.restore_best_weights = bool(restore_best_weights)
-        self.save_hyperparameters(hparams)
+        self._init_tabular(TabularRegressor, locals(), num_targets)
 
     @classmethod
     def from_data(cls, data: TabularData, **kwargs: Any) -> TabularRegressor:
@@ -411,6 +348,3 @@ class TabularRegressor(TabularTask, RegressionTask):
             target.float().view(members.shape[0], 1, -1) - self.target_mean.unsqueeze(1)
         ) / self.target_std.unsqueeze(1)
         return self.loss_fn(members.float(), standardized.expand_as(members))
-
-    def metric_prediction(self, output: torch.Tensor) -> torch.Tensor:
-        return output * self.target_std + self.target_mean

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from flash.tabular.frames import model_columns_hint, numeric_values, require_columns, shown
+from flash.core.data.tables import shown
+from flash.tabular.frames import model_columns_hint, numeric_values, require_fields
 
 SCALINGS = ("quantile", "robust", "standard")
 """Numerical scalings: ``quantile`` maps each column through its training quantiles onto a normal
@@ -168,7 +169,7 @@ class TabularPreprocessor:
             )
         if not categorical_fields and not numerical_fields:
             raise ValueError("No input columns: give categorical_fields and/or numerical_fields.")
-        require_columns(frame, [*categorical_fields, *numerical_fields], "training")
+        require_fields(frame, [*categorical_fields, *numerical_fields], "training")
         numerical: dict[str, dict[str, Any]] = {}
         for name in numerical_fields:
             values = numeric_values(frame[name], name, "training")
@@ -213,7 +214,7 @@ class TabularPreprocessor:
     # -- transforming ----------------------------------------------------------------------------
     def check_columns(self, frame: pd.DataFrame, what: str, ignore: Sequence[str] = ()) -> None:
         """Raise for missing input columns; warn about extra ones (they are ignored)."""
-        require_columns(frame, self.columns, what, model_columns_hint(self.columns))
+        require_fields(frame, self.columns, what, model_columns_hint(self.columns))
         extra = [str(c) for c in frame.columns if c not in self.columns and c not in ignore]
         if extra:
             warnings.warn(
@@ -228,7 +229,7 @@ class TabularPreprocessor:
         Raises:
             ValueError: for a missing column, text in a numerical column or infinite values.
         """
-        require_columns(frame, self.columns, what, model_columns_hint(self.columns))
+        require_fields(frame, self.columns, what, model_columns_hint(self.columns))
         numeric: list[np.ndarray] = []
         indicators: list[np.ndarray] = []
         for name in self.numerical_fields:

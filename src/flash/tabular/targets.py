@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from flash.tabular.frames import as_floats, missing_mask, require_columns, rows_of, text_examples
+from flash.core.data.tables import missing_mask, rows_of
+from flash.tabular.frames import as_floats, require_fields, text_examples
 
 
 def check_target_present(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -19,7 +20,7 @@ def check_target_present(frame: pd.DataFrame, columns: Sequence[str], what: str)
     Raises:
         ValueError: saying what is wrong and what to do.
     """
-    require_columns(frame, columns, what, hint="Check target_fields: it names the column to predict.")
+    require_fields(frame, columns, what, hint="Check target_fields: it names the column to predict.")
     if frame.empty:
         raise ValueError(f"The {what} data has no rows. Give a table with at least one row.")
     for name in columns:

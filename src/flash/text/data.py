@@ -11,17 +11,13 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset, Sampler
 
-from flash.core.data.datamodule import (
-    DataModule,
-    EpochShuffleSampler,
-    LabelEncoder,
-    Split,
-    encode_multi_hot_columns,
-    split_off_validation,
-)
+from flash.core.data.datamodule import DataModule, EpochShuffleSampler, Split
 from flash.core.data.samplers import LengthGroupedBatchSampler
+from flash.core.data.splits import encode_splits
+from flash.core.data.tables import as_field_list, read_csv, read_json, read_parquet, require_columns
+from flash.core.utils.validation import check_optional_int
 from flash.text.backbones import DEFAULT_BACKBONE, load_tokenizer
-from flash.text.readers import as_fields, read_csv, read_json, read_parquet, require_columns, texts_of
+from flash.text.readers import texts_of
 from flash.text.tokenization import PadCollate, TokenizedTexts, tokenize
 
 DEFAULT_MAX_LENGTH = 256
@@ -30,6 +26,42 @@ DEFAULT_MAX_LENGTH = 256
 _STAGE_WORDS = {"train": "training", "val": "validation", "test": "test", "predict": "predict"}
 
 Frames = dict[str, tuple[pd.DataFrame, str]]
+
+
+def _file_constructor(kind: str, doc: str) -> Any:
+    """A ``from_<kind>`` constructor: files of one format, read by the core table reader."""
+
+    def constructor(
+        cls: type[TextClassificationData],
+        input_field: str,
+        target_fields: str | Sequence[str] | None = None,
+        train_file: str | Path | None = None,
+        val_file: str | Path | None = None,
+        test_file: str | Path | None = None,
+        predict_file: str | Path | None = None,
+        *,
+        encoding: str = "utf-8",
+        field: str | None = None,
+        valid_file: str | Path | None = None,
+        **options: Any,
+    ) -> TextClassificationData:
+        if field is not None and kind != "json":
+            raise TypeError(f"field= names the key of the records in a JSON file; from_{kind} takes none.")
+        read = {"csv": read_csv, "json": read_json, "parquet": read_parquet}[kind]
+        extra = {
+            "csv": {"encoding": encoding, "text_field": input_field},
+            "json": {"encoding": encoding, "field": field},
+        }
+        files = _stage_files(train_file, val_file, test_file, predict_file, valid_file)
+        frames = {
+            stage: (read(path, _STAGE_WORDS[stage], **extra.get(kind, {})), _file_what(stage, path))
+            for stage, path in files.items()
+        }
+        return cls._from_frames(frames, input_field, target_fields, **options)
+
+    constructor.__name__ = constructor.__qualname__ = f"from_{kind}"
+    constructor.__doc__ = doc
+    return classmethod(constructor)
 
 
 class TextClassificationData(DataModule):
@@ -45,53 +77,30 @@ class TextClassificationData(DataModule):
     epoch, reproducibly), and validation and test batches are sorted by length.
 
     Args:
-        train, val, test, predict: the splits (texts as ``Split.inputs``).
-        labels: class names; index ``i`` names class ``i``.
-        multi_label: each text can carry several classes.
+        *splits: the ``train``, ``val``, ``test`` and ``predict`` splits (texts as ``Split.inputs``),
+            in that order or by name.
         input_field: the name of the text column (travels into the task, so it can read files).
         backbone: whose tokenizer to use before a task is attached (default: the default backbone).
         max_length: tokens kept per text before a task is attached (the task's own wins after).
-        batch_size, num_workers, seed: see :class:`~flash.core.data.datamodule.DataModule`.
+        **options: ``labels``, ``multi_label``, ``batch_size``, ``num_workers``, ``seed``: see
+            :class:`~flash.core.data.datamodule.DataModule`.
     """
 
     def __init__(
         self,
-        train: Split | None = None,
-        val: Split | None = None,
-        test: Split | None = None,
-        predict: Split | None = None,
-        *,
-        labels: Sequence[Any] | None = None,
-        multi_label: bool = False,
+        *splits: Split | None,
         input_field: str = "text",
         backbone: str | None = None,
         max_length: int | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
-        pending_targets: dict[str, tuple[list[Any], str]] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            train,
-            val,
-            test,
-            predict,
-            labels=labels,
-            multi_label=multi_label,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-        )
-        if max_length is not None and (
-            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2
-        ):
-            raise ValueError(f"max_length must be a whole number >= 2, got {max_length!r}.")
+        super().__init__(*splits, **options)
+        check_optional_int(max_length, "max_length", 2)
         if backbone is not None and (not isinstance(backbone, str) or not backbone):
             raise ValueError(f"backbone must be a backbone name, got {backbone!r}.")
         self.input_field = input_field
         self.backbone = backbone
         self.max_length = max_length
-        self._pending_targets = dict(pending_targets or {})
         self._tokenizer: Any = None
         self._tokenizer_name: str | None = None
         self._token_ids: dict[tuple[str, str, int], list[np.ndarray]] = {}
@@ -102,8 +111,6 @@ class TextClassificationData(DataModule):
 
         Training data also hands the task its text column name (saved in checkpoints).
         """
-        if self.labels is None and self._pending_targets and getattr(task, "labels", None) is not None:
-            self._encode_pending(task.labels, bool(getattr(task, "multi_label", False)))
         super().attach_task(task)
         tokenizer = getattr(task, "tokenizer", None)
         if tokenizer is not None:
@@ -117,15 +124,6 @@ class TextClassificationData(DataModule):
             self._tokenizer, self._tokenizer_name = tokenizer, name
         if self.splits["train"] is not None and hasattr(task, "attach_input_field"):
             task.attach_input_field(self.input_field)
-
-    def _encode_pending(self, labels: Sequence[Any], multi_label: bool) -> None:
-        encoder = LabelEncoder(labels, multi_label)
-        for stage, (targets, what) in self._pending_targets.items():
-            split = self.splits[stage]
-            assert split is not None
-            split.targets = encoder.encode(targets, what)
-        self.labels, self.multi_label = list(labels), multi_label
-        self._pending_targets.clear()
 
     @property
     def tokenizer(self) -> Any:
@@ -154,12 +152,6 @@ class TextClassificationData(DataModule):
 
     # -- DataModule hooks ---------------------------------------------------------------------------
     def make_dataset(self, split: Split, stage: str) -> Dataset:
-        if stage in ("train", "val", "test") and split.targets is None:
-            raise ValueError(
-                f"The {_STAGE_WORDS[stage]} texts have no encoded labels yet: the data has no training "
-                "labels to learn the classes from. Use it with a task that knows its classes "
-                "(a trained or loaded TextClassifier), or give training data."
-            )
         ids = self.token_ids(stage)
         if stage in ("val", "test"):
             return TokenizedTexts.sorted_by_length(ids, split.targets)
@@ -214,20 +206,8 @@ class TextClassificationData(DataModule):
                 frames[stage] = (frame.reset_index(drop=True), f"{_STAGE_WORDS[stage]} data frame")
         return cls._from_frames(frames, input_field, target_fields, **options)
 
-    @classmethod
-    def from_csv(
-        cls,
-        input_field: str,
-        target_fields: str | Sequence[str] | None = None,
-        train_file: str | Path | None = None,
-        val_file: str | Path | None = None,
-        test_file: str | Path | None = None,
-        predict_file: str | Path | None = None,
-        *,
-        encoding: str = "utf-8",
-        valid_file: str | Path | None = None,
-        **options: Any,
-    ) -> TextClassificationData:
+    from_csv = _file_constructor(
+        "csv",
         """Texts and labels from CSV files (tab-separated for ``.tsv``).
 
         Args:
@@ -244,59 +224,18 @@ class TextClassificationData(DataModule):
             num_workers: loader processes (default: none on a small CPU).
             backbone, max_length: tokenizer and token limit before a task is attached.
             seed: seed of the training shuffle and of ``val_split``.
-        """
-        files = _stage_files(train_file, val_file, test_file, predict_file, valid_file)
-        frames = {
-            stage: (read_csv(path, _STAGE_WORDS[stage], encoding, input_field), _file_what(stage, path))
-            for stage, path in files.items()
-        }
-        return cls._from_frames(frames, input_field, target_fields, **options)
-
-    @classmethod
-    def from_json(
-        cls,
-        input_field: str,
-        target_fields: str | Sequence[str] | None = None,
-        train_file: str | Path | None = None,
-        val_file: str | Path | None = None,
-        test_file: str | Path | None = None,
-        predict_file: str | Path | None = None,
-        *,
-        field: str | None = None,
-        encoding: str = "utf-8",
-        valid_file: str | Path | None = None,
-        **options: Any,
-    ) -> TextClassificationData:
+        """,
+    )
+    from_json = _file_constructor(
+        "json",
         """Texts and labels from JSON files: a list of records, one record per line (JSON lines),
         or an object holding the list under the key ``field``. Other arguments as :meth:`from_csv`.
-        """
-        files = _stage_files(train_file, val_file, test_file, predict_file, valid_file)
-        frames = {
-            stage: (read_json(path, _STAGE_WORDS[stage], encoding, field), _file_what(stage, path))
-            for stage, path in files.items()
-        }
-        return cls._from_frames(frames, input_field, target_fields, **options)
-
-    @classmethod
-    def from_parquet(
-        cls,
-        input_field: str,
-        target_fields: str | Sequence[str] | None = None,
-        train_file: str | Path | None = None,
-        val_file: str | Path | None = None,
-        test_file: str | Path | None = None,
-        predict_file: str | Path | None = None,
-        *,
-        valid_file: str | Path | None = None,
-        **options: Any,
-    ) -> TextClassificationData:
-        """Texts and labels from Parquet files (needs ``pyarrow``). Other arguments as :meth:`from_csv`."""
-        files = _stage_files(train_file, val_file, test_file, predict_file, valid_file)
-        frames = {
-            stage: (read_parquet(path, _STAGE_WORDS[stage]), _file_what(stage, path))
-            for stage, path in files.items()
-        }
-        return cls._from_frames(frames, input_field, target_fields, **options)
+        """,
+    )
+    from_parquet = _file_constructor(
+        "parquet",
+        """Texts and labels from Parquet files (needs ``pyarrow``). Other arguments as :meth:`from_csv`.""",
+    )
 
     @classmethod
     def from_lists(
@@ -367,9 +306,9 @@ class TextClassificationData(DataModule):
             raise TypeError(f"input_field must be the name of the text column, got {input_field!r}.")
         if not frames:
             raise ValueError("No data given: pass at least one of the train, val, test or predict inputs.")
-        targets = as_fields(target_fields, "target_fields")
+        targets = as_field_list(target_fields, "target_fields")
         labelled = [stage for stage in frames if stage != "predict"]
-        if labelled and targets is None:
+        if labelled and not targets:
             raise ValueError(
                 f"target_fields is needed for the {', '.join(_STAGE_WORDS[s] for s in labelled)} data: "
                 "name the label column(s)."
@@ -377,13 +316,11 @@ class TextClassificationData(DataModule):
         if targets is not None and input_field in targets:
             raise ValueError(f"input_field {input_field!r} is also a target field.")
         multi_columns = targets is not None and len(targets) > 1
-        if multi_label is None:
-            multi_label = multi_columns
-        elif multi_columns and not multi_label:
+        if multi_columns and multi_label is False:
             raise ValueError(f"Several target_fields ({', '.join(targets)}) make the data multi-label.")
 
         texts: dict[str, list[str]] = {}
-        raw_targets: dict[str, list[Any] | np.ndarray] = {}
+        raw_targets: dict[str, Any] = {}
         whats: dict[str, str] = {}
         for stage, (frame, what) in frames.items():
             columns = [input_field] + (targets if stage != "predict" and targets else [])
@@ -395,52 +332,31 @@ class TextClassificationData(DataModule):
                 )
                 what = f"{what} (rows counted after dropping those without text)"
             whats[stage] = what
-            if stage == "predict":
-                continue
-            assert targets is not None
-            if multi_columns:
-                raw_targets[stage] = encode_multi_hot_columns(frame[targets].to_numpy()[kept], what)
-            else:
-                raw_targets[stage] = _keep_rows(frame[targets[0]].tolist(), kept)
-
-        labels: list[Any] | None = None
-        encoded: dict[str, np.ndarray] = {}
-        pending: dict[str, tuple[list[Any], str]] = {}
-        if multi_columns:
-            labels = list(targets)  # type: ignore[arg-type]
-            encoded = {stage: np.asarray(values) for stage, values in raw_targets.items()}
-        elif "train" in raw_targets:
-            encoder = LabelEncoder.fit(raw_targets["train"], multi_label, what=whats["train"])
-            labels = encoder.labels
-            encoded = {stage: encoder.encode(values, whats[stage]) for stage, values in raw_targets.items()}
-        else:
-            pending = {stage: (list(values), whats[stage]) for stage, values in raw_targets.items()}
-
-        splits: dict[str, Split | None] = {
-            stage: Split(texts[stage], encoded.get(stage)) if stage in texts else None
-            for stage in ("train", "val", "test", "predict")
-        }
-        if val_split is not None:
-            if splits["train"] is None:
-                raise ValueError(
-                    "val_split holds out part of the training data, but no training data was given."
+            if stage != "predict":
+                assert targets is not None
+                column = (
+                    frame[targets].to_numpy()[kept] if multi_columns else frame[targets[0]].to_numpy()[kept]
                 )
-            if splits["val"] is not None:
-                raise ValueError("Pass either validation data or val_split, not both.")
-            splits["train"], splits["val"] = split_off_validation(splits["train"], val_split, seed)
+                raw_targets[stage] = column if multi_columns else column.tolist()
+        encoded = encode_splits(
+            texts,
+            raw_targets,
+            labels=targets if multi_columns else None,
+            multi_label=multi_label if multi_label is not None else (True if multi_columns else None),
+            val_split=val_split,
+            seed=seed,
+            whats=whats,
+            noun="texts",
+        )
         options.setdefault("input_field", input_field)
         return cls(
-            **splits,
-            labels=labels,
-            multi_label=bool(multi_label),
+            **encoded.splits,
+            labels=encoded.labels,
+            multi_label=encoded.multi_label,
             seed=seed,
-            pending_targets=pending,
+            pending_targets=encoded.pending,
             **options,
         )
-
-
-def _keep_rows(values: list[Any], kept: np.ndarray) -> list[Any]:
-    return values if len(kept) == len(values) else [values[i] for i in kept]
 
 
 def _stage_files(train: Any, val: Any, test: Any, predict: Any, valid: Any) -> dict[str, str | Path]:

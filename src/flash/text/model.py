@@ -13,11 +13,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from flash.core.data.tables import TABLE_SUFFIXES, read_lines, read_table
 from flash.core.model.classification import ClassificationTask
+from flash.core.model.task import base_task_arguments
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.utils.validation import check_int, check_probability
 from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
 from flash.text.data import DEFAULT_MAX_LENGTH
-from flash.text.readers import TABLE_SUFFIXES, read_lines, read_table
+from flash.text.preprocessing import TextPreprocessing
 from flash.text.tokenization import PadCollate, TokenizedTexts, pad_batch, tokenize
 
 PREDICT_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".txt")
@@ -78,10 +81,8 @@ class TextClassifier(ClassificationTask):
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLINGS)}.")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length must be a whole number >= 2, got {max_length!r}.")
-        if not isinstance(head_dropout, int | float) or not 0 <= head_dropout < 1:
-            raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout!r}.")
+        check_int(max_length, "max_length", 2)
+        check_probability(head_dropout, "head_dropout", high_open=True)
         built = TEXT_BACKBONES.build(backbone, pretrained=pretrained, pooling=pooling)
         limit = built.preprocessing["model_max_length"]
         if max_length > limit:
@@ -92,17 +93,8 @@ class TextClassifier(ClassificationTask):
         super().__init__(
             built.module,
             head,
-            num_classes=num_classes,
-            labels=labels,
-            multi_label=multi_label,
             backbone_blocks=built.blocks,
-            learning_rate=learning_rate,
-            backbone_lr_factor=backbone_lr_factor,
-            layer_lr_decay=layer_lr_decay,
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_kwargs=lr_scheduler_kwargs,
+            **base_task_arguments(TextClassifier, locals()),
             **kwargs,
         )
         self.save_hyperparameters(
@@ -111,6 +103,7 @@ class TextClassifier(ClassificationTask):
         self.backbone_name = backbone
         self.max_length = max_length
         self.tokenizer = built.preprocessing["tokenizer"]
+        self.preprocessing = TextPreprocessing(max_length, backbone)
         self.input_field = input_field
 
     @classmethod

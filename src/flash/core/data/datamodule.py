@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flash.core.data.randomness import SampleIndex
+from flash.core.data.splits import (  # noqa: F401  (re-exported: the data module's vocabulary)
+    LabelEncoder,
+    Split,
+    encode_multi_hot_columns,
+    encode_pending,
+    split_off_validation,
+)
+from flash.core.utils.validation import check_optional_int
 
 STAGES = ("train", "val", "test", "predict")
-
-
-@dataclass
-class Split:
-    """The raw items of one stage and their encoded targets (``None`` when unlabelled)."""
-
-    inputs: list[Any]
-    targets: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def subset(self, indices: Sequence[int]) -> Split:
-        targets = None if self.targets is None else self.targets[np.asarray(indices, dtype=np.int64)]
-        return Split([self.inputs[i] for i in indices], targets)
 
 
 def default_num_workers() -> int:
@@ -78,130 +68,6 @@ class EpochShuffleSampler(Sampler[int]):
             yield SampleIndex(index, self.seed, self.epoch)
 
 
-def _sort_key(label: Any) -> tuple[int, Any]:
-    return (0, label) if isinstance(label, int | float | np.integer | np.floating) else (1, str(label))
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float | np.floating) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return int(value) if float(value).is_integer() else float(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-class LabelEncoder:
-    """Maps class names to indices, learned from the training targets only.
-
-    Single-label targets are one hashable per item. Multi-label targets are a list of names per
-    item, or a 0/1 row per item with ``labels`` naming the columns.
-    """
-
-    def __init__(self, labels: Sequence[Any], multi_label: bool = False) -> None:
-        self.labels = [_plain(x) for x in labels]
-        self.multi_label = multi_label
-        self._index = {self._key(x): i for i, x in enumerate(self.labels)}
-
-    @staticmethod
-    def _key(label: Any) -> Hashable:
-        return str(_plain(label))
-
-    @classmethod
-    def fit(cls, targets: Sequence[Any], multi_label: bool = False, what: str = "train") -> LabelEncoder:
-        seen: dict[Hashable, Any] = {}
-        for row, target in enumerate(targets):
-            values = target if multi_label else [target]
-            if not multi_label and _is_missing(target):
-                raise ValueError(
-                    f"{what} target of item {row} is missing. Give every item a label, or drop it."
-                )
-            if multi_label and isinstance(target, str):
-                values = [v for v in target.replace(";", ",").split(",") if v.strip()]
-            for value in values:
-                value = value.strip() if isinstance(value, str) else value
-                if _is_missing(value):
-                    continue
-                seen.setdefault(cls._key(value), _plain(value))
-        if not seen:
-            raise ValueError(f"No labels found in the {what} targets.")
-        return cls(sorted(seen.values(), key=_sort_key), multi_label)
-
-    def encode(self, targets: Sequence[Any], what: str = "train") -> np.ndarray:
-        if self.multi_label:
-            out = np.zeros((len(targets), len(self.labels)), dtype=np.float32)
-            for row, target in enumerate(targets):
-                values = target
-                if isinstance(target, str):
-                    values = [v.strip() for v in target.replace(";", ",").split(",") if v.strip()]
-                for value in values:
-                    out[row, self._lookup(value, row, what)] = 1.0
-            return out
-        out = np.empty(len(targets), dtype=np.int64)
-        for row, target in enumerate(targets):
-            if _is_missing(target):
-                raise ValueError(
-                    f"{what} target of item {row} is missing. Give every item a label, or drop it."
-                )
-            out[row] = self._lookup(target, row, what)
-        return out
-
-    def _lookup(self, value: Any, row: int, what: str) -> int:
-        key = self._key(value)
-        if key not in self._index:
-            shown = ", ".join(map(str, self.labels[:30]))
-            raise ValueError(
-                f"{what} item {row} has label {value!r}, which the training data never has. "
-                f"Training labels: {shown}. Every class must appear in training."
-            )
-        return self._index[key]
-
-
-def encode_multi_hot_columns(rows: np.ndarray, what: str) -> np.ndarray:
-    """Check a 0/1 multi-label matrix (one column per class)."""
-    values = np.asarray(rows, dtype=np.float32)
-    if np.isnan(values).any():
-        row = int(np.argwhere(np.isnan(values))[0][0])
-        raise ValueError(f"{what} item {row} has a missing multi-label target.")
-    if not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"{what} multi-label target columns must hold only 0 and 1.")
-    return values
-
-
-def split_off_validation(split: Split, val_split: float, seed: int) -> tuple[Split, Split]:
-    """Hold out ``val_split`` of ``split`` for validation, stratified by class when single-label."""
-    if not 0 < val_split < 1:
-        raise ValueError(f"val_split must be a fraction between 0 and 1, got {val_split!r}.")
-    n = len(split)
-    n_val = round(n * val_split)
-    if n_val < 1 or n_val >= n:
-        raise ValueError(f"val_split={val_split} of {n} items leaves no items for training or validation.")
-    rng = np.random.default_rng(seed)
-    targets = split.targets
-    if targets is not None and targets.ndim == 1 and np.issubdtype(targets.dtype, np.integer):
-        val_idx: list[int] = []
-        for cls in np.unique(targets):
-            members = np.flatnonzero(targets == cls)
-            rng.shuffle(members)
-            take = round(len(members) * val_split)
-            val_idx.extend(members[:take].tolist())
-        val_set = set(val_idx)
-        train_idx = [i for i in range(n) if i not in val_set]
-    else:
-        order = rng.permutation(n)
-        val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
-    return split.subset(train_idx), split.subset(sorted(val_idx))
-
-
 class DataModule(LightningDataModule):
     """What every domain's ``*Data`` class shares.
 
@@ -216,6 +82,13 @@ class DataModule(LightningDataModule):
         batch_size: items per batch.
         num_workers: loader processes; default :func:`default_num_workers`.
         seed: seed of the training shuffle and of ``val_split``.
+        pending_targets: raw targets waiting for a task's classes (see
+            :func:`flash.core.data.splits.encode_splits`); encoded when a task is attached.
+
+    The task is attached in Lightning's :meth:`setup` hook, so ``lightning.Trainer().fit(task,
+    datamodule=data)`` and :class:`flash.Trainer` train alike: the data checks its classes
+    against the task's and takes the task's preprocessing. The data reads the task; the task
+    never reaches into the data.
     """
 
     default_batch_size = 32
@@ -232,14 +105,12 @@ class DataModule(LightningDataModule):
         batch_size: int | None = None,
         num_workers: int | None = None,
         seed: int = 42,
+        pending_targets: dict[str, tuple[list[Any], str]] | None = None,
     ) -> None:
         super().__init__()
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-            raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}.")
+        check_optional_int(batch_size, "batch_size", 1)
+        check_optional_int(num_workers, "num_workers", 0)
+        check_optional_int(seed, "seed", 0)
         if all(s is None for s in (train, val, test, predict)):
             raise ValueError("No data given: pass at least one of the train, val, test or predict inputs.")
         for name, split in (("train", train), ("val", val), ("test", test)):
@@ -252,6 +123,7 @@ class DataModule(LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.seed = seed
         self._datasets: dict[str, Dataset] = {}
+        self._pending_targets = dict(pending_targets or {})
         self.task: Any = None
 
     # -- what the task needs ------------------------------------------------------------------
@@ -260,12 +132,25 @@ class DataModule(LightningDataModule):
         """Number of classes in the training data (``None`` for regression)."""
         return None if self.labels is None else len(self.labels)
 
-    def attach_task(self, task: Any) -> None:
-        """Called by :class:`flash.Trainer` before running ``task`` on this data.
+    def setup(self, stage: str) -> None:
+        """Lightning's hook before every ``fit``, ``validate``, ``test`` and ``predict``: attach the
+        trainer's task (see :meth:`attach_task`)."""
+        trainer = self.trainer
+        task = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        if task is not None:
+            self.attach_task(task)
 
-        Checks the task's classes against the data's and lets the domain take the task's
-        preprocessing (image size and normalisation, tokenizer, ...). Datasets are rebuilt.
+    def attach_task(self, task: Any) -> None:
+        """Take what the data needs from ``task``; called by :meth:`setup` (it may be called directly too).
+
+        Encodes targets that waited for the task's classes, checks the task's classes against
+        the data's, and lets the domain take the task's preprocessing (image size and
+        normalisation, tokenizer, fitted columns, ...). Datasets are rebuilt.
         """
+        if self.labels is None and self._pending_targets and getattr(task, "labels", None) is not None:
+            multi_label = bool(getattr(task, "multi_label", False))
+            encode_pending(self.splits, self._pending_targets, task.labels, multi_label)
+            self.labels, self.multi_label = list(task.labels), multi_label
         if hasattr(task, "attach_labels"):
             task.attach_labels(self.labels, self.multi_label)
         self.task = task
@@ -287,6 +172,12 @@ class DataModule(LightningDataModule):
         split = self.splits.get(stage)
         if split is None:
             return None
+        if stage in self._pending_targets:
+            raise ValueError(
+                f"The {stage} data has no encoded labels yet: the data has no training labels to learn "
+                "the classes from. Use it with a task that knows its classes (a trained or loaded task), "
+                "or give training data."
+            )
         if stage not in self._datasets:
             self._datasets[stage] = self.make_dataset(split, stage)
         return self._datasets[stage]

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from flash.core.utils.validation import check_int
+
 BatchTransform = Callable[[Any, int], Any]
 """``transform(cpu_batch, epoch) -> device_batch``."""
 
@@ -99,8 +101,7 @@ class DeviceLoader:
         prefetch: int = 2,
         background: bool | None = None,
     ) -> None:
-        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
-            raise ValueError(f"prefetch must be a whole number >= 1, got {prefetch!r}.")
+        check_int(prefetch, "prefetch", 1)
         if not isinstance(loader, Iterable):
             raise TypeError(f"loader must be an iterable of batches, got {type(loader).__name__}.")
         stages = (
@@ -147,8 +148,7 @@ class DeviceLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass, and pass it on to the wrapped loader's samplers."""
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise ValueError(f"epoch must be a whole number >= 0, got {epoch!r}.")
+        check_int(epoch, "epoch", 0)
         self.epoch = epoch
         targets: dict[int, Any] = {}
         for owner in (self.loader, getattr(self.loader, "batch_sampler", None)):

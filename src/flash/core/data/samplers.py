@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 from flash.core.data.datamodule import EpochShuffleSampler
+from flash.core.utils.validation import check_int
 
 
 class LengthGroupedBatchSampler(BatchSampler):
@@ -73,15 +74,13 @@ class LengthGroupedBatchSampler(BatchSampler):
         lengths = np.asarray(lengths, dtype=np.int64)
         if lengths.ndim != 1 or len(lengths) == 0:
             raise ValueError("lengths must give one length per item of a non-empty dataset.")
-        if isinstance(group_batches, bool) or not isinstance(group_batches, int) or group_batches < 1:
-            raise ValueError(f"group_batches must be a whole number >= 1, got {group_batches!r}.")
+        check_int(group_batches, "group_batches", 1)
         distributed = isinstance(sampler, DistributedSampler)
         if num_replicas is None:
             num_replicas = int(sampler.num_replicas) if distributed else 1  # type: ignore[union-attr]
         if rank is None:
             rank = int(sampler.rank) if distributed else 0  # type: ignore[union-attr]
-        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-            raise ValueError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}.")
+        check_int(num_replicas, "num_replicas", 1)
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be a whole number in [0, {num_replicas}), got {rank!r}.")
         if len(lengths) < num_replicas:

@@ -11,11 +11,11 @@ from torch import nn
 
 from flash.core.model.task import Task
 from flash.core.utils.jsonable import to_json
+from flash.core.utils.validation import check_int
 
 
 def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
+    check_int(num_classes, "num_classes", 1)
     if labels is not None and len(labels) != num_classes:
         raise ValueError(
             f"num_classes={num_classes} but {len(labels)} labels were given ({', '.join(map(str, labels))})."
@@ -78,10 +78,8 @@ class ClassificationTask(Task):
     def metric_input(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output) if self.multi_label else output
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        if self.multi_label:
-            batch = {**batch, "target": batch["target"].float()}
-        return super()._shared_step(batch, stage)
+    def step_target(self, target: torch.Tensor) -> torch.Tensor:
+        return target.float() if self.multi_label else target
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

@@ -44,17 +44,18 @@ class RegressionTask(Task):
         self.register_buffer("target_mean", mean.view(1, -1), persistent=True)
         self.register_buffer("target_std", std.view(1, -1), persistent=True)
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        output = self(batch["input"]).float()
-        target = batch["target"].float().view(output.shape)
-        loss = self.loss_fn(output, (target - self.target_mean) / self.target_std)
-        size = int(target.shape[0])
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        prediction = output * self.target_std + self.target_mean
-        for name, metric in getattr(self, f"{stage}_metrics").items():
-            metric.update(prediction, target)
-            self.log(f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
-        return loss
+    def step_output(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        return super().step_output(batch, stage).float()
+
+    def step_target(self, target: torch.Tensor) -> torch.Tensor:
+        return target.float().view(target.shape[0], -1)
+
+    def step_loss(self, output: torch.Tensor, target: torch.Tensor, stage: str) -> torch.Tensor:
+        return self.loss_fn(output, (target - self.target_mean) / self.target_std)
+
+    def metric_input(self, output: torch.Tensor) -> torch.Tensor:
+        """Predictions in the targets' units (the head predicts standardised values)."""
+        return output * self.target_std + self.target_mean
 
     def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
         values = (output.float() * self.target_std + self.target_mean).cpu()

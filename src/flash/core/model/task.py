@@ -12,6 +12,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from flash.core.model.preprocessing import Preprocessing
 from flash.core.training.optimizers import (
     OptimizerSpec,
     SchedulerSpec,
@@ -23,6 +24,7 @@ from flash.core.training.optimizers import (
 )
 from flash.core.utils.jsonable import to_json
 from flash.core.utils.progress import progress
+from flash.core.utils.validation import check_int
 
 Batch = dict[str, Any]
 
@@ -107,24 +109,58 @@ class Task(LightningModule):
     def forward(self, x: Any) -> torch.Tensor:
         return self.head(self.backbone(x))
 
+    # -- preprocessing -------------------------------------------------------------------------
+    preprocessing: Preprocessing | None = None
+    """What the task's inputs must look like (a domain's :class:`~flash.core.model.preprocessing.Preprocessing`),
+    read by data modules in their ``setup`` hook; ``None`` where the domain has none."""
+
+    def use_preprocessing(self, preprocessing: Preprocessing) -> None:
+        """Make ``preprocessing`` the task's; it is saved in the hyperparameters, so checkpoints
+        (and predictions after loading one) use it.
+
+        A data module calls this from its ``setup`` hook when the data fixes part of the
+        preprocessing (an image data module built with ``image_size=``).
+        """
+        if not isinstance(preprocessing, Preprocessing):
+            raise TypeError(f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}.")
+        self.preprocessing = preprocessing
+        self.hparams["preprocessing"] = preprocessing.to_dict()
+
     # -- training -------------------------------------------------------------------------------
-    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
-        output = self(batch["input"])
-        target = batch["target"]
-        loss = self.loss_fn(output, target)
-        batch_size = _batch_size(target)
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
-        metrics = getattr(self, f"{stage}_metrics")
-        for name, metric in metrics.items():
-            metric.update(self.metric_input(output), target)
-            self.log(
-                f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size
-            )
-        return loss
+    def step_output(self, batch: Batch, stage: str) -> torch.Tensor:
+        """The model's output for a training or evaluation batch: ``head(batch["features"])`` when
+        the data supplies the backbone's features (computed once for a frozen backbone), else
+        ``self(batch["input"])``."""
+        if "features" in batch:
+            return self.head(batch["features"])
+        return self(batch["input"])
+
+    def step_target(self, target: Any) -> Any:
+        """The batch's target as the loss and metrics take it."""
+        return target
+
+    def step_loss(self, output: torch.Tensor, target: Any, stage: str) -> torch.Tensor:
+        """The loss of ``output`` (from :meth:`step_output`) against ``target``."""
+        return self.loss_fn(output, target)
 
     def metric_input(self, output: torch.Tensor) -> torch.Tensor:
-        """What the metrics see of the model's output (logits by default)."""
+        """What the metrics see of :meth:`step_output`'s output (logits by default)."""
         return output
+
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        """The one supervised step of every task: output, loss, and the stage's logged metrics."""
+        target = self.step_target(batch["target"])
+        output = self.step_output(batch, stage)
+        loss = self.step_loss(output, target, stage)
+        logged = {"prog_bar": True, "on_step": False, "on_epoch": True, "batch_size": _batch_size(target)}
+        self.log(f"{stage}_loss", loss, **logged)
+        metrics = getattr(self, f"{stage}_metrics")
+        if metrics:
+            prediction = self.metric_input(output)
+            for name, metric in metrics.items():
+                metric.update(prediction, target)
+                self.log(f"{stage}_{name}", metric, **logged)
+        return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
@@ -229,8 +265,8 @@ class Task(LightningModule):
         input order, and whether ``inputs`` was a single item."""
         for kind in kinds:
             self.check_output(kind)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        check_int(batch_size, "batch_size", 1)
+        check_int(num_workers, "num_workers", 0)
         dataset, single = self.predict_dataset(inputs)
         loader = DataLoader(
             dataset, batch_size=batch_size, collate_fn=self.collate_fn(), num_workers=num_workers
@@ -355,6 +391,24 @@ class Task(LightningModule):
         from flash.core.deploy.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
 
         checkpoint[FLASH_CHECKPOINT_KEY] = checkpoint_marker(type(self))
+
+
+def base_task_arguments(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` (a task constructor's ``locals()``) that the constructors of
+    ``cls``'s bases take by keyword: what a domain task hands on to :class:`Task` and
+    :class:`~flash.core.model.classification.ClassificationTask` unchanged (learning rate,
+    optimizer, scheduler, labels, ...), so each new base option reaches every task.
+    """
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping of argument names, got {type(values).__name__}.")
+    names: set[str] = set()
+    for base in cls.__mro__[1:]:
+        init = base.__dict__.get("__init__")
+        if init is not None and issubclass(base, Task):
+            names.update(
+                p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY
+            )
+    return {name: values[name] for name in names if name in values}
 
 
 def _batch_size(target: Any) -> int:

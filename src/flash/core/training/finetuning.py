@@ -41,6 +41,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from flash.core.training.freezing import freeze, hold_frozen_norms_in_eval, trainable_state, unfreeze
+from flash.core.utils.validation import check_int, check_optional_int
 
 __all__ = [
     "STRATEGIES",
@@ -231,8 +232,7 @@ def _rewrap_distributed(trainer: Trainer) -> None:
 
 
 def _check_epoch(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a whole number of epochs >= 0, got {value!r}.")
+    check_int(value, name, 0, "epochs")
     return value
 
 
@@ -307,10 +307,7 @@ class UnfreezeMilestones(FlashBaseFinetuning):
                     f"The last blocks unfreeze at m1, the rest at m2; did you mean ({m2}, {m1})?"
                 )
             unfreeze_milestones = (m1, m2)
-        if num_layers is not None and (
-            isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1
-        ):
-            raise ValueError(f"num_layers must be a whole number >= 1, got {num_layers!r}.")
+        check_optional_int(num_layers, "num_layers", 1)
         self.unfreeze_milestones = unfreeze_milestones
         self.num_layers = num_layers
 

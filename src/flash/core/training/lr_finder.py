@@ -26,6 +26,8 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
+from flash.core.utils.validation import check_int
+
 __all__ = ["LRFinderResult", "apply_learning_rate", "find_learning_rate", "smooth", "suggest_learning_rate"]
 
 
@@ -57,8 +59,8 @@ class LRFinderResult:
 
 def find_learning_rate(
     trainer: pl.Trainer,
-    task: pl.LightningModule,
-    data: Any,
+    model: pl.LightningModule,
+    datamodule: Any,
     *,
     strategy: Any = None,
     train_bn: bool | None = None,
@@ -69,7 +71,32 @@ def find_learning_rate(
     plot_path: str | os.PathLike | None = None,
     update_attr: bool = False,
 ) -> LRFinderResult:
-    """Run the learning-rate range test of ``task`` on ``data``; see :meth:`flash.Trainer.lr_find`."""
+    """Find a learning rate with the range test (Lightning's tuner); the task is left unchanged.
+
+    ``suggestion, plot = trainer.lr_find(task, data, update_attr=True)`` also sets the task's
+    learning rate to the suggestion.
+
+    This is :meth:`flash.Trainer.lr_find` (``trainer`` is the trainer it is called on, whose
+    accelerator and precision the test uses).
+
+    Args:
+        model: the task.
+        datamodule: its data module (or a training DataLoader); only training batches are used.
+        strategy: a finetuning strategy whose frozen parts stay frozen during the test, so the
+            rate suits the first epochs of ``finetune(..., strategy=...)``.
+        min_lr, max_lr: the range of rates, swept exponentially.
+        num_training: steps of the sweep (it runs as many epochs as needed).
+        early_stop_threshold: stop once the loss exceeds this multiple of the best loss.
+        plot_path: write the loss-against-rate plot there (PNG); otherwise the result holds
+            the matplotlib figure.
+        update_attr: set ``model.learning_rate`` (and its saved hyperparameter) to the suggestion.
+
+    Returns:
+        :class:`flash.core.training.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
+        The task's weights, BatchNorm statistics, trainable parameters and the random state
+        are restored afterwards.
+    """
+    task, data = model, datamodule
     _check_arguments(task, min_lr, max_lr, num_training, early_stop_threshold)
     train_loader = _train_loader(task, data)
     snapshot = _TaskSnapshot(task)
@@ -178,8 +205,7 @@ def _check_arguments(
             raise ValueError(f"{name} must be a positive number, got {value!r}.")
     if min_lr >= max_lr:
         raise ValueError(f"min_lr ({min_lr}) must be smaller than max_lr ({max_lr}).")
-    if isinstance(num_training, bool) or not isinstance(num_training, int) or num_training < 2:
-        raise ValueError(f"num_training must be a whole number of steps >= 2, got {num_training!r}.")
+    check_int(num_training, "num_training", 2, "steps")
     if early_stop_threshold is not None and (
         not isinstance(early_stop_threshold, int | float) or early_stop_threshold <= 1
     ):

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
+from flash.core.training.lr_finder import find_learning_rate
 
 DEFAULT_MAX_EPOCHS = 10
 """Epochs run by ``flash.Trainer()`` when neither ``max_epochs`` nor ``max_steps`` is given."""
@@ -104,8 +105,9 @@ class Trainer(pl.Trainer):
     1000); metrics are logged to CSV under ``default_root_dir`` and kept in :attr:`history`; on a
     CUDA GPU that supports it, ``precision`` defaults to ``"bf16-mixed"``; after ``seed_everything``,
     torch's generator is reseeded every epoch so resumed runs are exact, and restored when ``fit``
-    ends (:class:`EpochReseed`). ``fit``, ``validate``, ``test`` and
-    ``predict`` are Lightning's, and hand flash data modules the task's preprocessing first.
+    ends (:class:`EpochReseed`). ``fit``, ``validate``, ``test`` and ``predict`` are Lightning's own:
+    flash data modules take the task's preprocessing in their ``setup`` hook, so a plain
+    ``lightning.Trainer`` trains the same way.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -174,98 +176,13 @@ class Trainer(pl.Trainer):
             ckpt_path=ckpt_path,
         )
 
-    def lr_find(
-        self,
-        model: pl.LightningModule,
-        datamodule: pl.LightningDataModule | DataLoader,
-        *,
-        strategy: Any = None,
-        train_bn: bool | None = None,
-        min_lr: float = 1e-7,
-        max_lr: float = 1.0,
-        num_training: int = 100,
-        early_stop_threshold: float | None = 4.0,
-        plot_path: str | os.PathLike | None = None,
-        update_attr: bool = False,
-    ) -> Any:
-        """Find a learning rate with the range test (Lightning's tuner); the task is left unchanged.
-
-        ``suggestion, plot = trainer.lr_find(task, data, update_attr=True)`` also sets the task's
-        learning rate to the suggestion.
-
-        Args:
-            model: the task.
-            datamodule: its data module (or a training DataLoader); only training batches are used.
-            strategy: a finetuning strategy whose frozen parts stay frozen during the test, so the
-                rate suits the first epochs of ``finetune(..., strategy=...)``.
-            min_lr, max_lr: the range of rates, swept exponentially.
-            num_training: steps of the sweep (it runs as many epochs as needed).
-            early_stop_threshold: stop once the loss exceeds this multiple of the best loss.
-            plot_path: write the loss-against-rate plot there (PNG); otherwise the result holds
-                the matplotlib figure.
-            update_attr: set ``model.learning_rate`` (and its saved hyperparameter) to the suggestion.
-
-        Returns:
-            :class:`flash.core.training.lr_finder.LRFinderResult` (``suggestion``, ``lrs``, ``losses``, ``plot``).
-            The task's weights, BatchNorm statistics, trainable parameters and the random state
-            are restored afterwards.
-        """
-        from flash.core.training.lr_finder import find_learning_rate
-
-        return find_learning_rate(
-            self,
-            model,
-            datamodule,
-            strategy=strategy,
-            train_bn=train_bn,
-            min_lr=min_lr,
-            max_lr=max_lr,
-            num_training=num_training,
-            early_stop_threshold=early_stop_threshold,
-            plot_path=plot_path,
-            update_attr=update_attr,
-        )
+    lr_find = find_learning_rate
 
     def _install_finetuning(self, callback: BaseFinetuning) -> None:
         kept = [c for c in self.callbacks if not isinstance(c, BaseFinetuning)]
         checkpoints = [c for c in kept if isinstance(c, pl.callbacks.Checkpoint)]
         others = [c for c in kept if not isinstance(c, pl.callbacks.Checkpoint)]
         self.callbacks = [*others, callback, *checkpoints]
-
-    # -- Lightning entry points, with the task handed to flash data modules -------------------
-    def fit(
-        self, model: pl.LightningModule, train_dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> None:
-        self._attach(model, train_dataloaders, kwargs.get("datamodule"))
-        return super().fit(model, train_dataloaders, *args, **kwargs)
-
-    def validate(
-        self, model: pl.LightningModule | None = None, dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        self._attach(model, dataloaders, kwargs.get("datamodule"))
-        return super().validate(model, dataloaders, *args, **kwargs)
-
-    def test(
-        self, model: pl.LightningModule | None = None, dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        self._attach(model, dataloaders, kwargs.get("datamodule"))
-        return super().test(model, dataloaders, *args, **kwargs)
-
-    def predict(
-        self, model: pl.LightningModule | None = None, dataloaders: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        self._attach(model, dataloaders, kwargs.get("datamodule"))
-        return super().predict(model, dataloaders, *args, **kwargs)
-
-    @staticmethod
-    def _attach(model: Any, *candidates: Any) -> None:
-        from flash.core.data.datamodule import DataModule
-
-        if model is None:
-            return
-        for data in candidates:
-            if isinstance(data, DataModule):
-                data.attach_task(model)
 
 
 def _cuda_bf16(accelerator: Any) -> bool:
