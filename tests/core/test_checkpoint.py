@@ -116,5 +116,7 @@ def test_marker_without_a_task_class_is_a_clear_error(toy_checkpoint, tmp_path):
     torch.save(raw, path)
     with pytest.raises(ValueError, match="names no task class"):
         ToyClassifier.load_from_checkpoint(path)
+    raw["flash"] = {"version": "0", "task": "some_unimported_module.Task"}
+    torch.save(raw, path)
     with pytest.raises(ValueError, match="not a flash task"):
-        load_task(toy_checkpoint)
+        load_task(path)
