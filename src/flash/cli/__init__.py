@@ -343,8 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"flash {args.command}: error: {_message(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"flash {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        detail = f": {error}" if str(error) else ""
+        print(f"flash {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
 
 

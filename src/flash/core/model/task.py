@@ -185,6 +185,13 @@ class Task(LightningModule):
         return int(steps) if math.isfinite(steps) else 1000
 
     # -- the task contract: what the CLI, serving, export and plots use ---------------------------
+    monitor: str = "val_loss"
+    """The validation metric that says which epoch is best (``flash finetune --keep best``,
+    ``--early-stopping``); :attr:`monitor_mode` says whether lower or higher is better."""
+
+    monitor_mode: str = "min"
+    """``"min"`` or ``"max"``: the direction in which :attr:`monitor` improves."""
+
     domain: str = "generic"
     """The name of the task's family (its ``flash finetune`` command and ``flash predict`` input
     reader are found under it); shown by ``/health`` and recorded in exports."""
