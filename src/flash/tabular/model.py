@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tabm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +16,7 @@ from torch.utils.data import Dataset
 
 from flash.core.model.classification import ClassificationTask
 from flash.core.model.regression import RegressionTask
-from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
+from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, LinearEnsemble, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
 from flash.tabular.frames import read_table, shown
 from flash.tabular.preprocessing import TabularPreprocessor
@@ -43,7 +42,7 @@ def _network(
     preprocessor = TabularPreprocessor.from_state(dict(preprocessing))
     given = dict(backbone_kwargs or {})
     built = build_backbone(backbone, preprocessor, **given)
-    head = tabm.LinearEnsemble(built.num_features, out_features, k=built.preprocessing["ensemble_size"])
+    head = LinearEnsemble(built.num_features, out_features, k=built.preprocessing["ensemble_size"])
     # A backbone registered elsewhere may not report its options: keep what was given.
     resolved = dict(built.preprocessing.get("options", given))
     return preprocessor, built, head, resolved

@@ -313,6 +313,9 @@ class Task(LightningModule):
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
         """Serve this task over HTTP until interrupted; see :func:`flash.core.serve.serve`."""
+        from flash.core.utils.extras import require_extra
+
+        require_extra("serve", "Serving a model")
         from flash.core.deploy.serve import serve
 
         serve(self, host=host, port=port, **kwargs)
@@ -341,6 +344,9 @@ class Task(LightningModule):
 
     def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         """Export :meth:`forward` to an ONNX file; see :func:`flash.core.export.export_onnx`."""
+        from flash.core.utils.extras import require_extra
+
+        require_extra("export", "ONNX export")
         from flash.core.deploy.export import export_onnx
 
         return export_onnx(self, file_path, example_input=input_sample, **kwargs)
