@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
+
+import tomllib
 
 import flash
 

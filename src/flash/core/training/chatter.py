@@ -28,32 +28,63 @@ _CHATTER = re.compile(
 """Lightning's informational lines that a flash run drops (adverts and the accelerator census)."""
 
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_CHECKPOINT_LOGGER = "lightning.pytorch.trainer.connectors.checkpoint_connector"
 
 
 class NoValidationDataWarning(UserWarning):
     """A run has no validation data: its metrics are training metrics only."""
 
 
+_SCRATCH_CHATTER = re.compile(
+    r"\s*(Restoring states from the checkpoint path|Restored all states from the checkpoint"
+    r"|`weights_only` was not set|`Trainer.fit` stopped: `max_steps=)"
+)
+"""What a run the user did not ask for (the learning-rate finder's) says about its own checkpoint."""
+
+
 class _ChatterFilter(logging.Filter):
+    def __init__(self, *patterns: re.Pattern[str]) -> None:
+        super().__init__()
+        self.patterns = patterns
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _CHATTER.match(record.getMessage())
-
-
-_FILTER = _ChatterFilter()
+        message = record.getMessage()
+        return not any(pattern.match(message) for pattern in self.patterns)
 
 
 @contextlib.contextmanager
-def lightning_chatter_hidden() -> Iterator[None]:
-    """Drop Lightning's adverts and accelerator lines from its logs inside the block."""
-    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
-    added = [logger for logger in loggers if _FILTER not in logger.filters]
-    for logger in added:
-        logger.addFilter(_FILTER)
+def lightning_chatter_hidden(scratch: bool = False) -> Iterator[None]:
+    """Drop Lightning's adverts and accelerator lines from its logs inside the block; with
+    ``scratch``, also the lines about the checkpoint a scratch run saves and restores."""
+    chatter = _ChatterFilter(_CHATTER, *([_SCRATCH_CHATTER] if scratch else []))
+    names = (*_RANK_ZERO_LOGGERS, *([_CHECKPOINT_LOGGER] if scratch else []))
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addFilter(chatter)
     try:
         yield
     finally:
-        for logger in added:
-            logger.removeFilter(_FILTER)
+        for logger in loggers:
+            logger.removeFilter(chatter)
+
+
+def _ignore_lightning_warnings() -> None:
+    """The warnings filters of a flash run (call inside ``warnings.catch_warnings()``)."""
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
+    for category in (DeprecationWarning, FutureWarning):  # Lightning's own notices about torch
+        warnings.filterwarnings("ignore", category=category, module=r"lightning\.")
+
+
+@contextlib.contextmanager
+def scratch_run_hidden() -> Iterator[None]:
+    """Everything Lightning says about a run flash makes for itself (the learning-rate finder's
+    range test), which has no validation loop and a checkpoint of its own, is hidden."""
+    with lightning_chatter_hidden(scratch=True), warnings.catch_warnings():
+        _ignore_lightning_warnings()
+        warnings.filterwarnings("ignore", message=r".*but have no `val_dataloader`")
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+        warnings.filterwarnings("ignore", message=r".*`weights_only` was not set")
+        yield
 
 
 def _has_validation_data(trainer: pl.Trainer) -> bool | None:
@@ -85,9 +116,7 @@ class QuietRun(Callback):
         if any(isinstance(c, BaseFinetuning) for c in trainer.callbacks):
             # The strategy froze these (BatchNorm of frozen blocks runs in eval mode on purpose).
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
-        warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
-        for category in (DeprecationWarning, FutureWarning):  # Lightning's own notices about torch
-            warnings.filterwarnings("ignore", category=category, module=r"lightning\.")
+        _ignore_lightning_warnings()
         if stage == "fit" and _has_validation_data(trainer) is False:
             warnings.filterwarnings("ignore", message=r".*across ranks is zero")
             warnings.warn(

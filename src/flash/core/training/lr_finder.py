@@ -26,6 +26,8 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
+from flash.core.training.chatter import scratch_run_hidden
+
 __all__ = ["LRFinderResult", "apply_learning_rate", "find_learning_rate", "smooth", "suggest_learning_rate"]
 
 
@@ -75,7 +77,7 @@ def find_learning_rate(
     snapshot = _TaskSnapshot(task)
     rng_state = _rng_state()
     try:
-        with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir:
+        with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir, scratch_run_hidden():
             scratch = _scratch_trainer(trainer, scratch_dir, strategy, train_bn, task)
             with (
                 _finder_bar(enabled=scratch.progress_bar_callback is not None),
