@@ -455,7 +455,7 @@ def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if resume is None:
         check_run_dir(out, args.force)
     else:
-        _check_resumable(out, spec, options)
+        _check_resumable(out, options)
     check_logger(args.logger)
     say = _Say(args.quiet)
     started = time.perf_counter()
@@ -466,22 +466,18 @@ def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
-def _check_resumable(out: Path, spec: DomainSpec, options: dict[str, Any]) -> None:
+def _check_resumable(out: Path, options: dict[str, Any]) -> None:
     """A resumed run keeps its options (other than :data:`RESUMABLE`) and has epochs left to train."""
     saved = read_config(out / "config.json")["options"]
     changed = [
-        name
-        for name in saved
-        if name not in RESUMABLE
-        and name in options
-        and options[name] != saved[name]
-        and saved[name] is not None
+        name for name in saved if name not in RESUMABLE and name in options and options[name] != saved[name]
     ]
     if changed:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
         raise ValueError(
             f"--resume continues the run in {out} with its own options, and {flags} differ from them. "
-            f"To change them, start a new run: flash finetune --config {out / 'config.json'} --out NEW_DIR {flags.split(',')[0]} ..."
+            f"To change them, start a new run from its settings: flash finetune --config "
+            f"{out / 'config.json'} --out NEW_DIR {flags.replace(',', '')} ..."
         )
     last = out / CHECKPOINTS / LAST
     if (out / "results.json").exists() and not last.exists():
@@ -775,6 +771,8 @@ def _kept_line(run: dict[str, Any], history: list[dict[str, float]]) -> str:
     if best is None:
         return f"model.ckpt: the last epoch (--keep last); {last_text}"
     value = best["metrics"].get(monitor)
+    if best["epoch"] == last and value is not None:
+        return f"model.ckpt: the best epoch, which is the last ({last}): {monitor} {value:.4g}"
     best_text = (
         f"best epoch {best['epoch']}: {monitor} {value:.4g}"
         if value is not None
