@@ -25,8 +25,11 @@ def test_require_names_the_extra_to_install(monkeypatch):
         MissingExtraError, match=r'The thing needs tabm, .*pip install "flash-finetune\[tabular\]"'
     ):
         require("tabm", "tabular", "The thing")
-    with pytest.raises(ModuleNotFoundError):  # still what callers catching ModuleNotFoundError expect
-        require_extra("tabular", "The thing")
+    hide(monkeypatch, "uvicorn")
+    with pytest.raises(ModuleNotFoundError, match=r"flash-finetune\[serve\]"):  # what callers catch
+        require_extra("serve", "The thing")
+    with pytest.raises(ValueError, match="not the name of an extra"):
+        require("tabm", "Tabular Models", "The thing")
     with pytest.raises(ValueError, match="Unknown extra 'gpu'"):
         require_extra("gpu", "The thing")
     assert require("json", "tabular", "The thing").__name__ == "json"

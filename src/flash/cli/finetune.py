@@ -536,7 +536,7 @@ def _train(
     task = spec.build_task(options, data)
     record_defaults(spec, options, task, data)
     has_val = data.splits.get("val") is not None
-    if not has_val:
+    if not has_val and not quiet:
         say.warn(
             "no validation data was given, so the run reports training metrics only and keeps the last "
             "epoch; hold out part of the training data with --val-split 0.2 (or give validation data)."

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 
 DISTRIBUTION = "flash-finetune"
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "tabular": ("tabm", "rtdl_num_embeddings"),
     "serve": ("fastapi", "uvicorn", "multipart"),
     "export": ("onnx", "onnxruntime", "onnxscript"),
     "parquet": ("pyarrow",),
 }
-"""The modules each extra of ``pyproject.toml`` provides (import names, not package names)."""
+"""The modules each of core's extras in ``pyproject.toml`` provides (import names, not package
+names); a task family's extra (its backbones' packages) is named by the family when it calls
+:func:`require`."""
 
 
 class MissingExtraError(ModuleNotFoundError):
@@ -22,8 +24,8 @@ class MissingExtraError(ModuleNotFoundError):
 
 def install_hint(extra: str) -> str:
     """``pip install "flash-finetune[EXTRA]"``."""
-    if extra not in EXTRAS:
-        raise ValueError(f"Unknown extra {extra!r}; the extras are {', '.join(EXTRAS)}.")
+    if not isinstance(extra, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", extra):
+        raise ValueError(f"{extra!r} is not the name of an extra (lower-case letters, digits, '-', '_').")
     return f'pip install "{DISTRIBUTION}[{extra}]"'
 
 
@@ -49,6 +51,7 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
 
 def require_extra(extra: str, purpose: str) -> None:
     """Check that every module of ``extra`` is installed (see :func:`require`)."""
-    install_hint(extra)  # an unknown extra is an error
+    if extra not in EXTRAS:
+        raise ValueError(f"Unknown extra {extra!r}; the extras are {', '.join(EXTRAS)}.")
     for module in EXTRAS[extra]:
         require(module, extra, purpose)
