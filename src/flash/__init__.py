@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("flash-finetune")  # pyproject.toml is the one place the version is written
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from flash.core.training.trainer import Trainer

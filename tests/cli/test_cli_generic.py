@@ -337,7 +337,18 @@ def test_the_strategy_and_its_argument_decide_when_the_backbone_trains(strategy,
 
     pl.seed_everything(42)  # the run's default --seed, set before it builds the task
     initial = _backbone_linear_weights(ToyClassifier().state_dict())
-    argv = ["finetune", "toy", "--rows", "32", "--epochs", str(epochs), "--strategy", strategy]
+    argv = [
+        "finetune",
+        "toy",
+        "--rows",
+        "32",
+        "--epochs",
+        str(epochs),
+        "--strategy",
+        strategy,
+        "--keep",
+        "last",
+    ]
     assert cli.main([*argv, "--out", "run", "--quiet"]) == 0
     state = torch.load("run/model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     final = _backbone_linear_weights(state)

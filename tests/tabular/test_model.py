@@ -323,3 +323,15 @@ def test_trainer_test_and_predict_on_the_data_module(table):
     assert 0.0 <= run.test(task, datamodule=data, verbose=False)[0]["test_accuracy"] <= 1.0
     predicted = [label for batch in run.predict(task, datamodule=data) for label in batch]
     assert predicted == task.predict(table.iloc[:10])
+
+
+def test_the_restored_epoch_follows_the_tasks_monitored_metric(data):
+    """The same metric and direction ``flash finetune --keep best`` uses (``task.monitor``)."""
+    task = TabularClassifier.from_data(data, backbone_kwargs=SMALL_TABM, learning_rate=0.05)
+    assert (task.monitor, task.monitor_mode) == ("val_loss", "min")
+    task.monitor, task.monitor_mode = "val_loss", "max"  # the worst epoch by loss, to tell it apart
+    run = trainer(max_epochs=4, logger=False, enable_checkpointing=False)
+    run.finetune(task, data)
+    losses = [row["val_loss"] for row in run.history]
+    final = run.validate(task, datamodule=data, verbose=False)[0]["val_loss"]
+    assert final == pytest.approx(max(losses), rel=1e-5)

@@ -265,6 +265,9 @@ def _add_serve_parser(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from flash.core.utils.extras import require_extra
+
+    require_extra("serve", "flash serve")
     from flash.core.deploy.serve import serve
 
     if not Path(args.checkpoint).is_file():
@@ -317,6 +320,9 @@ def _add_export_parser(commands: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from flash.core.utils.extras import require_extra
+
+    require_extra("export", "flash export")
     from flash.core.deploy.export import export_onnx
 
     checkpoint = Path(args.checkpoint)
@@ -387,8 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"flash {args.command}: error: {_message(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"flash {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        detail = f": {error}" if str(error) else ""
+        print(f"flash {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
 
 
@@ -429,11 +436,13 @@ def _show_warning(
 
 
 def _message(error: BaseException) -> str:
+    from flash.core.utils.extras import MissingExtraError
+
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     text = text.strip() or type(error).__name__
     return (
         text
-        if isinstance(error, ValueError | FileNotFoundError | FileExistsError)
+        if isinstance(error, ValueError | FileNotFoundError | FileExistsError | MissingExtraError)
         else f"{type(error).__name__}: {text}"
     )
 

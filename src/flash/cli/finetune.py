@@ -2,7 +2,10 @@
 
 A run folder holds the checkpoint (``model.ckpt``), the run's configuration (``config.json``,
 which ``flash finetune --config`` replays), the metrics per epoch (``metrics.csv``), a summary
-of the results (``results.json``) and the plots (``plots/*.png``).
+of the results (``results.json``) and the plots (``plots/*.png``). While the run trains, it also
+holds ``checkpoints/last.ckpt`` (the state after the last finished epoch, from which
+``flash finetune --resume DIR`` continues a run that was stopped or killed) and
+``checkpoints/best.ckpt``; they are removed once the run has finished.
 """
 
 from __future__ import annotations
@@ -20,6 +23,18 @@ from typing import Any
 
 from flash.cli.domains import DOMAINS, DomainSpec, Option, positive_int
 from flash.cli.format import table
+from flash.cli.rails import (
+    CHECKPOINTS,
+    KEEP_CHOICES,
+    LAST,
+    LOGGERS,
+    PRECISIONS,
+    build_logger,
+    check_logger,
+    checkpoint_epoch,
+    parse_devices,
+    run_callbacks,
+)
 
 STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones")
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
@@ -29,7 +44,17 @@ DEFAULT_SEED = 42
 DEFAULT_LR_FIND_STEPS = 100
 TRAIN_BN_CHOICES = ("auto", "true", "false")
 
-RUN_FILES = ("model.ckpt", "config.json", "results.json", "metrics.csv", "plots")
+RUN_FILES = (
+    "model.ckpt",
+    "config.json",
+    "results.json",
+    "metrics.csv",
+    "plots",
+    CHECKPOINTS,
+    "lightning_logs",
+    "mlruns",
+    "wandb",
+)
 """What a run writes into its folder; an existing one is never replaced without ``--force``."""
 
 
@@ -134,6 +159,26 @@ COMMON_OPTIONS = (
         default="auto",
         choices=("auto", "cpu", "gpu", "cuda", "mps"),
     ),
+    Option("--devices", "how many devices to train on, or auto", parse_devices, "auto", metavar="N"),
+    Option(
+        "--precision",
+        "numeric precision; auto: bf16-mixed on a GPU that supports it, 32 otherwise",
+        default="auto",
+        choices=PRECISIONS,
+    ),
+    Option(
+        "--keep",
+        "the epoch whose weights model.ckpt holds: best (by the task's monitored validation metric: "
+        "val_accuracy for classifiers, val_loss otherwise; the last epoch without validation data) or last",
+        default="best",
+        choices=KEEP_CHOICES,
+    ),
+    Option(
+        "--early-stopping",
+        "stop once the monitored validation metric has not improved for PATIENCE epochs (default: off)",
+        positive_int,
+        metavar="PATIENCE",
+    ),
 )
 
 
@@ -171,6 +216,12 @@ def add_finetune_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]
         metavar="FILE",
         help="replay a run's config.json; options given on the command line override it",
     )
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue a stopped or killed run in its folder from its last finished epoch "
+        "(--epochs N to train it further)",
+    )
     domains = parser.add_subparsers(dest="domain", metavar="{" + ",".join(DOMAINS) + "}")
     for spec in DOMAINS.values():
         sub = domains.add_parser(
@@ -200,6 +251,12 @@ def add_finetune_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]
         run_group.add_argument(
             "--quiet", action="store_true", help="no progress bars or log messages; print the summary only"
         )
+        run_group.add_argument(
+            "--logger",
+            choices=tuple(LOGGERS),
+            help="also log to Lightning's logger under the run folder (tensorboard, mlflow and wandb "
+            "need their package); default: none (metrics.csv is always written)",
+        )
     return parser
 
 
@@ -209,25 +266,46 @@ def saved_options(spec: DomainSpec) -> list[Option]:
 
 
 # -- config files ---------------------------------------------------------------------------------
+def _take_option(argv: list[str], flag: str) -> str | None:
+    """Remove ``flag VALUE`` (or ``flag=VALUE``) from ``argv`` and return VALUE."""
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+            del argv[i : i + 2]
+            return value
+        if token.startswith(flag + "="):
+            del argv[i]
+            return token.split("=", 1)[1]
+    return None
+
+
 def config_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, Any] | None]:
     """Turn ``finetune --config FILE [...]`` into ``finetune DOMAIN [...]`` and the saved options.
 
     The options become the parser's defaults, so anything given on the command line overrides them.
+    ``finetune --resume DIR [...]`` replays ``DIR/config.json`` into ``--out DIR``; its options
+    then hold ``resume`` (the folder) as well.
     """
     argv = list(argv)
-    config_path = None
-    for i, token in enumerate(argv):
-        if token == "--config" and i + 1 < len(argv):
-            config_path = argv[i + 1]
-            del argv[i : i + 2]
-            break
-        if token.startswith("--config="):
-            config_path = token.split("=", 1)[1]
-            del argv[i]
-            break
+    resume = _take_option(argv, "--resume")
+    config_path = _take_option(argv, "--config")
+    if resume is not None:
+        if config_path is not None:
+            raise ValueError("--resume continues a run with its own config.json; leave out --config.")
+        out = _take_option(argv, "--out")
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise ValueError(f"--resume {resume} continues the run in its own folder; leave out --out {out}.")
+        if not (Path(resume) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{resume} is not the folder of a flash finetune run (it has no config.json)."
+            )
+        config_path = str(Path(resume) / "config.json")
+        argv += ["--out", resume]
     if config_path is None:
         return argv, None
     config = read_config(config_path)
+    if resume is not None:
+        config["options"]["resume"] = resume
     domain = config["domain"]
     rest = argv[1:]
     if rest and not rest[0].startswith("-"):
@@ -317,6 +395,11 @@ def check_run_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder.")
     existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not force and not (out / "results.json").exists() and (out / "config.json").exists():
+        raise FileExistsError(
+            f"{out} holds a run that did not finish. Continue it with `flash finetune --resume {out}`, "
+            "or pass --force to replace it (or a new --out folder)."
+        )
     if existing and not force:
         raise FileExistsError(
             f"{out} already holds a run ({', '.join(existing)}). Pass a new --out folder, "
@@ -352,26 +435,61 @@ def absolute_paths(spec: DomainSpec, options: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- running --------------------------------------------------------------------------------------
+RESUMABLE = ("epochs", "accelerator", "devices", "precision")
+"""Options that ``--resume`` may change; the others would make it another run."""
+
+
 def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Train, save and summarise a run from parsed ``flash finetune DOMAIN`` arguments.
 
-    Nothing is written into the run folder until training has finished, so a failed or
-    interrupted run leaves an earlier run (``--force``) as it was.
+    The run folder is written once the data and the task are ready: ``config.json`` first, then
+    ``checkpoints/last.ckpt`` after every epoch; a run that fails before training leaves an
+    earlier run (``--force``) as it was. Ctrl-C stops after saying how to resume.
     """
     spec = DOMAINS[args.domain]
     options = {option.dest: getattr(args, option.dest) for option in saved_options(spec)}
     check_required(parser, spec, options)
     options = absolute_paths(spec, options)
     out = Path(args.out) if args.out else default_run_dir(spec.name)
-    check_run_dir(out, args.force)
+    resume = getattr(args, "resume", None)
+    if resume is None:
+        check_run_dir(out, args.force)
+    else:
+        _check_resumable(out, options)
+    check_logger(args.logger)
     say = _Say(args.quiet)
     started = time.perf_counter()
-    run = _train(spec, options, say, quiet=args.quiet)
+    run = _train(spec, options, say, quiet=args.quiet, out=out, resume=resume is not None, logger=args.logger)
     run["wall_time_s"] = round(time.perf_counter() - started, 2)
-    clear_run_dir(out)
     _write_run(spec, run, out)
     print(summary(run, out))
     return 0
+
+
+def _check_resumable(out: Path, options: dict[str, Any]) -> None:
+    """A resumed run keeps its options (other than :data:`RESUMABLE`) and has epochs left to train."""
+    saved = read_config(out / "config.json")["options"]
+    changed = [
+        name for name in saved if name not in RESUMABLE and name in options and options[name] != saved[name]
+    ]
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise ValueError(
+            f"--resume continues the run in {out} with its own options, and {flags} differ from them. "
+            f"To change them, start a new run from its settings: flash finetune --config "
+            f"{out / 'config.json'} --out NEW_DIR {flags.replace(',', '')} ..."
+        )
+    last = out / CHECKPOINTS / LAST
+    if (out / "results.json").exists() and not last.exists():
+        raise ValueError(
+            f"The run in {out} has finished, and its training state was removed when it did; "
+            f"start a new run from its settings with flash finetune --config {out / 'config.json'} --out NEW_DIR."
+        )
+    if last.exists() and checkpoint_epoch(last) >= options["epochs"]:
+        raise ValueError(
+            f"The run in {out} has already trained {checkpoint_epoch(last)} epoch(s); "
+            "pass --epochs N with a larger N to train it further."
+        )
 
 
 class _Say:
@@ -388,14 +506,27 @@ class _Say:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) -> dict[str, Any]:
-    import tempfile
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``flash finetune``; the message says what was kept and how to resume."""
+
+
+def _train(
+    spec: DomainSpec,
+    options: dict[str, Any],
+    say: _Say,
+    *,
+    quiet: bool,
+    out: Path,
+    resume: bool = False,
+    logger: str | None = None,
+) -> dict[str, Any]:
+    import warnings
 
     import lightning.pytorch as pl
 
     import flash
+    from flash.core.training.chatter import NoValidationDataWarning
     from flash.core.training.lr_finder import apply_learning_rate
-    from flash.core.utils.progress import FlashProgressBar
 
     strategy = strategy_value(options["strategy"])
     pl.seed_everything(options["seed"], workers=True, verbose=False)
@@ -404,15 +535,35 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
     say(f"  {data!r}")
     task = spec.build_task(options, data)
     record_defaults(spec, options, task, data)
+    has_val = data.splits.get("val") is not None
+    if not has_val and not quiet:
+        say.warn(
+            "no validation data was given, so the run reports training metrics only and keeps the last "
+            "epoch; hold out part of the training data with --val-split 0.2 (or give validation data)."
+        )
+    monitor = task.monitor if has_val else None
+    callbacks, best = run_callbacks(
+        out / CHECKPOINTS,
+        monitor if options["keep"] == "best" or options["early_stopping"] else None,
+        task.monitor_mode,
+        options["early_stopping"],
+    )
+    if options["keep"] != "best":
+        callbacks = [c for c in callbacks if c is not best]
+        best = None
+    trainer_options: dict[str, Any] = {}
+    if options["precision"] != "auto":
+        trainer_options["precision"] = options["precision"]
     trainer = flash.Trainer(
         max_epochs=options["epochs"],
         accelerator=options["accelerator"],
-        default_root_dir=tempfile.gettempdir(),
-        logger=False,
-        enable_checkpointing=False,
+        devices=options["devices"],
+        default_root_dir=str(out),
+        logger=build_logger(logger, out),
         enable_model_summary=False,
         enable_progress_bar=not quiet,
-        callbacks=[] if quiet else [FlashProgressBar()],
+        callbacks=callbacks,
+        **trainer_options,
     )
     say(f"Task: {type(task).__name__}, backbone {options['backbone']}, {_parameters(task)}")
     run: dict[str, Any] = {
@@ -421,6 +572,7 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
         "data": data,
         "trainer": trainer,
         "lr_finder": None,
+        "monitor": monitor,
     }
     train_bn = {"auto": None, "true": True, "false": False}[options["train_bn"]]
     if options["lr"] == "auto":
@@ -438,19 +590,85 @@ def _train(spec: DomainSpec, options: dict[str, Any], say: _Say, quiet: bool) ->
             apply_learning_rate(task, found.suggestion)
             say(f"  suggested learning rate {found.suggestion:.3g}")
     options["lr"] = float(task.learning_rate)
-    trainer.finetune(task, data, strategy=strategy, train_bn=train_bn)
+    last = out / CHECKPOINTS / LAST
+    ckpt_path = str(last) if resume and last.exists() else None
+    if resume:
+        done = checkpoint_epoch(last) if ckpt_path else 0
+        say(f"Resuming the run in {out} after epoch {done} of {options['epochs']} ...")
+    else:
+        _start_run_folder(spec, run, out)
+    if getattr(task, "restore_best_weights", False):
+        # The run keeps its best epoch itself (--keep), by the same monitored metric.
+        task.restore_best_weights = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoValidationDataWarning)  # said above, in the command's words
+        _fit(trainer, task, data, strategy, train_bn, ckpt_path, out)
     run["history"] = trainer.history
+    run["best"] = _keep_best(task, best, run["history"]) if best is not None else None
     return run
+
+
+def _fit(
+    trainer: Any, task: Any, data: Any, strategy: Any, train_bn: bool | None, ckpt_path: str | None, out: Path
+) -> None:
+    """``trainer.finetune``; Ctrl-C becomes :class:`RunInterrupted`, naming the checkpoint kept."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.finetune(task, data, strategy=strategy, train_bn=train_bn, ckpt_path=ckpt_path)
+    except (KeyboardInterrupt, SystemExit) as error:
+        if isinstance(error, SystemExit) and not trainer.interrupted:
+            raise
+        last = out / CHECKPOINTS / LAST
+        kept = (
+            f"the state after epoch {checkpoint_epoch(last)} is saved in {last}"
+            if last.exists()
+            else "no epoch had finished, so nothing was saved"
+        )
+        raise RunInterrupted(f"{kept}. Continue the run with: flash finetune --resume {out}") from None
+    finally:
+        if signal.getsignal(signal.SIGINT) != handler and handler is not None:
+            signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first one
+
+
+def _start_run_folder(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
+    """Clear an earlier run's files (``--force`` was checked) and write what the run starts with."""
+    from flash.core.utils.plots import save_figure
+
+    clear_run_dir(out)
+    if run["lr_finder"] is not None:
+        save_figure(run["lr_finder"].pop("figure"), out / "plots" / "lr_finder.png")
+    write_config(out / "config.json", spec, run["options"])
+
+
+def _keep_best(task: Any, best: Any, history: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Load the best epoch's weights (saved by ``best``, a ModelCheckpoint) into ``task``."""
+    import torch
+
+    path = Path(best.best_model_path) if best.best_model_path else None
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    task.load_state_dict(state["state_dict"])
+    epoch = int(state["epoch"])
+    row = next((r for r in history if int(r["epoch"]) == epoch), {})
+    return {"epoch": epoch + 1, "monitor": best.monitor, "metrics": _metrics(row)}
+
+
+def _metrics(row: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in row.items() if k != "epoch"}
 
 
 def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
     """Write the checkpoint, metrics, plots, config and results of a finished run into ``out``."""
-    from flash.core.utils.plots import plot_training_curves, save_figure
+    from flash.core.utils.plots import plot_training_curves
 
     task, data, history, plots = run["task"], run["data"], run["history"], out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    if run["lr_finder"] is not None:
-        files["learning-rate finder"] = save_figure(run["lr_finder"].pop("figure"), plots / "lr_finder.png")
+    if (plots / "lr_finder.png").is_file():
+        files["learning-rate finder"] = plots / "lr_finder.png"
     files["checkpoint"] = out / "model.ckpt"
     run["trainer"].save_checkpoint(files["checkpoint"], weights_only=True)
     files["config"] = out / "config.json"
@@ -458,9 +676,13 @@ def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
         files["metrics"] = write_metrics(out / "metrics.csv", history)
         files["training curves"] = plot_training_curves(history, plots / "curves.png")
     files.update(_evaluation_plots(spec, task, data, plots))
+    for logs in ("lightning_logs", "mlruns", "wandb"):
+        if (out / logs).is_dir():
+            files[f"{logs} (--logger)"] = out / logs
     run["files"] = files
     write_config(files["config"], spec, run["options"])
     (out / "results.json").write_text(json.dumps(_results(run), indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # model.ckpt holds the weights kept
 
 
 def _evaluation_plots(spec: DomainSpec, task: Any, data: Any, folder: Path) -> dict[str, Path]:
@@ -528,10 +750,35 @@ def _results(run: dict[str, Any]) -> dict[str, Any]:
         "learning_rate": run["options"]["lr"],
         "lr_finder": run["lr_finder"],
         "epochs": len(history),
-        "final": {k: v for k, v in (history[-1] if history else {}).items() if k != "epoch"},
+        "final": _metrics(history[-1]) if history else {},
+        "kept": "best" if run.get("best") else "last",
+        "monitor": run.get("monitor"),
+        "best": run.get("best"),
         "wall_time_s": run["wall_time_s"],
         "files": {name: str(path) for name, path in run["files"].items()},
     }
+
+
+def _kept_line(run: dict[str, Any], history: list[dict[str, float]]) -> str:
+    """Which epoch model.ckpt holds, with the monitored metric of the best and the last epoch."""
+    monitor, best, last = run.get("monitor"), run.get("best"), len(history)
+    if monitor is None:
+        return f"model.ckpt: the last epoch ({last}); no validation data, so no best epoch"
+    last_value = history[-1].get(monitor)
+    last_text = (
+        f"last epoch {last}: {monitor} {last_value:.4g}" if last_value is not None else f"last epoch {last}"
+    )
+    if best is None:
+        return f"model.ckpt: the last epoch (--keep last); {last_text}"
+    value = best["metrics"].get(monitor)
+    if best["epoch"] == last and value is not None:
+        return f"model.ckpt: the best epoch, which is the last ({last}): {monitor} {value:.4g}"
+    best_text = (
+        f"best epoch {best['epoch']}: {monitor} {value:.4g}"
+        if value is not None
+        else f"best epoch {best['epoch']}"
+    )
+    return f"model.ckpt: the best epoch; {best_text}, {last_text}"
 
 
 def summary(run: dict[str, Any], out: Path) -> str:
@@ -543,6 +790,8 @@ def summary(run: dict[str, Any], out: Path) -> str:
         rows = [{**row, "epoch": int(row["epoch"]) + 1} for row in history]
         lines += [table(rows, columns), ""]
     options = run["options"]
+    if history:
+        lines.append(_kept_line(run, history))
     lr_note = " (learning-rate finder)" if run.get("lr_finder") and run["lr_finder"]["suggestion"] else ""
     lines.append(
         f"{type(run['task']).__name__} on {options['backbone']}, strategy {options['strategy']}, "

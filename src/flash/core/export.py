@@ -2,6 +2,9 @@
 
 import sys
 
-from flash.core.deploy import export as _module
+from flash.core.utils.extras import require_extra
+
+require_extra("export", "ONNX export")
+from flash.core.deploy import export as _module  # noqa: E402
 
 sys.modules[__name__] = _module

@@ -2,6 +2,9 @@
 
 import sys
 
-from flash.core.deploy import serve as _module
+from flash.core.utils.extras import require_extra
+
+require_extra("serve", "Serving a model")
+from flash.core.deploy import serve as _module  # noqa: E402
 
 sys.modules[__name__] = _module

@@ -26,17 +26,43 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import rtdl_num_embeddings
-import tabm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from flash.core.model.registry import Backbone, BackboneRegistry
+from flash.core.utils.extras import require
 from flash.tabular.preprocessing import TabularPreprocessor
 
 TABULAR_BACKBONES = BackboneRegistry("tabular")
 DEFAULT_BACKBONE = "tabm"
+
+
+def _rtdl(purpose: str) -> Any:
+    return require("rtdl_num_embeddings", "tabular", purpose)
+
+
+class LinearEnsemble(nn.Module):
+    """``k`` linear layers applied in parallel: ``(batch, k, in_features) -> (batch, k, out_features)``.
+
+    The same parameters (``weight`` of shape ``(k, in, out)``, ``bias`` of shape ``(k, out)``) and
+    initialisation as ``tabm.LinearEnsemble``, so that the plain backbones need no extra package.
+    """
+
+    def __init__(self, in_features: int, out_features: int, k: int) -> None:
+        super().__init__()
+        if min(in_features, out_features, k) < 1:
+            raise ValueError(
+                f"LinearEnsemble needs positive sizes, got {in_features}, {out_features}, k={k}."
+            )
+        self.weight = nn.Parameter(torch.empty(k, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(k, out_features))
+        bound = in_features**-0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.transpose(0, 1) @ self.weight).transpose(0, 1) + self.bias
 
 
 class CategoricalOneHot(nn.Module):
@@ -90,11 +116,11 @@ class FeatureEncoder(nn.Module):
                 edges = [torch.tensor(b, dtype=torch.float32) for b in bins]
                 with warnings.catch_warnings():  # one bin is expected for 0/1 and few-valued features
                     warnings.filterwarnings("ignore", message=".*has just two bin edges.*")
-                    self.num_embeddings = rtdl_num_embeddings.PiecewiseLinearEmbeddings(
+                    self.num_embeddings = _rtdl("piecewise-linear embeddings").PiecewiseLinearEmbeddings(
                         edges, d_embedding, activation=False, version="B"
                     )
             elif embedding == "periodic":
-                self.num_embeddings = rtdl_num_embeddings.PeriodicEmbeddings(
+                self.num_embeddings = _rtdl("periodic embeddings").PeriodicEmbeddings(
                     num_numerical, d_embedding, lite=True
                 )
             else:
@@ -130,6 +156,7 @@ class TabMNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        tabm = require("tabm", "tabular", "The tabm backbones")
         self.ensemble_view = tabm.EnsembleView(k=k)
         embedded = encoder.num_embeddings is not None
         packed = arch_type == "tabm-packed"
@@ -174,7 +201,9 @@ class FeatureTokenizer(nn.Module):
         super().__init__()
         self.num_numerical = num_numerical
         self.numerical = (
-            rtdl_num_embeddings.LinearEmbeddings(num_numerical, d_token) if num_numerical else None
+            _rtdl("The ft_transformer backbone").LinearEmbeddings(num_numerical, d_token)
+            if num_numerical
+            else None
         )
         cardinalities = [int(c) for c in cardinalities]
         self.categorical = nn.Embedding(sum(c + 1 for c in cardinalities), d_token) if cardinalities else None

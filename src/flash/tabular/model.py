@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tabm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +20,7 @@ from flash.core.model.classification import ClassificationTask
 from flash.core.model.regression import RegressionTask
 from flash.core.model.task import base_task_arguments
 from flash.core.utils.validation import check_int
-from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, build_backbone
+from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, LinearEnsemble, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
 from flash.tabular.preprocessing import TabularPreprocessor
 
@@ -46,7 +45,7 @@ def _network(
     preprocessor = TabularPreprocessor.from_state(dict(preprocessing))
     given = dict(backbone_kwargs or {})
     built = build_backbone(backbone, preprocessor, **given)
-    head = tabm.LinearEnsemble(built.num_features, out_features, k=built.preprocessing["ensemble_size"])
+    head = LinearEnsemble(built.num_features, out_features, k=built.preprocessing["ensemble_size"])
     # A backbone registered elsewhere may not report its options: keep what was given.
     resolved = dict(built.preprocessing.get("options", given))
     return preprocessor, built, head, resolved
@@ -61,6 +60,8 @@ class TabularTask:
     """
 
     domain = "tabular"
+    monitor = "val_loss"  # the ensemble's loss: finer-grained than accuracy on small validation sets
+    monitor_mode = "min"
     input_description = "an object mapping each column name to its value"
     input_schema = {"type": "object"}
     preprocessor: TabularPreprocessor
@@ -126,16 +127,17 @@ class TabularTask:
         super().on_validation_epoch_end()  # type: ignore[misc]
         if not self.restore_best_weights or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
-        score = self.trainer.callback_metrics.get("val_loss")
+        score = self.trainer.callback_metrics.get(self.monitor)
         if score is None or not math.isfinite(float(score)):
             return
         best = getattr(self, "_best_epoch", None)
-        if best is None or float(score) < best[0]:
+        if best is None or (float(score) < best[0] if self.monitor_mode == "min" else float(score) > best[0]):
             state = {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
             self._best_epoch = (float(score), self.current_epoch, state)
 
     def on_fit_end(self) -> None:
-        """With validation data, go back to the weights of the epoch with the lowest ``val_loss``."""
+        """With validation data, go back to the weights of the epoch with the best :attr:`monitor`
+        (the lowest ``val_loss``), as ``flash finetune --keep best`` does."""
         super().on_fit_end()  # type: ignore[misc]
         best = getattr(self, "_best_epoch", None)
         self._best_epoch = None
@@ -144,7 +146,9 @@ class TabularTask:
         score, epoch, state = best
         self.load_state_dict(state)
         if epoch < self.current_epoch - 1:
-            log.info("Restored the weights of epoch %d, which had the lowest val_loss (%.4f).", epoch, score)
+            log.info(
+                "Restored the weights of epoch %d, which had the best %s (%.4f).", epoch, self.monitor, score
+            )
 
     # -- inputs ----------------------------------------------------------------------------------
     def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:

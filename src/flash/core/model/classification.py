@@ -50,6 +50,8 @@ class ClassificationTask(Task):
     """
 
     outputs = ("labels", "probabilities", "logits")
+    monitor = "val_accuracy"
+    monitor_mode = "max"
     serve_outputs = ("labels", "probabilities")
     output_fields = {"labels": "label", "probabilities": "probabilities", "logits": "logits"}
 

@@ -221,6 +221,13 @@ class Task(LightningModule):
         return int(steps) if math.isfinite(steps) else 1000
 
     # -- the task contract: what the CLI, serving, export and plots use ---------------------------
+    monitor: str = "val_loss"
+    """The validation metric that says which epoch is best (``flash finetune --keep best``,
+    ``--early-stopping``); :attr:`monitor_mode` says whether lower or higher is better."""
+
+    monitor_mode: str = "min"
+    """``"min"`` or ``"max"``: the direction in which :attr:`monitor` improves."""
+
     domain: str = "generic"
     """The name of the task's family (its ``flash finetune`` command and ``flash predict`` input
     reader are found under it); shown by ``/health`` and recorded in exports."""
@@ -342,6 +349,9 @@ class Task(LightningModule):
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
         """Serve this task over HTTP until interrupted; see :func:`flash.core.serve.serve`."""
+        from flash.core.utils.extras import require_extra
+
+        require_extra("serve", "Serving a model")
         from flash.core.deploy.serve import serve
 
         serve(self, host=host, port=port, **kwargs)
@@ -370,6 +380,9 @@ class Task(LightningModule):
 
     def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         """Export :meth:`forward` to an ONNX file; see :func:`flash.core.export.export_onnx`."""
+        from flash.core.utils.extras import require_extra
+
+        require_extra("export", "ONNX export")
         from flash.core.deploy.export import export_onnx
 
         return export_onnx(self, file_path, example_input=input_sample, **kwargs)

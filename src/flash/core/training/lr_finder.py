@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
+from flash.core.training.chatter import scratch_run_hidden
 from flash.core.utils.validation import check_int
 
 __all__ = ["LRFinderResult", "apply_learning_rate", "find_learning_rate", "smooth", "suggest_learning_rate"]
@@ -102,7 +103,7 @@ def find_learning_rate(
     snapshot = _TaskSnapshot(task)
     rng_state = _rng_state()
     try:
-        with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir:
+        with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir, scratch_run_hidden():
             scratch = _scratch_trainer(trainer, scratch_dir, strategy, train_bn, task)
             with (
                 _finder_bar(enabled=scratch.progress_bar_callback is not None),

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from flash.core.training.chatter import QuietRun, lightning_chatter_hidden
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
 from flash.core.training.lr_finder import find_learning_rate
 
@@ -124,8 +125,9 @@ class Trainer(pl.Trainer):
         callbacks = kwargs.get("callbacks") or []
         callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
         self._history = MetricsHistory()
-        kwargs["callbacks"] = [*callbacks, EpochReseed(), self._history]
-        super().__init__(*args, **kwargs)
+        kwargs["callbacks"] = [*callbacks, EpochReseed(), self._history, *_quiet_defaults(kwargs, callbacks)]
+        with lightning_chatter_hidden():
+            super().__init__(*args, **kwargs)
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -183,6 +185,28 @@ class Trainer(pl.Trainer):
         checkpoints = [c for c in kept if isinstance(c, pl.callbacks.Checkpoint)]
         others = [c for c in kept if not isinstance(c, pl.callbacks.Checkpoint)]
         self.callbacks = [*others, callback, *checkpoints]
+
+
+def _quiet_defaults(kwargs: dict[str, Any], callbacks: list[Callback]) -> list[Callback]:
+    """Callbacks and defaults that keep a run's output to what its user needs.
+
+    No model summary unless asked for (``enable_model_summary=True``); the progress bar without
+    the logger's version number; the checkpoint callback Lightning would add, added here so
+    Lightning does not advertise its cloud registry; Lightning's chatter filtered (:class:`QuietRun`).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+
+    from flash.core.utils.progress import FlashProgressBar
+
+    kwargs.setdefault("enable_model_summary", False)
+    added: list[Callback] = [QuietRun()]
+    if kwargs.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        added.append(FlashProgressBar())
+    if kwargs.get("enable_checkpointing", True) and not any(
+        isinstance(c, pl.callbacks.Checkpoint) for c in callbacks
+    ):
+        added.append(ModelCheckpoint())
+    return added
 
 
 def _cuda_bf16(accelerator: Any) -> bool:
