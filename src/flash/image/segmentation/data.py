@@ -60,7 +60,9 @@ def _mask_array(array: np.ndarray, what: str) -> np.ndarray:
                 "colour of each class, in class order) and save the result as a single-channel PNG."
             )
     if array.ndim != 2:
-        raise MaskError(f"{what} has shape {tuple(array.shape)}; a mask is (H, W): one class index per pixel.")
+        raise MaskError(
+            f"{what} has shape {tuple(array.shape)}; a mask is (H, W): one class index per pixel."
+        )
     if array.size == 0:
         raise MaskError(f"{what} is empty.")
     if array.dtype == np.bool_:
@@ -100,7 +102,9 @@ def read_mask(item: Any, what: str = "mask") -> np.ndarray:
         return _mask_array(item.detach().cpu().numpy(), what)
     if isinstance(item, np.ndarray):
         return _mask_array(item, what)
-    raise TypeError(f"{what} is a {type(item).__name__}; a mask is a file path, a PIL image, an array or a tensor.")
+    raise TypeError(
+        f"{what} is a {type(item).__name__}; a mask is a file path, a PIL image, an array or a tensor."
+    )
 
 
 def colour_mask_to_indices(mask: Any, palette: Sequence[Sequence[int]] | Mapping[int, Sequence[int]],
@@ -165,7 +169,9 @@ def check_pairs(
         ValueError: listing every problem (sizes, colour masks, values out of range, unreadable files).
     """
     if len(images) != len(masks):
-        raise ValueError(f"{len(images)} {what} images but {len(masks)} {what} masks; give one mask per image.")
+        raise ValueError(
+            f"{len(images)} {what} images but {len(masks)} {what} masks; give one mask per image."
+        )
     problems: list[str] = []
     largest = -1
     for index, (image, mask_item) in enumerate(zip(images, masks)):
@@ -284,10 +290,12 @@ def _labels_from_map(labels_map: Any) -> list[str]:
 
 # -- joint transforms -------------------------------------------------------------------------------
 def _resize_pair(image: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, int]) -> tuple[Any, Any]:
-    image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    image = F.interpolate(
+        image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True
+    )
     image = image[0].round_().clamp_(0, 255).to(torch.uint8)
     if mask is not None:
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].to(mask.dtype)
+        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(mask.dtype)
     return image, mask
 
 
@@ -319,18 +327,24 @@ class SegmentationPipeline:
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.hflip = float(hflip)
 
-    def load(self, image: Any, mask: Any | None, what: str) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    def load(
+        self, image: Any, mask: Any | None, what: str
+    ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
         """The decoded image ``(3, H, W)`` and mask ``(H, W)`` resized to a short side of
         ``image_size``, and the decoded image's own (height, width)."""
         rgb = torch.from_numpy(np.array(read_any(image, None, what), dtype=np.uint8)).permute(2, 0, 1)
-        target = torch.from_numpy(read_mask(mask, f"{what} mask").astype(np.int64)) if mask is not None else None
+        target = (
+            torch.from_numpy(read_mask(mask, f"{what} mask").astype(np.int64)) if mask is not None else None
+        )
         original = (int(rgb.shape[1]), int(rgb.shape[2]))
         size = short_side_size(*original, self.image_size)
         if size != original:
             rgb, target = _resize_pair(rgb, target, size)
         return rgb.numpy(), None if target is None else target.numpy().astype(np.int32), original
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         tensor = torch.from_numpy(image)
         target = None if mask is None else torch.from_numpy(mask).long()
         if not self.train:
@@ -423,7 +437,9 @@ class SegmentationCollate:
     predictions can be cropped and resized back to each image's own size.
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], ignore_index: int, channels_last: bool = True) -> None:
+    def __init__(
+        self, mean: Sequence[float], std: Sequence[float], ignore_index: int, channels_last: bool = True
+    ) -> None:
         self.images = ImageCollate(mean, std, channels_last)
         self.ignore_index = int(ignore_index)
 
@@ -486,14 +502,29 @@ class SemanticSegmentationData(DataModule):
         num_workers: int | None = None,
         seed: int = 42,
     ) -> None:
-        super().__init__(train, val, test, predict, labels=labels, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            train,
+            val,
+            test,
+            predict,
+            labels=labels,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
-            raise ValueError(f"ignore_index must be a whole number >= 0 (the void label), got {ignore_index!r}.")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+            raise ValueError(
+                f"ignore_index must be a whole number >= 0 (the void label), got {ignore_index!r}."
+            )
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+        ):
             raise ValueError(f"num_classes must be a whole number >= 2, got {num_classes!r}.")
         if labels is not None and num_classes is not None and len(labels) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(labels)} class names were given.")
-        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32):
+        if image_size is not None and (
+            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
+        ):
             raise ValueError(f"image_size must be a whole number of pixels >= 32, got {image_size!r}.")
         scale = tuple(float(s) for s in scale_range)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
@@ -503,7 +534,9 @@ class SemanticSegmentationData(DataModule):
         if cache_mb is not None and (not isinstance(cache_mb, int | float) or cache_mb < 0):
             raise ValueError(f"cache_mb must be a number of megabytes >= 0 (0: no cache), got {cache_mb!r}.")
         self.ignore_index = ignore_index
-        self._num_classes = num_classes if num_classes is not None else (len(labels) if labels is not None else None)
+        self._num_classes = (
+            num_classes if num_classes is not None else (len(labels) if labels is not None else None)
+        )
         self.image_size = image_size
         self.scale_range = scale
         self.hflip = float(hflip)
@@ -543,7 +576,9 @@ class SemanticSegmentationData(DataModule):
             largest = check_pairs(images, masks, name, known, ignore_index)
             if known is None:
                 if name != "train":
-                    raise ValueError(f"{name} data needs training data, num_classes= or labels_map= to define the classes.")
+                    raise ValueError(
+                        f"{name} data needs training data, num_classes= or labels_map= to define the classes."
+                    )
                 if largest < 1:
                     raise ValueError(
                         "The training masks hold fewer than two classes; pass num_classes= (or labels_map=) "
@@ -558,7 +593,9 @@ class SemanticSegmentationData(DataModule):
                 raise ValueError("val_split needs training data to split.")
             if splits["val"] is not None:
                 raise ValueError("Pass either validation data or val_split, not both.")
-            splits["train"], splits["val"] = split_off_validation(splits["train"], val_split, kwargs.get("seed", 42))
+            splits["train"], splits["val"] = split_off_validation(
+                splits["train"], val_split, kwargs.get("seed", 42)
+            )
         return cls(
             splits["train"],
             splits["val"],
@@ -615,7 +652,11 @@ class SemanticSegmentationData(DataModule):
             ("test", test_folder, test_target_folder),
         ):
             if (images is None) != (masks is None):
-                given, missing = (f"{name}_folder", f"{name}_target_folder") if masks is None else (f"{name}_target_folder", f"{name}_folder")
+                given, missing = (
+                    (f"{name}_folder", f"{name}_target_folder")
+                    if masks is None
+                    else (f"{name}_target_folder", f"{name}_folder")
+                )
                 raise ValueError(f"{given} needs {missing}: images and their masks come in two folders.")
             pairs[name] = None if images is None else pair_by_stem(images, masks, name)
         predict = None
@@ -719,7 +760,11 @@ class SemanticSegmentationData(DataModule):
                 raise ValueError(f"{name}_data and {name}_targets (their masks) come together.")
             masks = list(targets.cpu()) if isinstance(targets, torch.Tensor) else list(targets)
             pairs[name] = (_array_items(data, kind, f"{name}_data"), masks)
-        predict = _array_items(given["predict_data"], kind, "predict_data") if given["predict_data"] is not None else None
+        predict = (
+            _array_items(given["predict_data"], kind, "predict_data")
+            if given["predict_data"] is not None
+            else None
+        )
         labels = _labels_from_map(given["labels_map"]) if given["labels_map"] is not None else None
         return cls._from_pairs(
             pairs, predict, given["val_split"], given["num_classes"], labels, given["ignore_index"], **kwargs

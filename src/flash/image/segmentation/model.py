@@ -122,7 +122,9 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 class FPNDecoder(nn.Module):
     """A feature pyramid over maps at strides 4-32, summed at stride 4 and classified there."""
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 64, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, channels: int = 64, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.smooth = nn.ModuleList(_conv_bn_relu(channels, channels) for _ in in_channels)
@@ -142,9 +144,11 @@ class FPNDecoder(nn.Module):
 class UNetDecoder(nn.Module):
     """Upsampling from stride 32 to 4, concatenating the encoder's map at each stride."""
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 64, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, channels: int = 64, dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        widths = [channels * 2 ** i for i in range(len(in_channels) - 1)]  # stride 4, 8, 16
+        widths = [channels * 2**i for i in range(len(in_channels) - 1)]  # stride 4, 8, 16
         self.blocks = nn.ModuleList()
         below = in_channels[-1]
         for skip, width in zip(reversed(in_channels[:-1]), reversed(widths)):
@@ -160,7 +164,9 @@ class UNetDecoder(nn.Module):
         return self.classifier(x)
 
 
-def build_decoder(head: HeadSpec, in_channels: list[int], num_classes: int, channels: int, dropout: float) -> nn.Module:
+def build_decoder(
+    head: HeadSpec, in_channels: list[int], num_classes: int, channels: int, dropout: float
+) -> nn.Module:
     """``"fpn"`` or ``"unet"``; an ``nn.Module`` (taking the list of encoder maps) is used as is; a
     callable gets ``(encoder channels per map, num_classes)``."""
     if isinstance(head, nn.Module):
@@ -183,12 +189,16 @@ def build_decoder(head: HeadSpec, in_channels: list[int], num_classes: int, chan
 
 
 # -- losses -----------------------------------------------------------------------------------------
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, eps: float = 1.0) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, eps: float = 1.0
+) -> torch.Tensor:
     """One minus the soft Dice coefficient averaged over the classes present in the batch's
     targets or predictions; pixels of ``ignore_index`` are left out."""
     valid = target != ignore_index
     probabilities = torch.softmax(logits.float(), dim=1) * valid.unsqueeze(1)
-    one_hot = F.one_hot(target.where(valid, 0), logits.shape[1]).permute(0, 3, 1, 2).float() * valid.unsqueeze(1)
+    one_hot = F.one_hot(target.where(valid, 0), logits.shape[1]).permute(
+        0, 3, 1, 2
+    ).float() * valid.unsqueeze(1)
     dims = (0, 2, 3)
     intersection = (probabilities * one_hot).sum(dims)
     total = probabilities.sum(dims) + one_hot.sum(dims)
@@ -208,7 +218,9 @@ class SegmentationLoss(nn.Module):
         self.ignore_index = int(ignore_index)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = logits.new_zeros(())
+        loss = logits.sum() * 0.0  # keeps the graph when every pixel of the batch is void
+        if not (target != self.ignore_index).any():
+            return loss
         if "cross_entropy" in self.kind:
             loss = loss + F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
         if "dice" in self.kind:
@@ -290,20 +302,32 @@ class SemanticSegmentation(Task):
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
             raise ValueError(f"ignore_index must be a whole number >= 0, got {ignore_index!r}.")
         if 0 <= ignore_index < num_classes:
-            raise ValueError(f"ignore_index={ignore_index} is one of the {num_classes} classes; the void label must be another value.")
-        if isinstance(decoder_channels, bool) or not isinstance(decoder_channels, int) or decoder_channels < 1:
+            raise ValueError(
+                f"ignore_index={ignore_index} is one of the {num_classes} classes; the void label must be another value."
+            )
+        if (
+            isinstance(decoder_channels, bool)
+            or not isinstance(decoder_channels, int)
+            or decoder_channels < 1
+        ):
             raise ValueError(f"decoder_channels must be a whole number >= 1, got {decoder_channels!r}.")
         if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
-        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32):
+        if image_size is not None and (
+            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
+        ):
             raise ValueError(f"image_size must be a whole number of pixels >= 32, got {image_size!r}.")
         if not isinstance(pretrained, bool):
             raise TypeError(f"pretrained must be True or False, got {pretrained!r}.")
         encoder, backbone_preprocessing = build_encoder(backbone, pretrained)
         decoder = build_decoder(head, encoder.channels, num_classes, decoder_channels, float(dropout))
         metrics = {
-            "mean_iou": torchmetrics.classification.MulticlassJaccardIndex(num_classes=num_classes, average="macro"),
-            "pixel_accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "mean_iou": torchmetrics.classification.MulticlassJaccardIndex(
+                num_classes=num_classes, average="macro"
+            ),
+            "pixel_accuracy": torchmetrics.classification.MulticlassAccuracy(
+                num_classes=num_classes, average="micro"
+            ),
         }
         super().__init__(
             encoder,
@@ -342,7 +366,9 @@ class SemanticSegmentation(Task):
                 "learning_rate": float(learning_rate),
                 "optimizer": optimizer if isinstance(optimizer, str) else "custom",
                 "optimizer_kwargs": optimizer_kwargs,
-                "lr_scheduler": lr_scheduler if lr_scheduler is None or isinstance(lr_scheduler, str) else "custom",
+                "lr_scheduler": lr_scheduler
+                if lr_scheduler is None or isinstance(lr_scheduler, str)
+                else "custom",
                 "lr_scheduler_kwargs": lr_scheduler_kwargs,
                 "backbone_lr_factor": float(backbone_lr_factor),
                 "layer_lr_decay": float(layer_lr_decay),
@@ -409,7 +435,9 @@ class SemanticSegmentation(Task):
             target = target[valid]
         for name, metric in getattr(self, f"{stage}_metrics").items():
             metric.update(predictions, target)
-            self.log(f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log(
+                f"{stage}_{name}", metric, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size
+            )
         return loss
 
     # -- prediction -----------------------------------------------------------------------------
@@ -433,7 +461,9 @@ class SemanticSegmentation(Task):
         for item, (height, width, original_height, original_width) in zip(logits, sizes):
             item = item[:, :height, :width]
             if (height, width) != (original_height, original_width):
-                item = F.interpolate(item[None], size=(original_height, original_width), mode="bilinear", align_corners=False)[0]
+                item = F.interpolate(
+                    item[None], size=(original_height, original_width), mode="bilinear", align_corners=False
+                )[0]
             resized.append(item)
         return resized
 
