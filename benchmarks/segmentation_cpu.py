@@ -1,6 +1,6 @@
 """Semantic segmentation on a CPU: flash next to a hand-written PyTorch loop, same recipe.
 
-    python benchmarks/segmentation_cpu.py DATA_DIR [--only flash,hand] [--epochs 6]
+    python benchmarks/segmentation_cpu.py DATA_DIR [--only flash,hand] [--epochs 3]
 
 DATA_DIR holds ``train/images/*.jpg`` with ``train/masks/*.png`` (same stem, one class index per
 pixel), the same under ``val/``, and ``classes.txt`` (e.g. CamVid at 240x180, 11 classes, label
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", default=",".join(CONTENDERS), help=f"comma-separated: {', '.join(CONTENDERS)}"
     )
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
     data_dir = str(Path(args.data_dir).resolve())
     for part in ("train/images", "train/masks", "val/images", "val/masks", "classes.txt"):

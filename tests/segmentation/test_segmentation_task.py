@@ -107,6 +107,7 @@ def test_prediction_folders_and_the_data_modules_predict_loader(trained, tmp_pat
     assert [m.shape for batch in batches for m in batch] == [(48, 64)] * 3
 
 
+@pytest.mark.slow
 def test_checkpoint_predicts_the_same_in_a_fresh_process(trained, tmp_path):
     task, run, _ = trained
     path = tmp_path / "seg.ckpt"
@@ -174,6 +175,7 @@ def test_served_masks_match_predict(trained, tmp_path):
         assert bad.status_code == 422
 
 
+@pytest.mark.slow
 def test_flash_finetune_and_predict_segmentation(tmp_path):
     root = write_dataset(tmp_path / "data")
     out = tmp_path / "run"
