@@ -90,7 +90,7 @@ SEGMENTATION = register_domain(
         package="flash.image.segmentation",
         default_backbone="efficientnet_lite0",
         default_strategy="no_freeze",
-        order=15,
+        order=40,
         options=(
             Option("--train-folder", "folder of training images", kind="path", metavar="DIR"),
             Option(
