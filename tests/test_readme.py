@@ -11,13 +11,15 @@ How a Markdown file marks its examples for this test:
   ``<!-- example-data: PREFIX -->`` (the README does, in its introduction; a ``docs/`` section
   tested alone uses the README's). Paths under that prefix are replaced by tiny generated copies
   with the same layout: ``hymenoptera_data/{train,val}/{ants,bees}/*.jpg``,
-  ``sst2/{train,valid}.csv`` (``sentence,label``) and ``titanic/titanic.csv`` (the Kaggle columns).
+  ``sst2/{train,valid}.csv`` (``sentence,label``), ``titanic/titanic.csv`` (the Kaggle columns)
+  and ``camvid/{train,val}/{images,masks}`` with ``camvid/classes.txt`` (11 classes, 11 = void).
 - For speed, ``max_epochs=N`` runs at most 2 epochs and ``--epochs N`` at most 1.
 - A python block that uses ``data``, ``model`` or ``task`` without defining them (as the
   finetuning page's later snippets do) gets the seed example's: the tiny ants/bees
   ``ImageClassificationData`` (64 px crops) and an ``ImageClassifier`` for it.
 - Examples that train an image model (they name ``hymenoptera``, ``ImageClassif...``,
-  ``finetune image`` or ``flash demo``, or use the seed example's names) are marked ``slow``.
+  ``finetune image``, ``SemanticSegmentation``, ``finetune segmentation`` or ``flash demo``, or
+  use the seed example's names) are marked ``slow``.
 - In bash blocks, each command that starts with ``flash`` runs through ``flash.cli.main`` in
   this process (continuation lines with ``\\`` are joined); other lines are not run.
 - ``FLASH_README=docs/cli.md pytest tests/test_readme.py`` tests another Markdown file, e.g. a
@@ -151,7 +153,9 @@ def _cases():
     ]
 
 
-IMAGE_WORDS = re.compile(r"hymenoptera|ImageClassif|finetune\s+image|flash\s+demo|vision")
+IMAGE_WORDS = re.compile(
+    r"hymenoptera|ImageClassif|finetune\s+image|flash\s+demo|vision|SemanticSegmentation|finetune\s+segmentation"
+)
 
 
 def _trains_images(block: Block) -> bool:
@@ -216,12 +220,41 @@ def write_titanic(root: Path) -> None:
             writer.writerow(row)
 
 
+CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist"]  # fmt: skip
+
+
+def write_camvid(root: Path) -> None:
+    """Street-scene-like 64x48 images with masks of bands of classes 0-10 and a void (11) border."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = root / "camvid"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "classes.txt").write_text("\n".join(CAMVID_CLASSES) + "\n")
+    colours = rng.integers(0, 255, size=(len(CAMVID_CLASSES), 3))
+    for split, count in (("train", 6), ("val", 3)):
+        (folder / split / "images").mkdir(parents=True, exist_ok=True)
+        (folder / split / "masks").mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            bands = np.sort(rng.choice(np.arange(4, 60), size=len(CAMVID_CLASSES) - 1, replace=False))
+            mask = (
+                np.searchsorted(bands, np.arange(64), side="right")[None, :]
+                .repeat(48, axis=0)
+                .astype(np.uint8)
+            )
+            mask[:2] = 11
+            pixels = np.clip(colours[mask.clip(0, 10)] + rng.integers(-15, 15, (48, 64, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / split / "images" / f"{split}_{k:03d}.jpg")
+            Image.fromarray(mask).save(folder / split / "masks" / f"{split}_{k:03d}.png")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sample_data")
     write_hymenoptera(root)
     write_sst2(root)
     write_titanic(root)
+    write_camvid(root)
     return root
 
 
@@ -376,3 +409,8 @@ def test_tiny_data_has_the_sample_data_layout(tiny_data):
     with (tiny_data / "titanic" / "titanic.csv").open() as handle:
         header = next(csv.reader(handle))
     assert {"Survived", "Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"} <= set(header)
+    camvid = tiny_data / "camvid"
+    assert (camvid / "classes.txt").read_text().split() == CAMVID_CLASSES
+    for split in ("train", "val"):
+        images = sorted(p.stem for p in (camvid / split / "images").glob("*.jpg"))
+        assert images and images == sorted(p.stem for p in (camvid / split / "masks").glob("*.png"))

@@ -19,6 +19,7 @@ SECTIONS = (
     "finetuning",
     "text",
     "tabular",
+    "segmentation",
     "cli",
     "serving",
     "download",

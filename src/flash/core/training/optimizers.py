@@ -97,7 +97,9 @@ def build_scheduler(
         }
     if name == "onecycle":
         max_lr = [group["lr"] for group in optimizer.param_groups]
-        kwargs.setdefault("pct_start", 0.25)
+        pct_start = float(kwargs.setdefault("pct_start", 0.25))
+        if pct_start > 0:  # OneCycleLR divides by zero when its warm-up has fewer than two steps
+            total_steps = max(total_steps, math.ceil(2 / pct_start))
         return {
             "scheduler": torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs
