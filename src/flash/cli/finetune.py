@@ -467,12 +467,11 @@ def _evaluation_plots(spec: DomainSpec, task: Any, data: Any, folder: Path) -> d
     from flash.core.model.classification import ClassificationTask
     from flash.core.utils.plots import plot_confusion_matrix
 
-    if not isinstance(task, ClassificationTask) or task.multi_label:
-        return {}
     plots: dict[str, Path] = {}
-    if data.splits.get("val") is not None:
+    classifier = isinstance(task, ClassificationTask) and not task.multi_label
+    if classifier and data.splits.get("val") is not None:
         plots["confusion matrix"] = plot_confusion_matrix(task, data, folder / "confusion_matrix.png")
-    if spec.extra_plots is not None:
+    if spec.extra_plots is not None and (classifier or not isinstance(task, ClassificationTask)):
         plots.update(spec.extra_plots(task, data, folder))
     return plots
 

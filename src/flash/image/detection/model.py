@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from flash.core.model.task import Task
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.utils.cpu import reuse_freed_memory
 from flash.core.utils.jsonable import to_json
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES, StagedBackbone
 from flash.image.detection.data import DEFAULT_IMAGE_SIZE, DetectionDataset
@@ -238,9 +239,10 @@ class ObjectDetector(Task):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}.")
-        if head == "fcos" and fpn_channels % 32:
+        if head == "fcos" and (fpn_channels % 32 or fpn_channels < 64):
             raise ValueError(
-                f"FCOS normalises its head in 32 groups: fpn_channels must be a multiple of 32, got {fpn_channels}."
+                "FCOS normalises its head in 32 groups (of at least two channels, so that single-pixel "
+                f"feature maps work): fpn_channels must be a multiple of 32 and >= 64, got {fpn_channels}."
             )
         for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -502,6 +504,10 @@ class ObjectDetector(Task):
             self.score_threshold = kept
 
     # -- training -------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.device.type == "cpu":
+            reuse_freed_memory()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, _ = self._images(batch["input"])
         losses = self.losses(images, batch["target"])
