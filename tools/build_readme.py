@@ -19,6 +19,7 @@ SECTIONS = (
     "finetuning",
     "text",
     "tabular",
+    "detection",
     "cli",
     "serving",
     "download",

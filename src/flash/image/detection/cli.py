@@ -27,7 +27,7 @@ FORMATS = ("voc", "coco", "csv")
 def _detection_data(options: dict[str, Any]) -> Any:
     from flash.image import ObjectDetectionData
 
-    common = {**data_kwargs(options, ("image_size",)), **loader_kwargs(options)}
+    common = {**data_kwargs(options, ("image_size", "on_bad_box")), **loader_kwargs(options)}
     kind = options.get("annotations") or "voc"
     if kind == "voc":
         folders = data_kwargs(options, ("train_folder", "val_folder", "test_folder"))
@@ -116,6 +116,11 @@ DETECTION = register_domain(
                 "longer side of the network's input in pixels (default 512)",
                 positive_int,
                 metavar="PIXELS",
+            ),
+            Option(
+                "--on-bad-box",
+                "error (default): refuse boxes of zero size or outside their image; skip: leave them out",
+                choices=("error", "skip"),
             ),
             VAL_SPLIT,
             Option("--batch-size", "images per batch (default 8)", positive_int, metavar="N"),
