@@ -195,3 +195,19 @@ def test_flash_finetune_predict_and_serve(tmp_path):
         assert uploaded.json()["predictions"][0]["detections"]["boxes"] == answer[0]["detections"]["boxes"]
         bad = httpx.post(server.url + "/predict", json={"inputs": ["not base64!"]})
         assert bad.status_code == 422 and "base64" in bad.json()["error"]
+
+
+def test_a_torchvision_coco_detector_can_be_named_and_gets_new_class_layers():
+    task = ObjectDetector(
+        num_classes=3,
+        backbone="torchvision/fasterrcnn_mobilenet_v3_large_fpn",
+        pretrained=False,
+        image_size=64,
+    )
+    assert task.head_name == "faster_rcnn" and task.head.roi_heads.box_predictor.cls_score.out_features == 4
+    found = task.predict(np.zeros((50, 70, 3), np.uint8), score_threshold=0.0)
+    assert all(0 <= x0 <= x1 <= 70 and 0 <= y0 <= y1 <= 50 for x0, y0, x1, y1 in found["boxes"])
+    with pytest.raises(
+        ValueError, match="Unknown torchvision detector 'fcos_yolo_v8'. Choose one of .*fcos_resnet50_fpn"
+    ):
+        ObjectDetector(num_classes=3, backbone="torchvision/fcos_yolo_v8", pretrained=False)

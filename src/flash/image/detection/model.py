@@ -33,7 +33,13 @@ from flash.core.model.task import Task
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.cpu import reuse_freed_memory
 from flash.core.utils.jsonable import to_json
-from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES, StagedBackbone
+from flash.image.backbones import (
+    DEFAULT_BACKBONE,
+    IMAGE_BACKBONES,
+    TORCHVISION_PREFIX,
+    StagedBackbone,
+    hierarchy_blocks,
+)
 from flash.image.detection.data import DEFAULT_IMAGE_SIZE, DetectionDataset
 from flash.image.detection.transforms import DetectionCollate, DetectionPipeline, fitted_size
 from flash.image.io import to_rgb
@@ -157,6 +163,59 @@ def build_detector(
     return RetinaNet(pyramid, num_classes, anchor_generator=anchors)
 
 
+DETECTOR_PREFIXES = ("fcos", "retinanet", "fasterrcnn")
+"""torchvision detection models (by name prefix) a detector can start from."""
+
+
+def torchvision_detector(
+    name: str, num_classes: int, pretrained: bool
+) -> tuple[nn.Module, str, nn.Module, list[nn.Module], dict[str, Any]]:
+    """A torchvision detection model with its COCO weights (downloaded) and new class layers for
+    ``num_classes``: the model, its head's name, its backbone body, the body's blocks and its
+    input normalisation."""
+    import torchvision
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.fcos import FCOSClassificationHead
+    from torchvision.models.detection.retinanet import RetinaNetClassificationHead
+
+    available = [
+        n
+        for n in torchvision.models.list_models(module=torchvision.models.detection)
+        if n.startswith(DETECTOR_PREFIXES)
+    ]
+    if name not in available:
+        raise ValueError(
+            f"Unknown torchvision detector {name!r}. Choose one of {', '.join(TORCHVISION_PREFIX + n for n in available)}."
+        )
+    weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    try:
+        model = torchvision.models.get_model(name, weights=weights, weights_backbone=None)
+    except (OSError, RuntimeError) as error:
+        raise RuntimeError(
+            f"Could not download the COCO weights of {name}: {str(error).splitlines()[0][:200]}. Without a "
+            "network, use backbone='efficientnet_lite0' (its heads train from scratch)."
+        ) from error
+    channels = model.backbone.out_channels
+    if name.startswith("fcos"):
+        head = "fcos"
+        anchors = model.anchor_generator.num_anchors_per_location()[0]
+        model.head.classification_head = FCOSClassificationHead(channels, anchors, num_classes)
+    elif name.startswith("retinanet"):
+        head = "retinanet"
+        anchors = model.anchor_generator.num_anchors_per_location()[0]
+        norm = (lambda c: nn.GroupNorm(32, c)) if name.endswith("_v2") else None
+        model.head.classification_head = RetinaNetClassificationHead(
+            channels, anchors, num_classes, norm_layer=norm
+        )
+    else:
+        head = "faster_rcnn"
+        features = model.roi_heads.box_predictor.cls_score.in_features
+        model.roi_heads.box_predictor = FastRCNNPredictor(features, num_classes + 1)
+    body = model.backbone.body
+    normalisation = {"mean": list(model.transform.image_mean), "std": list(model.transform.image_std)}
+    return model, head, body, hierarchy_blocks(body), normalisation
+
+
 class ObjectDetector(Task):
     """Find objects in images: a box, a class and a score for each.
 
@@ -165,7 +224,11 @@ class ObjectDetector(Task):
         labels: class names; filled from the data at training time and saved in checkpoints.
         backbone: ``"efficientnet_lite0"`` (offline ImageNet weights) or another backbone of
             :data:`flash.image.IMAGE_BACKBONES` that is a CNN of stages (EfficientNet, MobileNet,
-            ResNet families: e.g. ``"resnet18"``, ``"efficientnet_b0"``; downloaded).
+            ResNet families: e.g. ``"resnet18"``, ``"efficientnet_b0"``; downloaded); or a
+            torchvision detector pretrained on COCO, ``"torchvision/<name>"`` (e.g.
+            ``"torchvision/fcos_resnet50_fpn"``, ``"torchvision/fasterrcnn_mobilenet_v3_large_fpn"``):
+            its COCO weights are downloaded and only its class layers start anew; ``head``,
+            ``fpn_channels`` and ``head_convs`` then come from it.
         pretrained: load the backbone's pretrained weights.
         head: ``"fcos"``, ``"retinanet"`` or ``"faster_rcnn"``.
         image_size: the longer side of the network's input (default 512); a data module's
@@ -249,18 +312,28 @@ class ObjectDetector(Task):
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}.")
         if not isinstance(pretrained, bool):
             raise TypeError(f"pretrained must be True or False, got {pretrained!r}.")
-        built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)
-        if not isinstance(built.module, StagedBackbone):
-            raise ValueError(
-                f"The backbone {backbone!r} is not a CNN of stages, which a feature pyramid needs. Use "
-                "efficientnet_lite0 (offline) or an EfficientNet, MobileNet or ResNet (e.g. resnet18)."
+        if backbone.startswith(TORCHVISION_PREFIX) and backbone[len(TORCHVISION_PREFIX) :].startswith(
+            DETECTOR_PREFIXES
+        ):
+            detector, head, body, blocks, normalisation = torchvision_detector(
+                backbone[len(TORCHVISION_PREFIX) :], num_classes, pretrained
             )
-        body = PyramidBody(built.module)
-        detector = build_detector(head, body, num_classes, fpn_channels, head_convs)
+        else:
+            built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)
+            if not isinstance(built.module, StagedBackbone):
+                raise ValueError(
+                    f"The backbone {backbone!r} is not a CNN of stages, which a feature pyramid needs. Use "
+                    "efficientnet_lite0 (offline), an EfficientNet, MobileNet or ResNet (e.g. resnet18), or "
+                    "a COCO-pretrained torchvision detector (e.g. torchvision/fcos_resnet50_fpn)."
+                )
+            body = PyramidBody(built.module)
+            blocks = list(body.stages)
+            detector = build_detector(head, body, num_classes, fpn_channels, head_convs)
+            normalisation = built.preprocessing
         super().__init__(
             body,
             detector,
-            backbone_blocks=list(body.stages),
+            backbone_blocks=blocks,
             learning_rate=learning_rate,
             optimizer=optimizer,
             optimizer_kwargs=optimizer_kwargs,
@@ -282,8 +355,8 @@ class ObjectDetector(Task):
         if preprocessing is None:
             preprocessing = {
                 "image_size": DEFAULT_IMAGE_SIZE,
-                "mean": list(built.preprocessing.get("mean", (0.485, 0.456, 0.406))),
-                "std": list(built.preprocessing.get("std", (0.229, 0.224, 0.225))),
+                "mean": list(normalisation.get("mean", (0.485, 0.456, 0.406))),
+                "std": list(normalisation.get("std", (0.229, 0.224, 0.225))),
             }
         self.preprocessing = dict(preprocessing)
         if image_size is not None:
