@@ -22,8 +22,13 @@ from flash.image.detection.annotations import (
     read_targets,
     read_voc,
 )
-from flash.image.detection.transforms import DetectionCollate, DetectionPipeline, check_fraction_pair
-from flash.image.io import BadImageError, first_lines, image_size_of, list_images
+from flash.image.detection.transforms import (
+    DetectionCollate,
+    DetectionPipeline,
+    check_fraction_pair,
+    check_probability,
+)
+from flash.image.io import BadImageError, first_lines, image_size_of, list_images, read_any
 
 DEFAULT_IMAGE_SIZE = 512
 """The longer side of the network's input by default."""
@@ -44,8 +49,6 @@ def check_boxes(items: list[Annotated], what: str, on_bad_box: str) -> list[Anno
             except BadImageError as error:
                 raise ValueError(f"{what}: {error}") from None
         else:
-            from flash.image.io import read_any
-
             width, height = read_any(item.image, what=f"{what} image").size
         boxes = item.boxes
         inside = boxes.copy()
@@ -211,8 +214,7 @@ class ObjectDetectionData(DataModule):
             raise ValueError(f"cache_mb must be a number of megabytes >= 0 (0: no cache), got {cache_mb!r}.")
         self.image_size = image_size
         self.crop_scale = check_fraction_pair(crop_scale, "crop_scale")
-        DetectionPipeline(32, True, self.crop_scale, hflip, vflip)  # validates the probabilities
-        self.hflip, self.vflip = float(hflip), float(vflip)
+        self.hflip, self.vflip = check_probability(hflip, "hflip"), check_probability(vflip, "vflip")
         self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
         self._sizes: dict[Any, tuple[int, int]] = {}
         self.preprocessing: dict[str, Any] = {

@@ -11,7 +11,8 @@ strides 8, 16 and 32; a feature pyramid network (FPN) merges them; the head pred
   classifies and refines each proposal.
 
 The FPN and the heads start from random weights (no COCO detector weights ship offline); only
-the backbone is pretrained.
+the backbone is pretrained. With a network, ``backbone="torchvision/<detector>"`` starts from one
+of torchvision's COCO-pretrained detectors instead (:func:`torchvision_detector`).
 """
 
 from __future__ import annotations
@@ -625,9 +626,6 @@ class ObjectDetector(Task):
 
     def collate_fn(self) -> Callable[[list[Any]], Any]:
         return DetectionCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
-
-    def output_to_json(self, result: Any, kind: str) -> Any:
-        return to_json(result)
 
     def decode_serve_input(self, value: Any) -> Image.Image:
         """Base64 of an image file's bytes (a ``data:image/...;base64,`` prefix is allowed) -> RGB image."""
