@@ -81,7 +81,7 @@ DETECTION = register_domain(
         package="flash.image",
         default_backbone="efficientnet_lite0",
         default_strategy="freeze_unfreeze",
-        order=15,
+        order=35,
         options=(
             Option(
                 "--train-folder",
