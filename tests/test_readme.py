@@ -11,8 +11,9 @@ How a Markdown file marks its examples for this test:
   ``<!-- example-data: PREFIX -->`` (the README does, in its introduction; a ``docs/`` section
   tested alone uses the README's). Paths under that prefix are replaced by tiny generated copies
   with the same layout: ``hymenoptera_data/{train,val}/{ants,bees}/*.jpg``,
-  ``sst2/{train,valid}.csv`` (``sentence,label``), ``titanic/titanic.csv`` (the Kaggle columns)
-  and ``camvid/{train,val}/{images,masks}`` with ``camvid/classes.txt`` (11 classes, 11 = void).
+  ``sst2/{train,valid}.csv`` (``sentence,label``), ``titanic/titanic.csv`` (the Kaggle columns),
+  ``camvid/{train,val}/{images,masks}`` with ``camvid/classes.txt`` (11 classes, 11 = void)
+  and ``bccd/{train,val}/{images,annotations}`` (JPEGs with Pascal VOC XML boxes).
 - For speed, ``max_epochs=N`` runs at most 2 epochs and ``--epochs N`` at most 1.
 - A python block that uses ``data``, ``model`` or ``task`` without defining them (as the
   finetuning page's later snippets do) gets the seed example's: the tiny ants/bees
@@ -155,6 +156,7 @@ def _cases():
 
 IMAGE_WORDS = re.compile(
     r"hymenoptera|ImageClassif|finetune\s+image|flash\s+demo|vision|SemanticSegmentation|finetune\s+segmentation"
+    r"|ObjectDetect|finetune\s+detection"
 )
 
 
@@ -248,6 +250,34 @@ def write_camvid(root: Path) -> None:
             Image.fromarray(mask).save(folder / split / "masks" / f"{split}_{k:03d}.png")
 
 
+def write_bccd(root: Path) -> None:
+    """Cells as coloured discs' boxes on pink, three classes, with one zero-size box as BCCD has."""
+    from detection_fixtures import voc_xml
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"RBC": (200, 60, 60), "WBC": (90, 60, 160), "Platelets": (120, 40, 120)}
+    for split, count in (("train", 8), ("val", 3)):
+        for sub in ("images", "annotations"):
+            (root / "bccd" / split / sub).mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            pixels = np.full((48, 64, 3), (240, 200, 200), np.uint8)
+            boxes, labels = [], []
+            for name, colour in colours.items():
+                side = int(rng.integers(8, 14))
+                x0, y0 = int(rng.integers(0, 64 - side)), int(rng.integers(0, 48 - side))
+                pixels[y0 : y0 + side, x0 : x0 + side] = colour
+                boxes.append([x0, y0, x0 + side, y0 + side])
+                labels.append(name)
+            if k == 0:
+                boxes.append([10, 10, 10, 10])
+                labels.append("RBC")
+            name = f"BloodImage_{k:05d}"
+            Image.fromarray(pixels).save(root / "bccd" / split / "images" / f"{name}.jpg", quality=95)
+            xml = voc_xml(f"{name}.jpg", 64, 48, boxes, labels)
+            (root / "bccd" / split / "annotations" / f"{name}.xml").write_text(xml)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sample_data")
@@ -255,6 +285,7 @@ def tiny_data(tmp_path_factory) -> Path:
     write_sst2(root)
     write_titanic(root)
     write_camvid(root)
+    write_bccd(root)
     return root
 
 

@@ -20,6 +20,7 @@ SECTIONS = (
     "text",
     "tabular",
     "segmentation",
+    "detection",
     "cli",
     "serving",
     "download",

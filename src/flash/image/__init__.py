@@ -1,8 +1,10 @@
 """Image tasks: classification (``ImageClassificationData``, ``ImageClassifier``; also ``flash.vision``)
-and semantic segmentation (``SemanticSegmentationData``, ``SemanticSegmentation``)."""
+and the image tasks built on the same backbones: semantic segmentation (``SemanticSegmentationData``,
+``SemanticSegmentation``) and object detection (``ObjectDetectionData``, ``ObjectDetector``)."""
 
 from flash.image.backbones import IMAGE_BACKBONES
 from flash.image.data import ImageClassificationData
+from flash.image.detection import ObjectDetectionData, ObjectDetector
 from flash.image.model import ImageClassification, ImageClassifier
 from flash.image.segmentation import SemanticSegmentation, SemanticSegmentationData
 
@@ -11,6 +13,8 @@ __all__ = [
     "ImageClassification",
     "ImageClassificationData",
     "ImageClassifier",
+    "ObjectDetectionData",
+    "ObjectDetector",
     "SemanticSegmentation",
     "SemanticSegmentationData",
 ]
