@@ -135,3 +135,19 @@ def test_serving_hooks(trained):
     example = task.example_input(batch_size=3)
     assert example.shape == (3, 3, 32, 32)
     assert task.eval()(example).shape == (3, 2)
+
+
+def test_predict_refuses_an_image_file_over_the_pixel_limit_before_decoding_it(trained, tmp_path):
+    from flash.core.data.decode_limits import decode_limits
+
+    task = trained[0]
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10000, 10000)).save(bomb)  # a few KB on disk, 100 megapixels decoded
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ValueError, match="max_image_pixels"):
+        task.predict(str(bomb))
+    small = tmp_path / "small.png"
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(small)
+    with decode_limits(max_image_pixels=50_000), pytest.raises(ValueError, match="max_image_pixels"):
+        task.predict(str(small))
+    assert task.predict(str(small)) in COLOURS
