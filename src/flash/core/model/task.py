@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,10 +37,14 @@ class Task(LightningModule):
     Args:
         backbone: the pretrained part.
         head: the new layers on top of it.
+        model: instead of ``backbone`` and ``head``, one module that is the whole network
+            (Lightning Flash's ``Task(model=...)``): it trains as the head, under no backbone,
+            and is also reachable as ``task.model``.
         backbone_blocks: the backbone's blocks from input to output (CNN stages, transformer
             layers); ``unfreeze_milestones`` counts these. Default: the backbone's children.
         loss_fn: ``(output, target) -> loss``.
-        metrics: torchmetrics to log per stage as ``train_<name>``, ``val_<name>``, ``test_<name>``.
+        metrics: torchmetrics to log per stage as ``train_<name>``, ``val_<name>``, ``test_<name>``:
+            a dict by name, or a metric or list of metrics (named after their class, in snake case).
         learning_rate: the head's learning rate.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or a callable.
         lr_scheduler: ``"cosine"``, ``"onecycle"``, ``"linear_warmup"``, ``"reduce_on_plateau"``,
@@ -52,12 +57,13 @@ class Task(LightningModule):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: nn.Module,
+        backbone: nn.Module | None = None,
+        head: nn.Module | None = None,
         *,
+        model: nn.Module | None = None,
         backbone_blocks: Sequence[nn.Module] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        metrics: dict[str, nn.Module] | None = None,
+        metrics: Any = None,
         learning_rate: float = 1e-3,
         optimizer: OptimizerSpec = "adamw",
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -67,6 +73,8 @@ class Task(LightningModule):
         layer_lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
+        backbone, head = _backbone_and_head(backbone, head, model)
+        self._model_is_head = model is not None
         if (
             not isinstance(learning_rate, int | float)
             or not math.isfinite(learning_rate)
@@ -81,7 +89,7 @@ class Task(LightningModule):
         blocks = list(backbone_blocks) if backbone_blocks is not None else list(backbone.children())
         self._backbone_block_names = _block_names(backbone, blocks)
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-        metrics = metrics or {}
+        metrics = metrics_dict(metrics)
         self.train_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
         self.val_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
         self.test_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
@@ -104,13 +112,23 @@ class Task(LightningModule):
         """The backbone under the name the finetuning page's custom-callback example uses."""
         return self.backbone
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "model" and self.__dict__.get("_model_is_head"):
+            return self._modules["head"]
+        return super().__getattr__(name)
+
+    def modules_to_freeze(self) -> nn.Module | Sequence[nn.Module] | None:
+        """What the finetuning strategies freeze (Lightning Flash's hook): the backbone. Override it
+        to freeze other modules; ``None`` freezes nothing."""
+        return self.backbone
+
     def forward(self, x: Any) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     # -- training -------------------------------------------------------------------------------
     def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
-        output = self(batch["input"])
-        target = batch["target"]
+        inputs, target = input_and_target(batch)
+        output = self(inputs)
         loss = self.loss_fn(output, target)
         batch_size = _batch_size(target)
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
@@ -136,9 +154,12 @@ class Task(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self.format_output(
-            self(batch["input"]), getattr(self, "predict_output", None) or self.outputs[0]
-        )
+        """One result per item, of the kind :attr:`predict_output` names (an output kind, a
+        Lightning Flash output name or an :class:`~flash.core.model.outputs.Output`; default: the
+        first of :attr:`outputs`); ``trainer.predict(..., output=...)`` sets it for one run."""
+        from flash.core.model.outputs import apply_output
+
+        return apply_output(self, self(predict_input(batch)), getattr(self, "predict_output", None))
 
     # -- optimisation ---------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -355,6 +376,73 @@ class Task(LightningModule):
         from flash.core.deploy.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
 
         checkpoint[FLASH_CHECKPOINT_KEY] = checkpoint_marker(type(self))
+
+
+def _backbone_and_head(
+    backbone: nn.Module | None, head: nn.Module | None, model: nn.Module | None
+) -> tuple[nn.Module, nn.Module]:
+    if model is not None:
+        if backbone is not None or head is not None:
+            raise TypeError("Pass either model= (the whole network) or backbone and head, not both.")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        return nn.Identity(), model
+    if backbone is None or head is None:
+        raise TypeError(
+            "A Task needs a backbone and a head (Task(backbone, head)), or the whole network as Task(model=...)."
+        )
+    return backbone, head
+
+
+def metrics_dict(metrics: Any) -> dict[str, nn.Module]:
+    """``metrics`` as a dict by name: a dict is kept, a metric or a list of metrics is named after
+    each metric's class in snake case (``MulticlassAccuracy`` -> ``multiclass_accuracy``)."""
+    if metrics is None:
+        return {}
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    items = [metrics] if isinstance(metrics, nn.Module) else metrics
+    if not isinstance(items, Sequence) or not all(isinstance(m, nn.Module) for m in items):
+        raise TypeError(
+            "metrics must be a dict of name -> torchmetrics metric, a metric or a list of metrics; "
+            f"got {type(metrics).__name__}."
+        )
+    named: dict[str, nn.Module] = {}
+    for metric in items:
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(metric).__name__).lower()
+        if name in named:
+            raise ValueError(f"Two metrics would both be named {name!r}; pass a dict of name -> metric.")
+        named[name] = metric
+    return named
+
+
+def input_and_target(batch: Any) -> tuple[Any, Any]:
+    """A training batch's input and target: from a ``{"input", "target"}`` dict or an ``(input, target)`` pair."""
+    if isinstance(batch, Mapping) and "input" in batch and "target" in batch:
+        return batch["input"], batch["target"]
+    if isinstance(batch, list | tuple) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        'A training batch must be a dict with "input" and "target" or an (input, target) pair; got '
+        + (
+            f"a dict with keys {sorted(map(str, batch))}."
+            if isinstance(batch, Mapping)
+            else f"{type(batch).__name__}."
+        )
+    )
+
+
+def predict_input(batch: Any) -> Any:
+    """A prediction batch's input: ``batch["input"]``, the first item of a tuple, or the batch itself."""
+    if isinstance(batch, Mapping):
+        if "input" not in batch:
+            raise TypeError(
+                f'A prediction batch dict needs an "input" key; got keys {sorted(map(str, batch))}.'
+            )
+        return batch["input"]
+    if isinstance(batch, list | tuple) and batch:
+        return batch[0]
+    return batch
 
 
 def _batch_size(target: Any) -> int:

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
+from flash.core.training.legacy import LegacyTrainerEntryPoints, map_legacy_trainer_arguments
 
 DEFAULT_MAX_EPOCHS = 10
 """Epochs run by ``flash.Trainer()`` when neither ``max_epochs`` nor ``max_steps`` is given."""
@@ -59,7 +60,7 @@ class MetricsHistory(Callback):
         self.history = list(state_dict.get("history", []))
 
 
-class Trainer(pl.Trainer):
+class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
     """A :class:`lightning.pytorch.Trainer` with finetuning defaults.
 
     Differences from Lightning's: ``max_epochs`` defaults to :data:`DEFAULT_MAX_EPOCHS` (10, not
@@ -67,9 +68,14 @@ class Trainer(pl.Trainer):
     CUDA GPU that supports it, ``precision`` defaults to ``"bf16-mixed"``; every epoch is reseeded
     after ``seed_everything`` so resumed runs are exact. ``fit``, ``validate``, ``test`` and
     ``predict`` are Lightning's, and hand flash data modules the task's preprocessing first.
+
+    PyTorch Lightning 1.x arguments (``gpus=``, ``tpu_cores=``, ``fit(train_dataloader=...)``, ...)
+    and Lightning Flash's ``predict(..., output=...)`` are accepted too; see
+    :mod:`flash.core.training.legacy`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs = self._pop_resume_from_checkpoint(map_legacy_trainer_arguments(kwargs))
         if (
             kwargs.get("max_epochs") is None
             and kwargs.get("max_steps", -1) == -1
