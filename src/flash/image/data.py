@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,16 @@ from flash.core.data.datamodule import (
     encode_multi_hot_columns,
     split_off_validation,
 )
+from flash.core.data.download import local_path
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import DecodedImageCache, ImageDataset
 from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images
 from flash.image.transforms import DEFAULT_CROP_SCALE, ImageCollate, ImagePipeline, UserTransform
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+
+Resolver = Callable[[str, Any], str]
+"""Lightning Flash's ``resolver(root, value) -> image path``."""
 
 
 def _default_preprocessing() -> dict[str, Any]:
@@ -100,7 +104,7 @@ def _folder_split(classes: dict[str, list[str]]) -> tuple[list[str], list[str]]:
 def _check_files(files: Any, what: str) -> list[str]:
     if isinstance(files, str | os.PathLike):
         raise TypeError(f"{what} must be a list of file paths, not one path {str(files)!r}.")
-    files = [str(f) for f in files]
+    files = [str(local_path(f)) for f in files]  # http(s) URLs are downloaded once into the cache
     if not files:
         raise ValueError(f"{what} is empty.")
     missing = [f for f in files if not os.path.isfile(f)]
@@ -134,6 +138,53 @@ def _resolve_path(value: Any, root: Path | None, row: int, what: str) -> str:
     )
 
 
+TRANSFORM_KWARGS = ("image_size", "mean", "std")
+"""What Lightning Flash's ``transform_kwargs=`` may set here."""
+
+
+def _transform_kwargs(transform_kwargs: Any, image_size: Any) -> tuple[Any, dict[str, tuple[float, ...]]]:
+    """Lightning Flash's ``transform_kwargs``: the crop side and a normalisation (``mean``, ``std``)."""
+    if transform_kwargs is None:
+        return image_size, {}
+    if not isinstance(transform_kwargs, Mapping):
+        raise TypeError(f"transform_kwargs must be a dict, got {type(transform_kwargs).__name__}.")
+    unknown = sorted(set(transform_kwargs) - set(TRANSFORM_KWARGS))
+    if unknown:
+        raise ValueError(
+            f"transform_kwargs {unknown} are not known here; it takes {', '.join(TRANSFORM_KWARGS)}. "
+            "For other preprocessing pass transform= (a callable on a PIL image)."
+        )
+    size = transform_kwargs.get("image_size")
+    if size is not None:
+        if isinstance(size, Sequence) and not isinstance(size, str):
+            if len(size) != 2 or size[0] != size[1]:
+                raise ValueError(
+                    f"transform_kwargs image_size={tuple(size)!r}: crops here are square; pass one side "
+                    "(e.g. image_size=224), or a transform= that resizes as you need."
+                )
+            size = size[0]
+        if image_size is not None and image_size != size:
+            raise ValueError(
+                f"image_size={image_size} and transform_kwargs image_size={size} differ; pass one."
+            )
+        image_size = size
+    normalization: dict[str, tuple[float, ...]] = {}
+    if ("mean" in transform_kwargs) != ("std" in transform_kwargs):
+        raise ValueError("transform_kwargs needs both mean and std (one value per channel), or neither.")
+    for key in ("mean", "std"):
+        if key in transform_kwargs:
+            values = transform_kwargs[key]
+            values = [values] * 3 if isinstance(values, int | float) else list(values)
+            if len(values) != 3 or not all(isinstance(v, int | float) for v in values):
+                raise ValueError(
+                    f"transform_kwargs {key} must be 3 numbers (R, G, B), got {transform_kwargs[key]!r}."
+                )
+            if key == "std" and any(v <= 0 for v in values):
+                raise ValueError(f"transform_kwargs std must be positive, got {values}.")
+            normalization[key] = tuple(float(v) for v in values)
+    return image_size, normalization
+
+
 class ImageClassificationData(DataModule):
     """Images and their classes for :class:`~flash.image.ImageClassifier`.
 
@@ -152,6 +203,9 @@ class ImageClassificationData(DataModule):
         crop_scale: area range of random training crops.
         hflip: probability of a random horizontal flip in training; ``0`` for images whose class
             changes when mirrored (digits, text, left/right).
+        transform_kwargs: Lightning Flash's spelling: ``{"image_size": 196 or (196, 196), "mean":
+            (r, g, b), "std": (r, g, b)}``; ``mean``/``std`` replace the backbone's normalisation
+            (in training, evaluation and the task's own ``predict``).
         batch_size, num_workers, seed: see :class:`flash.core.data.datamodule.DataModule`.
     """
 
@@ -174,7 +228,9 @@ class ImageClassificationData(DataModule):
         cache_mb: float | None = None,
         crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
         hflip: float = 0.5,
+        transform_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        image_size, self.normalization = _transform_kwargs(transform_kwargs, image_size)
         super().__init__(
             train,
             val,
@@ -212,6 +268,7 @@ class ImageClassificationData(DataModule):
         self.preprocessing = _default_preprocessing()
         if image_size is not None:
             self.preprocessing["image_size"] = image_size
+        self.preprocessing.update(self.normalization)
         self.channels_last = True
         self.on_device: set[str] = set()
         """Stages whose batches come from the GPU input path (no CPU cache, no frozen features)."""
@@ -376,6 +433,10 @@ class ImageClassificationData(DataModule):
         predict_images_root: str | os.PathLike | None = None,
         val_split: float | None = None,
         multi_label: bool | None = None,
+        train_resolver: Resolver | None = None,
+        val_resolver: Resolver | None = None,
+        test_resolver: Resolver | None = None,
+        predict_resolver: Resolver | None = None,
         **kwargs: Any,
     ) -> ImageClassificationData:
         """pandas data frames with an image-path column and one or more target columns.
@@ -387,9 +448,23 @@ class ImageClassificationData(DataModule):
                 (multi-label, the column names are the classes). With ``multi_label=True`` a single
                 column may hold several classes per row separated by ``,`` or ``;``.
             images_root: folder the paths are relative to (per split: ``train_images_root``, ...).
+            train_resolver, val_resolver, test_resolver, predict_resolver: Lightning Flash's
+                ``resolver(root, value) -> path`` of a split, for ids that need more than a missing
+                extension found (``root`` is the split's images root, ``""`` if none).
         """
         import pandas as pd
 
+        resolvers = {
+            "train": train_resolver,
+            "val": val_resolver,
+            "test": test_resolver,
+            "predict": predict_resolver,
+        }
+        for name, resolver in resolvers.items():
+            if resolver is not None and not callable(resolver):
+                raise TypeError(
+                    f"{name}_resolver must be a callable (root, value) -> path, got {type(resolver).__name__}."
+                )
         fields = [target_fields] if isinstance(target_fields, str) else list(target_fields or [])
         roots = {
             "train": train_images_root or images_root,
@@ -415,7 +490,12 @@ class ImageClassificationData(DataModule):
             root = Path(roots[name]) if roots[name] is not None else None
             if root is not None:
                 _check_folder(root, f"{name}_images_root")
-            return [_resolve_path(v, root, i, name) for i, v in enumerate(frame[input_field].tolist())]
+            resolver = resolvers[name]
+            values = frame[input_field].tolist()
+            if resolver is not None:  # the resolver's answer is the path itself
+                values = [resolver(str(root) if root is not None else "", v) for v in values]
+                return [_resolve_path(v, None, i, f"{name} ({name}_resolver)") for i, v in enumerate(values)]
+            return [_resolve_path(v, root, i, name) for i, v in enumerate(values)]
 
         def targets(frame: pd.DataFrame, name: str) -> Any:
             missing = [f for f in fields if f not in frame.columns]
@@ -588,6 +668,11 @@ class ImageClassificationData(DataModule):
                 self.preprocessing["image_size"] = self.image_size
                 if hasattr(task, "set_image_size"):
                     task.set_image_size(self.image_size)
+            if self.normalization:
+                self.preprocessing.update(self.normalization)
+                preprocessing.update(self.normalization)  # the task's own predict and checkpoints
+                if "preprocessing" in getattr(task, "hparams", {}):
+                    task.hparams["preprocessing"] = dict(preprocessing)
         if hasattr(task, "use_eval_transform"):
             task.use_eval_transform(self.transform)
         self.channels_last = bool(getattr(task, "channels_last", True))

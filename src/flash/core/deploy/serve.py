@@ -40,6 +40,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from flash.core.deploy.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
+from flash.core.deploy.serve_legacy import LegacyRequestError, legacy_request
 from flash.core.deploy.serve_limits import BodySizeLimit
 from flash.core.deploy.serve_schema import (
     ErrorResponse,
@@ -47,6 +48,7 @@ from flash.core.deploy.serve_schema import (
     PredictResponse,
     request_body_schema,
 )
+from flash.core.model.outputs import serve_kind
 from flash.core.utils.progress import is_quiet, set_quiet
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ def build_app(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
     device: str | None = None,
+    output: Any = None,
 ) -> FastAPI:
     """The FastAPI app serving ``task`` (a loaded flash task, or a checkpoint path).
 
@@ -89,8 +92,11 @@ def build_app(
         max_wait_ms: how long a request waits for others to share its forward pass.
         max_queue_size: requests allowed to wait for the model; more get 503.
         max_inputs_per_request: more inputs in one request get 422.
+        output: what each prediction holds: one of the task's ``outputs`` or an ``Output`` of
+            :mod:`flash.core.classification`; default: the task's ``serve_outputs``.
     """
     task = _resolve_task(task, device)
+    kinds = None if output is None else (serve_kind(task, output),)
     _check_positive_int("max_body_bytes", max_body_bytes)
     _check_positive_int("max_batch_size", max_batch_size)
     _check_positive_int("max_queue_size", max_queue_size)
@@ -100,7 +106,7 @@ def build_app(
 
     task.eval()
     predictor = BatchPredictor(
-        lambda items: task.serve_predictions(items, max_batch_size),
+        lambda items: task.serve_predictions(items, max_batch_size, kinds),
         max_batch_size=max_batch_size,
         max_wait_s=max_wait_ms / 1000,
         max_queue_size=max_queue_size,
@@ -170,8 +176,18 @@ def build_app(
                 )
             files = await _uploaded_files(request, max_inputs_per_request)
             items = await asyncio.to_thread(_decode_files, task, files)
+            flash08 = None
         else:
-            values = _inputs_from_json(await request.body(), max_inputs_per_request, task.input_description)
+            body = await request.body()
+            try:
+                flash08 = legacy_request(body)  # Lightning Flash 0.8's {"session", "payload"} body
+            except LegacyRequestError as error:
+                raise RequestError(422, str(error)) from None
+            values = (
+                flash08.inputs
+                if flash08
+                else _inputs_from_json(body, max_inputs_per_request, task.input_description)
+            )
             items = await asyncio.to_thread(_decode_all, task, values)
         try:
             predictions = await predictor.predict(items)
@@ -182,7 +198,7 @@ def build_app(
         except Exception as error:
             logger.exception("Prediction failed")
             raise RequestError(500, f"Prediction failed inside the model: {type(error).__name__}.") from error
-        return JSONResponse({"predictions": predictions})
+        return JSONResponse(flash08.response(predictions) if flash08 else {"predictions": predictions})
 
     return app
 
@@ -276,6 +292,7 @@ def serve(
     max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
     device: str | None = None,
     log_level: str = "info",
+    output: Any = None,
 ) -> None:
     """Serve a task (or a checkpoint path) at ``http://host:port``; returns after Ctrl-C (SIGINT) or SIGTERM.
 
@@ -292,6 +309,7 @@ def serve(
         max_queue_size=max_queue_size,
         max_inputs_per_request=max_inputs_per_request,
         device=device,
+        output=output,
     )
     sock = _bind(host, port)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10)

@@ -253,5 +253,23 @@ def apply_output(task: Any, output: torch.Tensor, spec: OutputSpec) -> list[Any]
     return results if post is _identity else [post(r) for r in results]
 
 
+def serve_kind(task: Any, output: OutputSpec) -> str:
+    """The output kind a server sends for ``output`` (``serve(output=...)``).
+
+    Raises:
+        ValueError: for an output that post-processes results in Python (a customised
+            ``ClassesOutput``/``LabelsOutput`` or an ``Output`` subclass with its own
+            ``transform``), which a server cannot send as one of the task's kinds.
+    """
+    kind, post = resolve_output(task, output)
+    if post is not _identity or kind == RAW:
+        raise ValueError(
+            f"serve(output={output!r}): a server sends one of the task's output kinds as JSON "
+            f"({', '.join(getattr(task, 'outputs', ()))}); this output needs Python post-processing. "
+            "Use trainer.predict(..., output=...) for it, or serve one of those kinds."
+        )
+    return kind
+
+
 def _identity(result: Any) -> Any:
     return result

@@ -362,9 +362,14 @@ class Task(LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Load a task; its backbone is built without downloading weights (the checkpoint has them)."""
+        """Load a task; its backbone is built without downloading weights (the checkpoint has them).
+
+        ``checkpoint_path`` may be an http(s) URL: it is downloaded once into the cache
+        (:func:`flash.core.data.download.cached_download`)."""
+        from flash.core.data.download import local_path
         from flash.core.deploy.checkpoint import check_flash_checkpoint
 
+        checkpoint_path = local_path(checkpoint_path)
         check_flash_checkpoint(checkpoint_path)
         if "pretrained" in inspect.signature(cls.__init__).parameters:
             kwargs.setdefault("pretrained", False)
