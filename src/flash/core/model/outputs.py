@@ -232,7 +232,8 @@ def resolve_output(task: Any, output: OutputSpec) -> tuple[str, Any]:
         )
     if isinstance(output, ClassesOutput):
         bound = output.bind(task)
-        kind, post = bound.kind, bound
+        passthrough = isinstance(bound, _BoundClasses) and bound.multi_label is None
+        kind, post = bound.kind, (_identity if passthrough else bound)
     else:
         kind, post = output.kind_for(task), _identity
     if kind != RAW and kind not in kinds:
