@@ -13,6 +13,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from flash.core.model.outputs import apply_output
 from flash.core.training.optimizers import (
     OptimizerSpec,
     SchedulerSpec,
@@ -74,7 +75,6 @@ class Task(LightningModule):
     ) -> None:
         super().__init__()
         backbone, head = _backbone_and_head(backbone, head, model)
-        self._model_is_head = model is not None
         if (
             not isinstance(learning_rate, int | float)
             or not math.isfinite(learning_rate)
@@ -86,6 +86,8 @@ class Task(LightningModule):
         layer_rates(1, learning_rate, backbone_lr_factor, layer_lr_decay)  # validates the factors
         self.backbone = backbone
         self.head = head
+        if model is not None:  # the same module as the head, not registered twice (one state-dict entry)
+            object.__setattr__(self, "model", model)
         blocks = list(backbone_blocks) if backbone_blocks is not None else list(backbone.children())
         self._backbone_block_names = _block_names(backbone, blocks)
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
@@ -111,11 +113,6 @@ class Task(LightningModule):
     def feature_extractor(self) -> nn.Module:
         """The backbone under the name the finetuning page's custom-callback example uses."""
         return self.backbone
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "model" and self.__dict__.get("_model_is_head"):
-            return self._modules["head"]
-        return super().__getattr__(name)
 
     def modules_to_freeze(self) -> nn.Module | Sequence[nn.Module] | None:
         """What the finetuning strategies freeze (Lightning Flash's hook): the backbone. Override it
@@ -157,8 +154,6 @@ class Task(LightningModule):
         """One result per item, of the kind :attr:`predict_output` names (an output kind, a
         Lightning Flash output name or an :class:`~flash.core.model.outputs.Output`; default: the
         first of :attr:`outputs`); ``trainer.predict(..., output=...)`` sets it for one run."""
-        from flash.core.model.outputs import apply_output
-
         return apply_output(self, self(predict_input(batch)), getattr(self, "predict_output", None))
 
     # -- optimisation ---------------------------------------------------------------------------
