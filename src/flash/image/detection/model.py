@@ -248,6 +248,9 @@ class ObjectDetector(Task):
         preprocessing: the backbone's input description (set from checkpoints; leave it out).
     """
 
+    monitor = "val_map_50"
+    monitor_mode = "max"
+
     domain = "detection"
     default_train_bn = False
     """BatchNorm statistics of small detection batches are noisy: frozen backbone stages keep

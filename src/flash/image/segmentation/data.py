@@ -541,7 +541,7 @@ class SemanticSegmentationData(DataModule):
         self.scale_range = scale
         self.hflip = float(hflip)
         self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
-        self.preprocessing = _default_preprocessing()
+        self.preprocessing = dict(_default_preprocessing())
         if image_size is not None:
             self.preprocessing["image_size"] = image_size
         self.channels_last = True

@@ -261,6 +261,9 @@ class SemanticSegmentation(Task):
     ``pixel_accuracy``, logged per stage (``val_mean_iou``, ...); void pixels are left out.
     """
 
+    monitor = "val_mean_iou"
+    monitor_mode = "max"
+
     domain = "segmentation"
     outputs = ("masks", "probabilities")
     serve_outputs = ("masks",)
@@ -492,8 +495,15 @@ class SemanticSegmentation(Task):
 
     input_description = "the base64 of an image file's bytes (JPEG, PNG, ...)"
     input_schema = {"type": "string", "contentEncoding": "base64"}
-    decode_serve_input = ImageClassifier.decode_serve_input
-    decode_serve_file = ImageClassifier.decode_serve_file
+    decode_serve_input = ImageClassifier.decode_serve_input  # base64 -> bytes -> decode_serve_file
+
+    def decode_serve_file(self, data: bytes, filename: str = "") -> Any:
+        """An uploaded image file's bytes -> RGB image at its full size (masks come back at it)."""
+        from flash.image.io import decode_image_bytes
+
+        if not data:
+            raise ValueError(f"The image {filename!r} is empty." if filename else "The image input is empty.")
+        return decode_image_bytes(data)
 
     # -- export ---------------------------------------------------------------------------------
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
