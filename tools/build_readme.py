@@ -17,6 +17,7 @@ SECTIONS = (
     "intro",
     "image",
     "finetuning",
+    "migrating",
     "text",
     "tabular",
     "segmentation",

@@ -12,16 +12,25 @@ except PackageNotFoundError:  # a source tree on sys.path that was never install
     __version__ = "0+unknown"
 
 if TYPE_CHECKING:
+    from flash.core.data.datamodule import DataModule
+    from flash.core.model.task import Task
     from flash.core.training.trainer import Trainer
+
+_LAZY = {
+    "Trainer": "flash.core.training.trainer",
+    "Task": "flash.core.model.task",
+    "DataModule": "flash.core.data.datamodule",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``flash.Trainer`` (and ``flash.core``) import torch and Lightning on first use, so that
-    ``import flash`` and the ``flash`` command's help, ``--version`` and argument errors stay quick."""
-    if name in ("Trainer", "core"):
-        trainer = importlib.import_module("flash.core.training.trainer")
-        globals()["Trainer"] = trainer.Trainer
-        return globals()[name]
+    """``flash.Trainer``, ``flash.Task``, ``flash.DataModule`` (and ``flash.core``) import torch and
+    Lightning on first use, so that ``import flash`` and the ``flash`` command's help, ``--version``
+    and argument errors stay quick."""
+    if name in _LAZY or name == "core":
+        for public, module in _LAZY.items():
+            globals()[public] = getattr(importlib.import_module(module), public)
+        return globals()[name] if name in _LAZY else importlib.import_module("flash.core")
     raise AttributeError(f"module 'flash' has no attribute {name!r}")
 
 
@@ -32,4 +41,4 @@ def download_data(url: str, path: str = "data/", **kwargs):
     return _download_data(url, path, **kwargs)
 
 
-__all__ = ["Trainer", "__version__", "download_data"]
+__all__ = ["DataModule", "Task", "Trainer", "__version__", "download_data"]

@@ -188,6 +188,9 @@ def test_multi_label_task_trains_and_predicts_lists():
 
 
 def test_class_count_mismatch_is_caught_before_training():
-    data = TextClassificationData.from_lists(train_data=POSITIVE + NEGATIVE, train_targets=[0] * 6 + [1] * 6)
+    # named classes; integer classes 0 and 1 would be read as classes 0..2 of a 3-class task
+    data = TextClassificationData.from_lists(
+        train_data=POSITIVE + NEGATIVE, train_targets=["neg"] * 6 + ["pos"] * 6
+    )
     with pytest.raises(ValueError, match="num_classes=3"):
         flash.Trainer(max_epochs=1, **QUIET).finetune(TextClassifier(num_classes=3), data)

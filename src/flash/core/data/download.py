@@ -10,6 +10,10 @@ How "already there" is known: after a download succeeds, a small JSON record is 
 the same URL, and every entry it lists still exists. Delete the entries (or pass
 ``force=True``) to download again.
 
+Single files given as URLs where flash takes a path (``predict_files``, a tabular ``train_file``,
+``load_from_checkpoint``) go through :func:`cached_download`: downloaded once into
+``~/.cache/flash/downloads`` (or ``$FLASH_CACHE_DIR/downloads``) and read from there.
+
 Safety:
 - The download goes to a temporary file in ``path/.flash_download/`` and is used only once it is
   complete. A dropped connection, a short body, a cut chunked body raise :class:`DownloadError`
@@ -501,3 +505,53 @@ def _place(staging: Path, root: Path, url: str, record: Callable[[], None]) -> N
                 f"Putting the download of {url} into {root} failed: {error}. Nothing was kept."
             ) from error
         raise
+
+
+# -- URLs where a file path is expected ------------------------------------------------------------
+CACHE_ENV = "FLASH_CACHE_DIR"
+"""Environment variable naming the download cache folder (default ``~/.cache/flash``)."""
+
+
+def cache_dir() -> Path:
+    """The folder single files given as URLs are downloaded to: ``$FLASH_CACHE_DIR``, or
+    ``~/.cache/flash`` (``$XDG_CACHE_HOME/flash`` where that is set)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "flash"
+
+
+def is_url(value: Any) -> bool:
+    """Whether ``value`` is an ``http://`` or ``https://`` URL string."""
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
+
+
+def cached_download(url: str, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """The local copy of the file at ``url``, downloaded into :func:`cache_dir` on first use.
+
+    Each URL gets its own folder (named by a hash of the URL), so a second call with the same URL
+    does not download again; delete the cache folder to refresh. Archives are kept as they are.
+
+    Raises:
+        ValueError: ``url`` is not an http(s) or file URL.
+        DownloadError: the download failed (nothing is kept).
+    """
+    import hashlib
+
+    name = _check_url(url)
+    folder = cache_dir() / "downloads" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
+    target = folder / name
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder / ".lock"):
+        if not target.is_file():
+            partial = _fetch(url, folder, name, progress, timeout)
+            os.replace(partial, target)
+    return target
+
+
+def local_path(value: Any) -> Any:
+    """``value`` itself, or for an http(s) URL the path of its cached download (see :func:`cached_download`)."""
+    return str(cached_download(value)) if is_url(value) else value

@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException
 from flash.core.data.decode_limits import DEFAULT_MAX_IMAGE_PIXELS, PixelBudget
 from flash.core.deploy.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
 from flash.core.deploy.serve_connections import ACCEPT_BACKLOG, default_max_connections, guarded_h11_protocol
+from flash.core.deploy.serve_legacy import LegacyRequestError, legacy_request
 from flash.core.deploy.serve_limits import BodySizeLimit, RequestGuard
 from flash.core.deploy.serve_schema import (
     ErrorResponse,
@@ -55,6 +56,7 @@ from flash.core.deploy.serve_schema import (
     PredictResponse,
     request_body_schema,
 )
+from flash.core.model.outputs import serve_kind
 from flash.core.utils.progress import is_quiet, set_quiet
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ def build_app(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    output: Any = None,
 ) -> FastAPI:
     """The FastAPI app serving ``task`` (a loaded flash task, or a checkpoint path).
 
@@ -109,8 +112,11 @@ def build_app(
         max_request_pixels: the most pixels one request's images may hold once resized for
             the model; more get 422.
         body_timeout: seconds a request's body may take to arrive; slower ones get 408.
+        output: what each prediction holds: one of the task's ``outputs`` or an ``Output`` of
+            :mod:`flash.core.classification`; default: the task's ``serve_outputs``.
     """
     task = _resolve_task(task, device)
+    kinds = None if output is None else (serve_kind(task, output),)
     _check_positive_int("max_body_bytes", max_body_bytes)
     _check_positive_int("max_batch_size", max_batch_size)
     _check_positive_int("max_queue_size", max_queue_size)
@@ -123,7 +129,7 @@ def build_app(
 
     task.eval()
     predictor = BatchPredictor(
-        lambda items: task.serve_predictions(items, max_batch_size),
+        lambda items: task.serve_predictions(items, max_batch_size, kinds),
         max_batch_size=max_batch_size,
         max_wait_s=max_wait_ms / 1000,
         max_queue_size=max_queue_size,
@@ -202,8 +208,18 @@ def build_app(
                 )
             files = await _uploaded_files(request, max_inputs_per_request)
             items = await asyncio.to_thread(_decode_files, task, files)
+            flash08 = None
         else:
-            values = _inputs_from_json(await request.body(), max_inputs_per_request, task.input_description)
+            body = await request.body()
+            try:
+                flash08 = legacy_request(body)  # Lightning Flash 0.8's {"session", "payload"} body
+            except LegacyRequestError as error:
+                raise RequestError(422, str(error)) from None
+            values = (
+                flash08.inputs
+                if flash08
+                else _inputs_from_json(body, max_inputs_per_request, task.input_description)
+            )
             items = await asyncio.to_thread(_decode_all, task, values)
         try:
             predictions = await predictor.predict(items)
@@ -215,7 +231,7 @@ def build_app(
             logger.error("Prediction failed inside the model: %s: %s", type(error).__name__, error)
             logger.debug("Traceback of the failed prediction", exc_info=True)
             raise RequestError(500, f"Prediction failed inside the model: {type(error).__name__}.") from error
-        return JSONResponse({"predictions": predictions})
+        return JSONResponse(flash08.response(predictions) if flash08 else {"predictions": predictions})
 
     return app
 
@@ -316,6 +332,7 @@ def serve(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     max_connections: int | None = None,
     log_level: str = "info",
+    output: Any = None,
 ) -> None:
     """Serve a task (or a checkpoint path) at ``http://host:port``; returns after Ctrl-C (SIGINT) or SIGTERM.
 
@@ -335,6 +352,7 @@ def serve(
         max_image_pixels=max_image_pixels,
         max_request_pixels=max_request_pixels,
         body_timeout=body_timeout,
+        output=output,
     )
     config = _uvicorn_config(
         app, header_timeout, max_connections, log_level=log_level, timeout_graceful_shutdown=10

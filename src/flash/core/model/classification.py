@@ -49,11 +49,16 @@ class ClassificationTask(Task):
         **kwargs: :class:`~flash.core.model.task.Task` arguments.
     """
 
-    outputs = ("labels", "probabilities", "logits")
+    outputs = ("labels", "probabilities", "logits", "classes")
     monitor = "val_accuracy"
     monitor_mode = "max"
     serve_outputs = ("labels", "probabilities")
-    output_fields = {"labels": "label", "probabilities": "probabilities", "logits": "logits"}
+    output_fields = {
+        "labels": "label",
+        "probabilities": "probabilities",
+        "logits": "logits",
+        "classes": "class",
+    }
 
     def __init__(
         self,
@@ -98,11 +103,12 @@ class ClassificationTask(Task):
         if kind == "probabilities":
             return [dict(zip(names, row)) for row in probs.tolist()]
         if self.multi_label:
-            return [
-                [names[i] for i, p in enumerate(row) if p >= self.multi_label_threshold]
-                for row in probs.tolist()
+            indices = [
+                [i for i, p in enumerate(row) if p >= self.multi_label_threshold] for row in probs.tolist()
             ]
-        return [names[i] for i in probs.argmax(dim=-1).tolist()]
+            return indices if kind == "classes" else [[names[i] for i in row] for row in indices]
+        indices = probs.argmax(dim=-1).tolist()
+        return indices if kind == "classes" else [names[i] for i in indices]
 
     def export_outputs(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
         output = output.float()

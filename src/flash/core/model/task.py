@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from flash.core.model.outputs import apply_output
 from flash.core.model.preprocessing import Preprocessing
 from flash.core.training.optimizers import (
     OptimizerSpec,
@@ -38,10 +40,14 @@ class Task(LightningModule):
     Args:
         backbone: the pretrained part.
         head: the new layers on top of it.
+        model: instead of ``backbone`` and ``head``, one module that is the whole network
+            (Lightning Flash's ``Task(model=...)``): it trains as the head, under no backbone,
+            and is also reachable as ``task.model``.
         backbone_blocks: the backbone's blocks from input to output (CNN stages, transformer
             layers); ``unfreeze_milestones`` counts these. Default: the backbone's children.
         loss_fn: ``(output, target) -> loss``.
-        metrics: torchmetrics to log per stage as ``train_<name>``, ``val_<name>``, ``test_<name>``.
+        metrics: torchmetrics to log per stage as ``train_<name>``, ``val_<name>``, ``test_<name>``:
+            a dict by name, or a metric or list of metrics (named after their class, in snake case).
         learning_rate: the head's learning rate.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or a callable.
         lr_scheduler: ``"cosine"``, ``"onecycle"``, ``"linear_warmup"``, ``"reduce_on_plateau"``,
@@ -54,12 +60,13 @@ class Task(LightningModule):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: nn.Module,
+        backbone: nn.Module | None = None,
+        head: nn.Module | None = None,
         *,
+        model: nn.Module | None = None,
         backbone_blocks: Sequence[nn.Module] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        metrics: dict[str, nn.Module] | None = None,
+        metrics: Any = None,
         learning_rate: float = 1e-3,
         optimizer: OptimizerSpec = "adamw",
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -69,6 +76,7 @@ class Task(LightningModule):
         layer_lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
+        backbone, head = _backbone_and_head(backbone, head, model)
         if (
             not isinstance(learning_rate, int | float)
             or not math.isfinite(learning_rate)
@@ -80,10 +88,12 @@ class Task(LightningModule):
         layer_rates(1, learning_rate, backbone_lr_factor, layer_lr_decay)  # validates the factors
         self.backbone = backbone
         self.head = head
+        if model is not None:  # the same module as the head, not registered twice (one state-dict entry)
+            object.__setattr__(self, "model", model)
         blocks = list(backbone_blocks) if backbone_blocks is not None else list(backbone.children())
         self._backbone_block_names = _block_names(backbone, blocks)
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-        metrics = metrics or {}
+        metrics = metrics_dict(metrics)
         self.train_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
         self.val_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
         self.test_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
@@ -104,6 +114,11 @@ class Task(LightningModule):
     @property
     def feature_extractor(self) -> nn.Module:
         """The backbone under the name the finetuning page's custom-callback example uses."""
+        return self.backbone
+
+    def modules_to_freeze(self) -> nn.Module | Sequence[nn.Module] | None:
+        """What the finetuning strategies freeze (Lightning Flash's hook): the backbone. Override it
+        to freeze other modules; ``None`` freezes nothing."""
         return self.backbone
 
     def forward(self, x: Any) -> torch.Tensor:
@@ -148,7 +163,11 @@ class Task(LightningModule):
         return output
 
     def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
-        """The one supervised step of every task: output, loss, and the stage's logged metrics."""
+        """The one supervised step of every task: output, loss, and the stage's logged metrics.
+        Batches are ``{"input", "target"}`` dicts or ``(input, target)`` pairs."""
+        if not isinstance(batch, Mapping) or "target" not in batch:
+            inputs, target = input_and_target(batch)
+            batch = {"input": inputs, "target": target}
         target = self.step_target(batch["target"])
         output = self.step_output(batch, stage)
         loss = self.step_loss(output, target, stage)
@@ -172,9 +191,10 @@ class Task(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self.format_output(
-            self(batch["input"]), getattr(self, "predict_output", None) or self.outputs[0]
-        )
+        """One result per item, of the kind :attr:`predict_output` names (an output kind, a
+        Lightning Flash output name or an :class:`~flash.core.model.outputs.Output`; default: the
+        first of :attr:`outputs`); ``trainer.predict(..., output=...)`` sets it for one run."""
+        return apply_output(self, self(predict_input(batch)), getattr(self, "predict_output", None))
 
     # -- optimisation ---------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -390,9 +410,14 @@ class Task(LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Load a task; its backbone is built without downloading weights (the checkpoint has them)."""
+        """Load a task; its backbone is built without downloading weights (the checkpoint has them).
+
+        ``checkpoint_path`` may be an http(s) URL: it is downloaded once into the cache
+        (:func:`flash.core.data.download.cached_download`)."""
+        from flash.core.data.download import local_path
         from flash.core.deploy.checkpoint import check_flash_checkpoint
 
+        checkpoint_path = local_path(checkpoint_path)
         check_flash_checkpoint(checkpoint_path, task_class=cls)
         if "pretrained" in inspect.signature(cls.__init__).parameters:
             kwargs.setdefault("pretrained", False)
@@ -422,6 +447,73 @@ def base_task_arguments(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
                 p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY
             )
     return {name: values[name] for name in names if name in values}
+
+
+def _backbone_and_head(
+    backbone: nn.Module | None, head: nn.Module | None, model: nn.Module | None
+) -> tuple[nn.Module, nn.Module]:
+    if model is not None:
+        if backbone is not None or head is not None:
+            raise TypeError("Pass either model= (the whole network) or backbone and head, not both.")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        return nn.Identity(), model
+    if backbone is None or head is None:
+        raise TypeError(
+            "A Task needs a backbone and a head (Task(backbone, head)), or the whole network as Task(model=...)."
+        )
+    return backbone, head
+
+
+def metrics_dict(metrics: Any) -> dict[str, nn.Module]:
+    """``metrics`` as a dict by name: a dict is kept, a metric or a list of metrics is named after
+    each metric's class in snake case (``MulticlassAccuracy`` -> ``multiclass_accuracy``)."""
+    if metrics is None:
+        return {}
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    items = [metrics] if isinstance(metrics, nn.Module) else metrics
+    if not isinstance(items, Sequence) or not all(isinstance(m, nn.Module) for m in items):
+        raise TypeError(
+            "metrics must be a dict of name -> torchmetrics metric, a metric or a list of metrics; "
+            f"got {type(metrics).__name__}."
+        )
+    named: dict[str, nn.Module] = {}
+    for metric in items:
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(metric).__name__).lower()
+        if name in named:
+            raise ValueError(f"Two metrics would both be named {name!r}; pass a dict of name -> metric.")
+        named[name] = metric
+    return named
+
+
+def input_and_target(batch: Any) -> tuple[Any, Any]:
+    """A training batch's input and target: from a ``{"input", "target"}`` dict or an ``(input, target)`` pair."""
+    if isinstance(batch, Mapping) and "input" in batch and "target" in batch:
+        return batch["input"], batch["target"]
+    if isinstance(batch, list | tuple) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        'A training batch must be a dict with "input" and "target" or an (input, target) pair; got '
+        + (
+            f"a dict with keys {sorted(map(str, batch))}."
+            if isinstance(batch, Mapping)
+            else f"{type(batch).__name__}."
+        )
+    )
+
+
+def predict_input(batch: Any) -> Any:
+    """A prediction batch's input: ``batch["input"]``, the first item of a tuple, or the batch itself."""
+    if isinstance(batch, Mapping):
+        if "input" not in batch:
+            raise TypeError(
+                f'A prediction batch dict needs an "input" key; got keys {sorted(map(str, batch))}.'
+            )
+        return batch["input"]
+    if isinstance(batch, list | tuple) and batch:
+        return batch[0]
+    return batch
 
 
 def _batch_size(target: Any) -> int:

@@ -41,7 +41,6 @@ from torch import nn
 from torch.optim import Optimizer
 
 from flash.core.training.freezing import freeze, hold_frozen_norms_in_eval, trainable_state, unfreeze
-from flash.core.utils.validation import check_int, check_optional_int
 
 __all__ = [
     "STRATEGIES",
@@ -49,9 +48,15 @@ __all__ = [
     "Freeze",
     "FreezeUnfreeze",
     "NoFreeze",
+    "StrategyArgumentError",
     "UnfreezeMilestones",
     "resolve_strategy",
 ]
+
+
+class StrategyArgumentError(TypeError, ValueError):
+    """A finetuning strategy got an argument of the wrong shape or type (a ``TypeError`` as in
+    Lightning Flash, and a ``ValueError`` as before)."""
 
 
 class FlashBaseFinetuning(BaseFinetuning):
@@ -69,6 +74,12 @@ class FlashBaseFinetuning(BaseFinetuning):
 
     def __init__(self, attr_names: str | Sequence[str] = "backbone", train_bn: bool | None = None) -> None:
         super().__init__()
+        if isinstance(attr_names, bool):
+            raise StrategyArgumentError(
+                f"{type(self).__name__}({attr_names}): the first argument is attr_names here (the module(s) "
+                f"to freeze); Lightning Flash's {type(self).__name__}(train_bn) is written "
+                f"{type(self).__name__}(train_bn={attr_names})."
+            )
         if isinstance(attr_names, str):
             attr_names = [attr_names]
         if not attr_names or not all(isinstance(n, str) and n for n in attr_names):
@@ -87,6 +98,8 @@ class FlashBaseFinetuning(BaseFinetuning):
     # -- validation -------------------------------------------------------------------------
     def validate(self, pl_module: nn.Module, max_epochs: int | None = None) -> None:
         """Raise a clear error if the task lacks a module this strategy freezes."""
+        if self._uses_hook(pl_module):
+            return
         for name in self.attr_names:
             module = getattr(pl_module, name, None)
             if not isinstance(module, nn.Module):
@@ -96,8 +109,27 @@ class FlashBaseFinetuning(BaseFinetuning):
                     f"of that name. Modules it has: {choices}. Pass attr_names= with one of them."
                 )
 
+    def _uses_hook(self, pl_module: nn.Module) -> bool:
+        """Whether the modules to freeze come from the task's ``modules_to_freeze()`` (Lightning
+        Flash's hook), used when ``attr_names`` is left at ``"backbone"``."""
+        return self.attr_names == ["backbone"] and callable(getattr(pl_module, "modules_to_freeze", None))
+
     def _modules(self, pl_module: nn.Module) -> list[nn.Module]:
         self.validate(pl_module)
+        return self._resolve_modules(pl_module)
+
+    def _resolve_modules(self, pl_module: nn.Module) -> list[nn.Module]:
+        if self._uses_hook(pl_module):
+            modules = pl_module.modules_to_freeze()
+            if modules is None:
+                return []
+            modules = _as_list(modules)
+            if not all(isinstance(m, nn.Module) for m in modules):
+                raise TypeError(
+                    f"{type(pl_module).__name__}.modules_to_freeze() must return a module, a list of modules "
+                    "or None."
+                )
+            return modules
         return [getattr(pl_module, name) for name in self.attr_names]
 
     # -- Lightning hooks ----------------------------------------------------------------------
@@ -184,6 +216,22 @@ class FlashBaseFinetuning(BaseFinetuning):
                 {"params": missing, "lr": base_lr / (initial_denom_lr if lr is None else 1.0)}
             )
 
+    def unfreeze_and_extend_param_group(
+        self,
+        modules: nn.Module | Iterable[nn.Module],
+        optimizer: Optimizer,
+        train_bn: bool = True,
+    ) -> None:
+        """Lightning Flash's helper: unfreeze ``modules``; parameters the optimizer lacks join its
+        first group (at that group's rate) instead of a new one."""
+        unfreeze(modules, train_bn=train_bn)
+        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [
+            p for m in _as_list(modules) for p in m.parameters() if p.requires_grad and id(p) not in known
+        ]
+        if missing:
+            optimizer.param_groups[0]["params"].extend(missing)
+
 
 def _as_list(modules: nn.Module | Iterable[nn.Module]) -> list[nn.Module]:
     return [modules] if isinstance(modules, nn.Module) else list(modules)
@@ -232,7 +280,10 @@ def _rewrap_distributed(trainer: Trainer) -> None:
 
 
 def _check_epoch(name: str, value: Any) -> int:
-    check_int(value, name, 0, "epochs")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StrategyArgumentError(f"{name} must be a whole number of epochs >= 0, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number of epochs >= 0, got {value!r}.")
     return value
 
 
@@ -252,7 +303,8 @@ class FreezeUnfreeze(FlashBaseFinetuning):
 
     Args:
         unfreeze_epoch: first epoch in which the backbone trains (0-based). Default: half of the
-            trainer's ``max_epochs``, at least 1.
+            trainer's ``max_epochs``, at least 1. Lightning Flash's name ``strategy_metadata=``
+            is accepted too.
     """
 
     def __init__(
@@ -260,7 +312,15 @@ class FreezeUnfreeze(FlashBaseFinetuning):
         unfreeze_epoch: int | None = None,
         attr_names: str | Sequence[str] = "backbone",
         train_bn: bool | None = None,
+        *,
+        strategy_metadata: int | None = None,
     ) -> None:
+        if strategy_metadata is not None:
+            if unfreeze_epoch is not None:
+                raise StrategyArgumentError(
+                    "Pass unfreeze_epoch or Lightning Flash's strategy_metadata, not both."
+                )
+            unfreeze_epoch = strategy_metadata
         super().__init__(attr_names, train_bn)
         self.unfreeze_epoch = (
             None if unfreeze_epoch is None else _check_epoch("unfreeze_epoch", unfreeze_epoch)
@@ -283,21 +343,42 @@ class UnfreezeMilestones(FlashBaseFinetuning):
     Args:
         unfreeze_milestones: ``(m1, m2)``: the last ``num_layers`` blocks train from epoch ``m1``,
             the whole backbone from ``m2``. Default: a third and two thirds of ``max_epochs``.
+            Lightning Flash's ``((m1, m2), num_layers)`` in this place (or as
+            ``strategy_metadata=``) sets both.
         num_layers: how many of the backbone's blocks (stages of a CNN, layers of a
             transformer; ``task.backbone_blocks``) unfreeze at ``m1``. Default: half, rounded up.
     """
 
     def __init__(
         self,
-        unfreeze_milestones: tuple[int, int] | None = None,
+        unfreeze_milestones: tuple[int, int] | tuple[tuple[int, int], int] | None = None,
         num_layers: int | None = None,
         attr_names: str | Sequence[str] = "backbone",
         train_bn: bool | None = None,
+        *,
+        strategy_metadata: tuple[tuple[int, int], int] | None = None,
     ) -> None:
+        if strategy_metadata is not None:
+            if unfreeze_milestones is not None:
+                raise StrategyArgumentError(
+                    "Pass unfreeze_milestones or Lightning Flash's strategy_metadata, not both."
+                )
+            unfreeze_milestones = strategy_metadata
+        if (
+            isinstance(unfreeze_milestones, Sequence)
+            and len(unfreeze_milestones) == 2
+            and isinstance(unfreeze_milestones[0], Sequence)
+        ):
+            unfreeze_milestones, metadata_layers = _milestones_metadata(unfreeze_milestones)
+            if num_layers is not None and num_layers != metadata_layers:
+                raise StrategyArgumentError(
+                    f"num_layers={num_layers} differs from the {metadata_layers} in ((m1, m2), num_layers)."
+                )
+            num_layers = metadata_layers
         super().__init__(attr_names, train_bn)
         if unfreeze_milestones is not None:
             if not isinstance(unfreeze_milestones, Sequence) or len(unfreeze_milestones) != 2:
-                raise ValueError(
+                raise StrategyArgumentError(
                     f"unfreeze_milestones must be a pair (m1, m2) of epochs, got {unfreeze_milestones!r}."
                 )
             m1, m2 = (_check_epoch("unfreeze_milestones", m) for m in unfreeze_milestones)
@@ -307,14 +388,17 @@ class UnfreezeMilestones(FlashBaseFinetuning):
                     f"The last blocks unfreeze at m1, the rest at m2; did you mean ({m2}, {m1})?"
                 )
             unfreeze_milestones = (m1, m2)
-        check_optional_int(num_layers, "num_layers", 1)
+        if num_layers is not None and (
+            isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1
+        ):
+            raise StrategyArgumentError(f"num_layers must be a whole number >= 1, got {num_layers!r}.")
         self.unfreeze_milestones = unfreeze_milestones
         self.num_layers = num_layers
 
     def validate(self, pl_module: nn.Module, max_epochs: int | None = None) -> None:
         super().validate(pl_module, max_epochs)
-        blocks = _blocks(pl_module, self.attr_names)
-        if self.num_layers is not None and self.num_layers > len(blocks):
+        blocks = self._blocks(pl_module)
+        if blocks and self.num_layers is not None and self.num_layers > len(blocks):
             raise ValueError(
                 f"num_layers={self.num_layers}, but {type(pl_module).__name__}'s backbone has only "
                 f"{len(blocks)} blocks. Choose 1 to {len(blocks)}."
@@ -326,7 +410,7 @@ class UnfreezeMilestones(FlashBaseFinetuning):
             m1 = max(1, epochs // 3)
             self.unfreeze_milestones = (m1, max(m1, (2 * epochs) // 3))
         if self.num_layers is None:
-            self.num_layers = math.ceil(len(_blocks(pl_module, self.attr_names)) / 2)
+            self.num_layers = max(1, math.ceil(len(self._blocks(pl_module)) / 2))
 
     def finetune_function(
         self, pl_module: LightningModule, current_epoch: int, optimizer: Optimizer, opt_idx: int | None = None
@@ -336,19 +420,42 @@ class UnfreezeMilestones(FlashBaseFinetuning):
         if current_epoch >= m2:
             self.unfreeze_and_add_param_group(self._modules(pl_module), optimizer, train_bn=self.train_bn)
         elif current_epoch >= m1:
-            blocks = _blocks(pl_module, self.attr_names)
-            self.unfreeze_and_add_param_group(blocks[-self.num_layers :], optimizer, train_bn=self.train_bn)
+            blocks = self._blocks(pl_module)
+            if blocks:
+                self.unfreeze_and_add_param_group(
+                    blocks[-self.num_layers :], optimizer, train_bn=self.train_bn
+                )
+
+    def _blocks(self, pl_module: nn.Module) -> list[nn.Module]:
+        """The ordered blocks of the frozen module(s), input to output; none for modules without
+        parameters (there is nothing to unfreeze)."""
+        modules = self._resolve_modules(pl_module)
+        if not any(True for m in modules for _ in m.parameters()):
+            return []
+        if self.attr_names == ["backbone"] and hasattr(pl_module, "backbone_blocks"):
+            blocks = list(pl_module.backbone_blocks)
+        else:
+            blocks = [child for module in modules for child in (list(module.children()) or [module])]
+        if not blocks:
+            raise ValueError(
+                f"{type(pl_module).__name__}'s {self.attr_names} has no blocks to unfreeze one by one."
+            )
+        return blocks
 
 
-def _blocks(pl_module: nn.Module, attr_names: list[str]) -> list[nn.Module]:
-    """The ordered blocks of the frozen module, input to output."""
-    if attr_names == ["backbone"] and hasattr(pl_module, "backbone_blocks"):
-        blocks = list(pl_module.backbone_blocks)
-    else:
-        blocks = [child for name in attr_names for child in getattr(pl_module, name).children()]
-    if not blocks:
-        raise ValueError(f"{type(pl_module).__name__}'s {attr_names} has no blocks to unfreeze one by one.")
-    return blocks
+def _milestones_metadata(metadata: Any) -> tuple[tuple[int, int], int]:
+    """Lightning Flash's ``((m1, m2), num_layers)``, checked."""
+    milestones, num_layers = metadata
+    if (
+        len(milestones) != 2
+        or isinstance(num_layers, bool)
+        or not isinstance(num_layers, int)
+        or not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)
+    ):
+        raise StrategyArgumentError(
+            f"unfreeze_milestones takes ((m1, m2), num_layers) of whole numbers, e.g. ((5, 10), 2); got {metadata!r}."
+        )
+    return (milestones[0], milestones[1]), num_layers
 
 
 _DEFAULT_EPOCHS_WHEN_UNBOUNDED = 10
@@ -388,7 +495,7 @@ def resolve_strategy(strategy: Any, train_bn: bool | None = None) -> BaseFinetun
         return STRATEGIES[strategy](train_bn=train_bn)
     if isinstance(strategy, tuple):
         if len(strategy) != 2 or not isinstance(strategy[0], str):
-            raise ValueError(
+            raise StrategyArgumentError(
                 f"A strategy tuple is (name, argument), e.g. ('freeze_unfreeze', 2) or "
                 f"('unfreeze_milestones', ((2, 4), 1)); got {strategy!r}."
             )
@@ -399,7 +506,7 @@ def resolve_strategy(strategy: Any, train_bn: bool | None = None) -> BaseFinetun
             if not (
                 isinstance(argument, tuple) and len(argument) == 2 and isinstance(argument[0], tuple | list)
             ):
-                raise ValueError(
+                raise StrategyArgumentError(
                     "('unfreeze_milestones', argument) takes argument ((m1, m2), num_layers), "
                     f"e.g. ((2, 4), 1); got {argument!r}."
                 )
@@ -407,7 +514,9 @@ def resolve_strategy(strategy: Any, train_bn: bool | None = None) -> BaseFinetun
                 unfreeze_milestones=tuple(argument[0]), num_layers=argument[1], train_bn=train_bn
             )
         if name in STRATEGIES:
-            raise ValueError(f"Strategy {name!r} takes no argument; pass the bare string {name!r}.")
+            raise StrategyArgumentError(
+                f"Strategy {name!r} takes no argument; pass the bare string {name!r}."
+            )
         raise ValueError(f"Unknown finetuning strategy {name!r}. Choose one of {choices}.")
     raise TypeError(
         f"strategy must be a name ({choices}), a (name, argument) tuple or a BaseFinetuning callback, "

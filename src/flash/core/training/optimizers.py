@@ -6,6 +6,13 @@ Optimizer`` (an optimizer class works). Schedulers: ``cosine``, ``onecycle``, ``
 Face Trainer does), ``reduce_on_plateau`` (monitors ``val_loss`` each epoch), ``constant``/``None``,
 or a callable ``(optimizer) -> LRScheduler`` or ``-> Lightning scheduler dict``.
 Step-based schedulers step every optimizer step over ``trainer.estimated_stepping_batches``.
+
+As in Lightning Flash, any ``torch.optim`` optimizer or ``torch.optim.lr_scheduler`` scheduler is
+also accepted by its class name in any case (``"Adagrad"``, ``"StepLR"``, ``"steplr"``), and a
+tuple adds keyword arguments: ``("Adam", {"weight_decay": 1e-4})``, ``("StepLR", {"step_size": 10})``;
+a scheduler tuple may carry a third item, the Lightning scheduler configuration
+(``("ReduceLROnPlateau", {"mode": "max"}, {"monitor": "val_accuracy"})``). torch schedulers named
+this way step once per epoch unless the configuration says ``"interval": "step"``.
 """
 
 from __future__ import annotations
@@ -27,17 +34,56 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 SCHEDULERS = ("constant", "cosine", "onecycle", "linear_warmup", "reduce_on_plateau")
 
-OptimizerSpec = str | Callable[..., Optimizer]
-SchedulerSpec = str | Callable[[Optimizer], Any] | None
+OptimizerSpec = str | Callable[..., Optimizer] | tuple
+SchedulerSpec = str | Callable[[Optimizer], Any] | tuple | None
+
+
+def _torch_classes(module: Any, base: type) -> dict[str, type]:
+    return {
+        name.lower(): value
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and issubclass(value, base)
+        and value is not base
+        and not name.startswith("_")
+    }
+
+
+def torch_optimizers() -> dict[str, type[Optimizer]]:
+    """Every ``torch.optim`` optimizer by lower-case class name."""
+    return _torch_classes(torch.optim, Optimizer)
+
+
+def torch_schedulers() -> dict[str, type]:
+    """Every ``torch.optim.lr_scheduler`` scheduler by lower-case class name."""
+    classes = _torch_classes(torch.optim.lr_scheduler, LRScheduler)
+    classes["reducelronplateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau
+    return classes
+
+
+def _split(spec: Any, what: str, max_items: int) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """``spec`` without its tuple: the name or callable, its keyword arguments, and (schedulers) the
+    Lightning configuration."""
+    if not isinstance(spec, tuple):
+        return spec, {}, None
+    shapes = "(name, kwargs)" + (" or (name, kwargs, lightning_config)" if max_items == 3 else "")
+    if not 2 <= len(spec) <= max_items or not all(isinstance(part, dict) for part in spec[1:]):
+        raise TypeError(
+            f"A {what} tuple is {shapes} with dicts after the name, e.g. "
+            + ('("Adam", {"weight_decay": 1e-4})' if what == "optimizer" else '("StepLR", {"step_size": 10})')
+            + f"; got {spec!r}."
+        )
+    return spec[0], dict(spec[1]), (dict(spec[2]) if len(spec) == 3 else None)
 
 
 def check_optimizer(optimizer: OptimizerSpec) -> None:
     """Raise early for an optimizer name that does not exist."""
+    optimizer, _, _ = _split(optimizer, "optimizer", 2)
     if isinstance(optimizer, str):
-        if optimizer.lower() not in OPTIMIZERS:
+        if optimizer.lower() not in OPTIMIZERS and optimizer.lower() not in torch_optimizers():
             raise ValueError(
-                f"Unknown optimizer {optimizer!r}. Choose one of {', '.join(OPTIMIZERS)}, "
-                "or pass a callable (params, lr=...) -> torch.optim.Optimizer."
+                f"Unknown optimizer {optimizer!r}. Choose one of {', '.join(OPTIMIZERS)} (or any torch.optim "
+                "class name, e.g. 'Adagrad'), or pass a callable (params, lr=...) -> torch.optim.Optimizer."
             )
     elif not callable(optimizer):
         raise TypeError(f"optimizer must be a name or a callable, got {type(optimizer).__name__}.")
@@ -45,12 +91,15 @@ def check_optimizer(optimizer: OptimizerSpec) -> None:
 
 def check_scheduler(scheduler: SchedulerSpec) -> None:
     """Raise early for a scheduler name that does not exist."""
+    scheduler, _, _ = _split(scheduler, "lr_scheduler", 3)
     if scheduler is None or callable(scheduler):
         return
-    if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:
+    if not isinstance(scheduler, str) or (
+        scheduler.lower() not in SCHEDULERS and scheduler.lower() not in torch_schedulers()
+    ):
         raise ValueError(
-            f"Unknown lr_scheduler {scheduler!r}. Choose one of {', '.join(SCHEDULERS)}, None, "
-            "or pass a callable (optimizer) -> LRScheduler."
+            f"Unknown lr_scheduler {scheduler!r}. Choose one of {', '.join(SCHEDULERS)}, None (or any "
+            "torch.optim.lr_scheduler class name, e.g. 'StepLR'), or pass a callable (optimizer) -> LRScheduler."
         )
 
 
@@ -58,12 +107,14 @@ def build_optimizer(
     optimizer: OptimizerSpec, param_groups: list[dict[str, Any]], lr: float, kwargs: dict[str, Any] | None
 ) -> Optimizer:
     check_optimizer(optimizer)
-    kwargs = dict(kwargs or {})
+    optimizer, extra, _ = _split(optimizer, "optimizer", 2)
+    kwargs = {**(kwargs or {}), **extra}
     if isinstance(optimizer, str):
         name = optimizer.lower()
         if name == "sgd":
             kwargs.setdefault("momentum", 0.9)
-        return OPTIMIZERS[name](param_groups, lr=lr, **kwargs)
+        cls = OPTIMIZERS.get(name) or torch_optimizers()[name]
+        return cls(param_groups, lr=lr, **kwargs)
     return optimizer(param_groups, lr=lr, **kwargs)
 
 
@@ -75,7 +126,19 @@ def build_scheduler(
 ) -> dict[str, Any] | None:
     """The Lightning ``lr_scheduler`` config for ``scheduler``, or None for a constant rate."""
     check_scheduler(scheduler)
-    kwargs = dict(kwargs or {})
+    scheduler, extra, config = _split(scheduler, "lr_scheduler", 3)
+    kwargs = {**(kwargs or {}), **extra}
+    if config is not None and "scheduler" in config:
+        raise ValueError('The Lightning configuration of an lr_scheduler tuple must not hold "scheduler".')
+    built = _build_scheduler(scheduler, optimizer, total_steps, kwargs)
+    if built is not None and config:
+        built = {**built, **config}
+    return built
+
+
+def _build_scheduler(
+    scheduler: Any, optimizer: Optimizer, total_steps: int, kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
     if scheduler is None:
         return None
     if callable(scheduler):
@@ -83,6 +146,12 @@ def build_scheduler(
         if isinstance(built, dict):
             return built
         return {"scheduler": built, "interval": "epoch"}
+    if scheduler.lower() not in SCHEDULERS:
+        cls = torch_schedulers()[scheduler.lower()]
+        config: dict[str, Any] = {"scheduler": cls(optimizer, **kwargs), "interval": "epoch"}
+        if cls is torch.optim.lr_scheduler.ReduceLROnPlateau:
+            config.update(monitor="val_loss", strict=False)
+        return config
     name = scheduler.lower()
     total_steps = max(1, int(total_steps))
     if name == "constant":

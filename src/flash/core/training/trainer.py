@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from flash.core.training.chatter import QuietRun, lightning_chatter_hidden
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
+from flash.core.training.legacy import LegacyTrainerEntryPoints, map_legacy_trainer_arguments
 from flash.core.training.lr_finder import find_learning_rate
 
 DEFAULT_MAX_EPOCHS = 10
@@ -99,7 +100,7 @@ class MetricsHistory(Callback):
         self.history = list(state_dict.get("history", []))
 
 
-class Trainer(pl.Trainer):
+class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
     """A :class:`lightning.pytorch.Trainer` with finetuning defaults.
 
     Differences from Lightning's: ``max_epochs`` defaults to :data:`DEFAULT_MAX_EPOCHS` (10, not
@@ -109,9 +110,14 @@ class Trainer(pl.Trainer):
     ends (:class:`EpochReseed`). ``fit``, ``validate``, ``test`` and ``predict`` are Lightning's own:
     flash data modules take the task's preprocessing in their ``setup`` hook, so a plain
     ``lightning.Trainer`` trains the same way.
+
+    PyTorch Lightning 1.x arguments (``gpus=``, ``tpu_cores=``, ``fit(train_dataloader=...)``, ...)
+    and Lightning Flash's ``predict(..., output=...)`` are accepted too; see
+    :mod:`flash.core.training.legacy`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs = self._pop_resume_from_checkpoint(map_legacy_trainer_arguments(kwargs))
         if (
             kwargs.get("max_epochs") is None
             and kwargs.get("max_steps", -1) == -1
