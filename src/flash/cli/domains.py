@@ -186,6 +186,30 @@ NUM_WORKERS = Option(
     metavar="N",
 )
 
+LOADING = (VAL_SPLIT, BATCH_SIZE, NUM_WORKERS)
+"""The loader options most families end their option list with."""
+
+
+def split_options(
+    name: str, train: str, val: str, test: str, *, metavar: str = "DIR", val_aliases: tuple[str, ...] = ()
+) -> tuple[Option, Option, Option]:
+    """The path options ``--train-<name>``, ``--val-<name>`` and ``--test-<name>`` with their help texts."""
+    return (
+        Option(f"--train-{name}", train, kind="path", metavar=metavar),
+        Option(f"--val-{name}", val, kind="path", aliases=val_aliases, metavar=metavar),
+        Option(f"--test-{name}", test, kind="path", metavar=metavar),
+    )
+
+
+def fields_option(flag: str, help: str, aliases: tuple[str, ...] = ()) -> Option:
+    """An option naming columns, comma-separated (``--target-fields a,b``)."""
+    return Option(flag, help, fields, kind="fields", aliases=aliases, metavar="COLUMNS")
+
+
+def target_fields_option(help: str) -> Option:
+    """``--target-fields`` (alias ``--target-field``): the label or target column(s)."""
+    return fields_option("--target-fields", help, aliases=("--target-field",))
+
 
 DOMAINS: dict[str, DomainSpec] = {}
 """Every registered domain by name, in listing order."""

@@ -10,34 +10,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flash.cli.domains import (
-    BATCH_SIZE,
-    NUM_WORKERS,
-    VAL_SPLIT,
-    Command,
-    DomainSpec,
-    Option,
-    data_kwargs,
-    fields,
-    loader_kwargs,
-    one_or_many,
-    positive_int,
-    register_domain,
-    task_kwargs,
-)
+from flash.cli import domains
+from flash.cli.domains import Command, DomainSpec, Option, register_domain
 
 
 def _image_data(options: dict[str, Any]) -> Any:
     from flash.image import ImageClassificationData
 
-    folders = data_kwargs(options, ("train_folder", "val_folder", "test_folder"))
-    files = data_kwargs(options, ("train_file", "val_file", "test_file"))
+    folders = domains.data_kwargs(options, ("train_folder", "val_folder", "test_folder"))
+    files = domains.data_kwargs(options, ("train_file", "val_file", "test_file"))
     if folders and files:
         raise ValueError(
             f"Give the images either as class folders (--{'/--'.join(k.replace('_', '-') for k in folders)}) "
             f"or as CSV files (--{'/--'.join(k.replace('_', '-') for k in files)}), not both."
         )
-    common = {**data_kwargs(options, ("image_size", "on_bad_image")), **loader_kwargs(options)}
+    common = {
+        **domains.data_kwargs(options, ("image_size", "on_bad_image")),
+        **domains.loader_kwargs(options),
+    }
     if folders:
         return ImageClassificationData.from_folders(**folders, **common)
     for needed in ("input_field", "target_fields"):
@@ -47,9 +37,9 @@ def _image_data(options: dict[str, Any]) -> Any:
             )
     return ImageClassificationData.from_csv(
         options["input_field"],
-        one_or_many(options["target_fields"]),
+        domains.one_or_many(options["target_fields"]),
         **files,
-        **data_kwargs(options, ("images_root",)),
+        **domains.data_kwargs(options, ("images_root",)),
         **common,
     )
 
@@ -58,7 +48,7 @@ def _image_task(options: dict[str, Any], data: Any) -> Any:
     from flash.image import ImageClassifier
 
     return ImageClassifier(
-        num_classes=data.num_classes, multi_label=bool(data.multi_label), **task_kwargs(options)
+        num_classes=data.num_classes, multi_label=bool(data.multi_label), **domains.task_kwargs(options)
     )
 
 
@@ -96,14 +86,16 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", metavar="DIR", help="a folder with train/ and val/ class folders (default: the digits)"
     )
     parser.add_argument("--out", metavar="DIR", default="flash_demo", help="where the demo writes its files")
-    parser.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="training epochs")
+    parser.add_argument("--epochs", type=domains.positive_int, default=4, metavar="N", help="training epochs")
     parser.add_argument(
         "--image-size",
-        type=positive_int,
+        type=domains.positive_int,
         metavar="PIXELS",
         help="crop size (default: 64 for the digits, else 224)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per step")
+    parser.add_argument(
+        "--batch-size", type=domains.positive_int, default=32, metavar="N", help="images per step"
+    )
     parser.add_argument("--backbone", default="efficientnet_lite0", metavar="NAME", help="image backbone")
 
 
@@ -147,33 +139,23 @@ IMAGE = register_domain(
         default_backbone="efficientnet_lite0",
         default_strategy="freeze_unfreeze",
         options=(
-            Option(
-                "--train-folder", "folder with one subfolder of images per class", kind="path", metavar="DIR"
-            ),
-            Option(
-                "--val-folder",
+            *domains.split_options(
+                "folder",
+                "folder with one subfolder of images per class",
                 "validation images, same layout",
-                kind="path",
-                aliases=("--valid-folder",),
-                metavar="DIR",
+                "test images, same layout",
+                val_aliases=("--valid-folder",),
             ),
-            Option("--test-folder", "test images, same layout", kind="path", metavar="DIR"),
-            Option(
-                "--train-file",
+            *domains.split_options(
+                "file",
                 "instead of folders: a CSV file with an image-path column and a class column",
-                kind="path",
+                "validation CSV file, same columns",
+                "test CSV file, same columns",
                 metavar="FILE",
             ),
-            Option("--val-file", "validation CSV file, same columns", kind="path", metavar="FILE"),
-            Option("--test-file", "test CSV file, same columns", kind="path", metavar="FILE"),
             Option("--input-field", "the CSV column of image paths", metavar="COLUMN"),
-            Option(
-                "--target-fields",
-                "the CSV class column (several 0/1 columns, comma-separated: multi-label)",
-                fields,
-                kind="fields",
-                aliases=("--target-field",),
-                metavar="COLUMNS",
+            domains.target_fields_option(
+                "the CSV class column (several 0/1 columns, comma-separated: multi-label)"
             ),
             Option(
                 "--images-root",
@@ -184,7 +166,7 @@ IMAGE = register_domain(
             Option(
                 "--image-size",
                 "image side in pixels (default: the backbone's)",
-                positive_int,
+                domains.positive_int,
                 metavar="PIXELS",
             ),
             Option(
@@ -193,9 +175,7 @@ IMAGE = register_domain(
                 "with a warning (default: error)",
                 choices=("error", "skip"),
             ),
-            VAL_SPLIT,
-            BATCH_SIZE,
-            NUM_WORKERS,
+            *domains.LOADING,
         ),
         build_data=_image_data,
         build_task=_image_task,

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from flash.core.data.datamodule import DataModule, Split
 from flash.core.data.download import local_path
 from flash.core.data.splits import encode_multi_hot_columns, encode_splits
-from flash.core.utils.validation import check_number, check_optional_int, check_probability
+from flash.core.utils.validation import check_folder, check_number, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import DecodedImageCache, ImageDataset
 from flash.image.features import FrozenFeatures
-from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images
+from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images, predict_folder_images
 from flash.image.preprocessing import ImagePreprocessing
 from flash.image.transforms import DEFAULT_CROP_SCALE, ImageCollate, ImagePipeline, UserTransform
 
@@ -36,20 +36,9 @@ def _default_preprocessing() -> ImagePreprocessing:
     return ImagePreprocessing()
 
 
-def _check_folder(folder: Any, what: str) -> Path:
-    if not isinstance(folder, str | os.PathLike):
-        raise TypeError(f"{what} must be a folder path, got {type(folder).__name__}.")
-    path = Path(folder)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {str(folder)!r} does not exist.")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{what} {str(folder)!r} is a file, not a folder.")
-    return path
-
-
 def _class_folders(folder: Any, what: str, require_images: bool) -> dict[str, list[str]]:
     """``{class name: image paths}`` of a folder holding one subfolder per class."""
-    path = _check_folder(folder, what)
+    path = check_folder(folder, what)
     subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = list_images(path)
     if not subfolders:
@@ -373,12 +362,7 @@ class ImageClassificationData(DataModule):
                 val = _folder_split(classes)
             else:
                 test = _folder_split(classes)
-        predict = None
-        if predict_folder is not None:
-            path = _check_folder(predict_folder, "predict_folder")
-            predict = list_images(path, recursive=True)
-            if not predict:
-                raise ValueError(f"predict_folder {str(predict_folder)!r} holds no images.")
+        predict = predict_folder_images(predict_folder)
         labels = kwargs.pop("labels", None)
         if train_classes is not None:
             if labels is not None and [str(x) for x in labels] != list(train_classes):
@@ -488,7 +472,7 @@ class ImageClassificationData(DataModule):
                 )
             root = Path(roots[name]) if roots[name] is not None else None
             if root is not None:
-                _check_folder(root, f"{name}_images_root")
+                check_folder(root, f"{name}_images_root")
             resolver = resolvers[name]
             values = frame[input_field].tolist()
             if resolver is not None:  # the resolver's answer is the path itself

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from flash.core.data.decode_limits import InputTooLargeError, current_decode_limits
+from flash.core.utils.validation import check_folder
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -60,6 +61,21 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[str]
     folder = Path(folder)
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(str(p) for p in pattern if p.is_file() and is_image_file(p))
+
+
+def predict_folder_images(folder: str | os.PathLike | None) -> list[str] | None:
+    """The images under a ``predict_folder`` (recursively), or ``None`` when it is ``None``.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: when it is not an existing folder.
+        ValueError: when it holds no images.
+    """
+    if folder is None:
+        return None
+    images = list_images(check_folder(folder, "predict_folder"), recursive=True)
+    if not images:
+        raise ValueError(f"predict_folder {str(folder)!r} holds no images.")
+    return images
 
 
 def _composite_on_white(image: Image.Image) -> Image.Image:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -23,8 +21,9 @@ from flash.core.utils.cpu import FreedMemoryReuse
 from flash.core.utils.validation import check_bool, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import ImageDataset
-from flash.image.io import decode_image_bytes, list_images
+from flash.image.io import list_images
 from flash.image.preprocessing import ImagePreprocessing
+from flash.image.task_inputs import ImageTaskInputs
 from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
 
 HEADS = ("linear", "mlp")
@@ -56,7 +55,7 @@ def build_head(head: HeadSpec, num_features: int, num_classes: int, dropout: flo
     raise TypeError(f"head must be a name, an nn.Module or a callable, got {type(head).__name__}.")
 
 
-class ImageClassifier(ClassificationTask):
+class ImageClassifier(ImageTaskInputs, ClassificationTask):
     """Classify images with a pretrained backbone and a new head.
 
     Args:
@@ -251,34 +250,10 @@ class ImageClassifier(ClassificationTask):
     def collate_fn(self) -> Callable[[list[Any]], Any]:
         return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
 
-    input_description = "the base64 of an image file's bytes (JPEG, PNG, ...)"
-    input_schema = {"type": "string", "contentEncoding": "base64"}
-
-    def decode_serve_input(self, value: Any) -> Image.Image:
-        """Base64 of an image file's bytes (a ``data:image/...;base64,`` prefix is allowed) -> RGB image."""
-        if not isinstance(value, str):
-            raise ValueError(
-                f"An image input must be a base64 string of the image file, got {type(value).__name__}."
-            )
-        text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("The image input is not valid base64.") from None
-        return self.decode_serve_file(data)
-
-    def decode_serve_file(self, data: bytes, filename: str = "") -> Image.Image:
-        """An uploaded image file's bytes -> RGB image."""
-        if not data:
-            raise ValueError(f"The image {filename!r} is empty." if filename else "The image input is empty.")
-        # decoded at about the size the model needs, under the decode limits in force
+    def serve_decode_size(self) -> tuple[int | None, int]:
+        """Served images are decoded at about the size the model needs (one label per image)."""
         pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
-        return decode_image_bytes(data, pipeline.fit_size, pipeline.resample)
-
-    def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        size = int(self.preprocessing["image_size"])
-        generator = torch.Generator().manual_seed(0)
-        return torch.randn(batch_size, 3, size, size, generator=generator)
+        return pipeline.fit_size, pipeline.resample
 
 
 def _predict_items(inputs: Any) -> tuple[list[Any], bool]:

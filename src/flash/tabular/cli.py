@@ -8,30 +8,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flash.cli.domains import (
-    BATCH_SIZE,
-    NUM_WORKERS,
-    VAL_SPLIT,
-    DomainSpec,
-    Option,
-    data_kwargs,
-    fields,
-    file_kind,
-    loader_kwargs,
-    read_table,
-    register_domain,
-    task_kwargs,
-)
+from flash.cli import domains
+from flash.cli.domains import DomainSpec, Option, register_domain
 
 
 def _tabular_data(options: dict[str, Any]) -> Any:
     import flash.tabular as tabular
 
     cls = tabular.TabularRegressionData if options.get("regression") else tabular.TabularClassificationData
-    kind = file_kind(options["train_file"], "--train-file")
+    kind = domains.file_kind(options["train_file"], "--train-file")
     if kind == "json":
         raise ValueError("Tabular data is read from .csv or .parquet files; --train-file is JSON.")
-    kwargs = data_kwargs(
+    kwargs = domains.data_kwargs(
         options,
         ("categorical_fields", "numerical_fields", "target_fields", "train_file", "val_file", "test_file"),
     )
@@ -43,15 +31,15 @@ def _tabular_data(options: dict[str, Any]) -> Any:
             for name in ("train_file", "val_file", "test_file")
             if name in kwargs
         }
-        return cls.from_data_frame(**kwargs, **frames, **loader_kwargs(options))
-    return cls.from_csv(**kwargs, **loader_kwargs(options))
+        return cls.from_data_frame(**kwargs, **frames, **domains.loader_kwargs(options))
+    return cls.from_csv(**kwargs, **domains.loader_kwargs(options))
 
 
 def _tabular_task(options: dict[str, Any], data: Any) -> Any:
     import flash.tabular as tabular
 
     cls = tabular.TabularRegressor if options.get("regression") else tabular.TabularClassifier
-    return cls.from_data(data, **task_kwargs(options))
+    return cls.from_data(data, **domains.task_kwargs(options))
 
 
 def _tabular_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> tuple[list[str], Any]:
@@ -60,7 +48,7 @@ def _tabular_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -
     frames = []
     names: list[str] = []
     for item in inputs:
-        frame = read_table(item)
+        frame = domains.read_table(item)
         frames.append(frame)
         names.extend(f"{item}:{row}" for row in range(len(frame)))
     return names, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -77,36 +65,21 @@ TABULAR = register_domain(
         default_backbone="tabm",
         default_strategy="no_freeze",
         options=(
-            Option("--train-file", "training table (.csv or .parquet)", kind="path", metavar="FILE"),
-            Option(
-                "--val-file",
+            *domains.split_options(
+                "file",
+                "training table (.csv or .parquet)",
                 "validation table, same columns",
-                kind="path",
-                aliases=("--valid-file",),
+                "test table, same columns",
                 metavar="FILE",
+                val_aliases=("--valid-file",),
             ),
-            Option("--test-file", "test table, same columns", kind="path", metavar="FILE"),
-            Option(
-                "--target-fields",
-                "the target column(s), comma-separated",
-                fields,
-                kind="fields",
-                aliases=("--target-field",),
-                metavar="COLUMNS",
-            ),
-            Option(
+            domains.target_fields_option("the target column(s), comma-separated"),
+            domains.fields_option(
                 "--categorical-fields",
                 "categorical columns, comma-separated (default: inferred from the data)",
-                fields,
-                kind="fields",
-                metavar="COLUMNS",
             ),
-            Option(
-                "--numerical-fields",
-                "numerical columns, comma-separated (default: inferred from the data)",
-                fields,
-                kind="fields",
-                metavar="COLUMNS",
+            domains.fields_option(
+                "--numerical-fields", "numerical columns, comma-separated (default: inferred from the data)"
             ),
             Option(
                 "--numerical-scaling",
@@ -114,9 +87,7 @@ TABULAR = register_domain(
                 choices=("quantile", "robust", "standard"),
             ),
             Option("--regression", "predict numbers (regression) instead of classes", kind="flag"),
-            VAL_SPLIT,
-            BATCH_SIZE,
-            NUM_WORKERS,
+            *domains.LOADING,
         ),
         build_data=_tabular_data,
         build_task=_tabular_task,

@@ -8,29 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flash.cli.domains import (
-    BATCH_SIZE,
-    NUM_WORKERS,
-    VAL_SPLIT,
-    DomainSpec,
-    Option,
-    data_kwargs,
-    fields,
-    file_kind,
-    loader_kwargs,
-    one_or_many,
-    positive_int,
-    register_domain,
-    task_kwargs,
-)
+from flash.cli import domains
+from flash.cli.domains import DomainSpec, Option, register_domain
 
 
 def _text_data(options: dict[str, Any]) -> Any:
     from flash.text import TextClassificationData
 
-    kind = file_kind(options["train_file"], "--train-file")
+    kind = domains.file_kind(options["train_file"], "--train-file")
     constructor = getattr(TextClassificationData, f"from_{kind}")
-    files = data_kwargs(options, ("train_file", "val_file", "test_file"))
+    files = domains.data_kwargs(options, ("train_file", "val_file", "test_file"))
     reading: dict[str, Any] = {"drop_empty": True} if options.get("drop_empty") else {}
     if options.get("encoding") is not None:
         if kind == "parquet":
@@ -38,10 +25,10 @@ def _text_data(options: dict[str, Any]) -> Any:
         reading["encoding"] = options["encoding"]
     return constructor(
         options["input_field"],
-        one_or_many(options["target_fields"]),
+        domains.one_or_many(options["target_fields"]),
         **files,
         **reading,
-        **loader_kwargs(options),
+        **domains.loader_kwargs(options),
     )
 
 
@@ -50,7 +37,9 @@ def _text_task(options: dict[str, Any], data: Any) -> Any:
 
     extra = {"max_length": options["max_length"]} if options.get("max_length") is not None else {}
     return TextClassifier(
-        num_classes=data.num_classes, multi_label=bool(data.multi_label), **task_kwargs(options, **extra)
+        num_classes=data.num_classes,
+        multi_label=bool(data.multi_label),
+        **domains.task_kwargs(options, **extra),
     )
 
 
@@ -85,28 +74,23 @@ TEXT = register_domain(
         default_backbone="all-MiniLM-L6-v2",
         default_strategy="no_freeze",
         options=(
-            Option(
-                "--train-file", "training file (.csv, .json, .jsonl or .parquet)", kind="path", metavar="FILE"
-            ),
-            Option(
-                "--val-file",
+            *domains.split_options(
+                "file",
+                "training file (.csv, .json, .jsonl or .parquet)",
                 "validation file, same columns",
-                kind="path",
-                aliases=("--valid-file",),
+                "test file, same columns",
                 metavar="FILE",
+                val_aliases=("--valid-file",),
             ),
-            Option("--test-file", "test file, same columns", kind="path", metavar="FILE"),
             Option("--input-field", "the column holding the text", metavar="COLUMN"),
-            Option(
-                "--target-fields",
-                "the label column (several, comma-separated: multi-label with one 0/1 column per class)",
-                fields,
-                kind="fields",
-                aliases=("--target-field",),
-                metavar="COLUMNS",
+            domains.target_fields_option(
+                "the label column (several, comma-separated: multi-label with one 0/1 column per class)"
             ),
             Option(
-                "--max-length", "tokens kept per text (default: the task's)", positive_int, metavar="TOKENS"
+                "--max-length",
+                "tokens kept per text (default: the task's)",
+                domains.positive_int,
+                metavar="TOKENS",
             ),
             Option(
                 "--encoding",
@@ -114,9 +98,7 @@ TEXT = register_domain(
                 metavar="NAME",
             ),
             Option("--drop-empty", "drop rows without text instead of stopping with an error", kind="flag"),
-            VAL_SPLIT,
-            BATCH_SIZE,
-            NUM_WORKERS,
+            *domains.LOADING,
         ),
         build_data=_text_data,
         build_task=_text_task,

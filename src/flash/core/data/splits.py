@@ -150,6 +150,21 @@ def split_off_validation(split: Split, val_split: float, seed: int) -> tuple[Spl
     return split.subset(train_idx), split.subset(sorted(val_idx))
 
 
+def hold_out_validation(splits: dict[str, Split | None], val_split: float | None, seed: int) -> None:
+    """Replace ``splits["train"]`` by its rest and ``splits["val"]`` by ``val_split`` of it, in place.
+
+    Nothing happens when ``val_split`` is ``None``. Raises ``ValueError`` without training data or
+    when validation data was given as well.
+    """
+    if val_split is None:
+        return
+    if splits.get("train") is None:
+        raise ValueError("val_split holds out part of the training data, but no training data was given.")
+    if splits.get("val") is not None:
+        raise ValueError("Pass either validation data or val_split, not both.")
+    splits["train"], splits["val"] = split_off_validation(splits["train"], val_split, seed)
+
+
 def is_multi_label(targets: Sequence[Any]) -> bool:
     """Whether raw targets carry several classes per item (a list, tuple, set or array each)."""
     return any(isinstance(t, list | tuple | set | np.ndarray) for t in targets)
@@ -241,14 +256,9 @@ def encode_splits(
         stage: Split(given[stage], encoded.get(stage)) if stage in given else None
         for stage in (*LABELLED_STAGES, "predict")
     }
-    if val_split is not None:
-        if splits["train"] is None:
-            raise ValueError("val_split holds out part of the training data, but no training data was given.")
-        if splits["val"] is not None:
-            raise ValueError("Pass either validation data or val_split, not both.")
-        if "train" in pending:
-            raise ValueError("val_split needs the training targets encoded: give labels= or training data.")
-        splits["train"], splits["val"] = split_off_validation(splits["train"], val_split, seed)
+    if val_split is not None and "train" in pending:
+        raise ValueError("val_split needs the training targets encoded: give labels= or training data.")
+    hold_out_validation(splits, val_split, seed)
     return EncodedSplits(splits, labels, multi, pending)
 
 

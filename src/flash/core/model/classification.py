@@ -23,6 +23,23 @@ def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
     return num_classes
 
 
+def take_data_labels(task: Any, labels: Sequence[Any]) -> None:
+    """Check the data's class names against ``task.num_classes`` and ``task.labels``, then keep them.
+
+    The names go into ``task.labels`` and the task's hyper-parameters, so they travel in checkpoints.
+    """
+    labels = list(labels)
+    if len(labels) != task.num_classes:
+        raise ValueError(
+            f"The task was built with num_classes={task.num_classes}, but the data has {len(labels)} classes "
+            f"({', '.join(map(str, labels[:20]))}). Build it with num_classes=data.num_classes."
+        )
+    if task.labels is not None and [str(x) for x in task.labels] != [str(x) for x in labels]:
+        raise ValueError(f"The task's classes {task.labels} differ from the data's {labels}.")
+    task.labels = labels
+    task.hparams["labels"] = labels
+
+
 def classification_metrics(num_classes: int, multi_label: bool) -> dict[str, nn.Module]:
     if multi_label:
         return {
@@ -133,18 +150,9 @@ class ClassificationTask(Task):
         """Check the data's classes against the task and keep their names (they travel in checkpoints)."""
         if labels is None:
             return
-        labels = list(labels)
-        if len(labels) != self.num_classes:
-            raise ValueError(
-                f"The task was built with num_classes={self.num_classes}, but the data has {len(labels)} classes "
-                f"({', '.join(map(str, labels[:20]))}). Build it with num_classes=data.num_classes."
-            )
         if multi_label is not None and bool(multi_label) != self.multi_label:
             raise ValueError(
                 f"The data is {'multi-label' if multi_label else 'single-label'} but the task was built with "
                 f"multi_label={self.multi_label}. Pass multi_label=data.multi_label."
             )
-        if self.labels is not None and [str(x) for x in self.labels] != [str(x) for x in labels]:
-            raise ValueError(f"The task's classes {self.labels} differ from the data's {labels}.")
-        self.labels = labels
-        self.hparams["labels"] = labels
+        take_data_labels(self, labels)

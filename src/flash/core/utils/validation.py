@@ -7,6 +7,8 @@ one), and so are floats, strings and numbers out of range.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -73,3 +75,15 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}.")
     return value
+
+
+def check_folder(folder: Any, what: str) -> Path:
+    """``folder`` as a :class:`~pathlib.Path` to an existing folder; ``what`` names it in the error."""
+    if not isinstance(folder, str | os.PathLike):
+        raise TypeError(f"{what} must be a folder path, got {type(folder).__name__}.")
+    path = Path(folder)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(folder)!r} does not exist.")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{what} {str(folder)!r} is a file, not a folder.")
+    return path

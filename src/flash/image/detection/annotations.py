@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from flash.core.utils.validation import check_folder
 from flash.image.io import IMAGE_EXTENSIONS, list_images
 
 BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
@@ -54,15 +55,6 @@ class AnnotationError(ValueError):
     """An annotation file or row that cannot be read; the message names it."""
 
 
-def _folder(path: Any, what: str) -> Path:
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"{what} must be a folder path, got {type(path).__name__}.")
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what} {str(path)!r} is not an existing folder.")
-    return folder
-
-
 def find_image(folder: Path, name: str, stem: str) -> Path | None:
     """The image ``name`` in ``folder``, else an image named ``stem`` with any image extension."""
     if name:
@@ -84,9 +76,9 @@ def voc_folders(folder: Any, ann_folder: Any, what: str) -> tuple[Path, Path]:
     ``folder`` may hold ``images/`` (or ``JPEGImages/``) and ``annotations/`` (or ``Annotations/``);
     otherwise it holds the images, and the XML files sit beside them unless ``ann_folder`` is given.
     """
-    root = _folder(folder, what)
+    root = check_folder(folder, what)
     if ann_folder is not None:
-        return root, _folder(ann_folder, f"{what.replace('folder', 'ann_folder')}")
+        return root, check_folder(ann_folder, f"{what.replace('folder', 'ann_folder')}")
     images = next((root / n for n in ("images", "JPEGImages") if (root / n).is_dir()), None)
     annotations = next((root / n for n in ("annotations", "Annotations") if (root / n).is_dir()), None)
     if images is not None and annotations is not None:
@@ -165,7 +157,7 @@ def read_coco(folder: Any, ann_file: Any, what: str = "train") -> list[Annotated
     """A COCO detection JSON file: ``images``, ``annotations`` (``bbox`` as ``[x, y, width, height]``)
     and ``categories``. Crowd annotations (``iscrowd: 1``) are left out; images without
     annotations are negatives."""
-    images = _folder(folder, f"{what}_folder")
+    images = check_folder(folder, f"{what}_folder")
     if not isinstance(ann_file, str | os.PathLike) or not Path(ann_file).is_file():
         raise FileNotFoundError(f"{what}_ann_file {ann_file!r} is not an existing file.")
     path = Path(ann_file)

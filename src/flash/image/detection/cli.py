@@ -9,17 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flash.cli.domains import (
-    NUM_WORKERS,
-    VAL_SPLIT,
-    DomainSpec,
-    Option,
-    data_kwargs,
-    loader_kwargs,
-    positive_int,
-    register_domain,
-    task_kwargs,
-)
+from flash.cli import domains
+from flash.cli.domains import DomainSpec, Option, register_domain
 
 FORMATS = ("voc", "coco", "csv")
 
@@ -27,11 +18,11 @@ FORMATS = ("voc", "coco", "csv")
 def _detection_data(options: dict[str, Any]) -> Any:
     from flash.image import ObjectDetectionData
 
-    common = {**data_kwargs(options, ("image_size", "on_bad_box")), **loader_kwargs(options)}
+    common = {**domains.data_kwargs(options, ("image_size", "on_bad_box")), **domains.loader_kwargs(options)}
     kind = options.get("annotations") or "voc"
     if kind == "voc":
-        folders = data_kwargs(options, ("train_folder", "val_folder", "test_folder"))
-        files = data_kwargs(options, ("train_file", "val_file", "test_file"))
+        folders = domains.data_kwargs(options, ("train_folder", "val_folder", "test_folder"))
+        files = domains.data_kwargs(options, ("train_file", "val_file", "test_file"))
         if files:
             raise ValueError(
                 "VOC annotations are XML files in the folders; --train-file etc. are for --annotations coco or csv."
@@ -49,15 +40,17 @@ def _detection_data(options: dict[str, Any]) -> Any:
                 pairs[f"{split}_folder"], pairs[f"{split}_ann_file"] = folder, file
         return ObjectDetectionData.from_coco(**pairs, **common)
     return ObjectDetectionData.from_csv(
-        **data_kwargs(options, ("train_file", "val_file", "test_file", "images_root")), **common
+        **domains.data_kwargs(options, ("train_file", "val_file", "test_file", "images_root")), **common
     )
 
 
 def _detection_task(options: dict[str, Any], data: Any) -> Any:
     from flash.image import ObjectDetector
 
-    extra = data_kwargs(options, ("head",))
-    return ObjectDetector(num_classes=data.num_classes, labels=data.labels, **task_kwargs(options, **extra))
+    extra = domains.data_kwargs(options, ("head",))
+    return ObjectDetector(
+        num_classes=data.num_classes, labels=data.labels, **domains.task_kwargs(options, **extra)
+    )
 
 
 def _detection_plots(task: Any, data: Any, folder: Path) -> dict[str, Path]:
@@ -83,23 +76,20 @@ DETECTION = register_domain(
         default_strategy="freeze_unfreeze",
         order=35,
         options=(
-            Option(
-                "--train-folder",
+            *domains.split_options(
+                "folder",
                 "training images; for VOC a folder with images/ and annotations/ (or XML files beside the images)",
-                kind="path",
-                metavar="DIR",
+                "validation images, same layout",
+                "test images, same layout",
             ),
-            Option("--val-folder", "validation images, same layout", kind="path", metavar="DIR"),
-            Option("--test-folder", "test images, same layout", kind="path", metavar="DIR"),
             Option("--annotations", "how the boxes are given: voc (default), coco or csv", choices=FORMATS),
-            Option(
-                "--train-file",
+            *domains.split_options(
+                "file",
                 "coco: the training JSON file; csv: a CSV file of image,xmin,ymin,xmax,ymax,label rows",
-                kind="path",
+                "the validation JSON or CSV file",
+                "the test JSON or CSV file",
                 metavar="FILE",
             ),
-            Option("--val-file", "the validation JSON or CSV file", kind="path", metavar="FILE"),
-            Option("--test-file", "the test JSON or CSV file", kind="path", metavar="FILE"),
             Option(
                 "--images-root",
                 "csv: folder the image paths are relative to (default: the CSV file's folder)",
@@ -114,7 +104,7 @@ DETECTION = register_domain(
             Option(
                 "--image-size",
                 "longer side of the network's input in pixels (default 512)",
-                positive_int,
+                domains.positive_int,
                 metavar="PIXELS",
             ),
             Option(
@@ -122,9 +112,9 @@ DETECTION = register_domain(
                 "error (default): refuse boxes of zero size or outside their image; skip: leave them out",
                 choices=("error", "skip"),
             ),
-            VAL_SPLIT,
-            Option("--batch-size", "images per batch (default 8)", positive_int, metavar="N"),
-            NUM_WORKERS,
+            domains.VAL_SPLIT,
+            Option("--batch-size", "images per batch (default 8)", domains.positive_int, metavar="N"),
+            domains.NUM_WORKERS,
         ),
         build_data=_detection_data,
         build_task=_detection_task,

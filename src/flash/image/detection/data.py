@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from flash.core.data.datamodule import DataModule, LabelEncoder, Split, split_off_validation
+from flash.core.data.datamodule import DataModule, LabelEncoder, Split
+from flash.core.data.splits import hold_out_validation
 from flash.image.dataset import DecodedImageCache
 from flash.image.detection.annotations import (
     BOX_COLUMNS,
@@ -28,7 +29,13 @@ from flash.image.detection.transforms import (
     check_fraction_pair,
     check_probability,
 )
-from flash.image.io import BadImageError, first_lines, image_size_of, list_images, read_any
+from flash.image.io import (
+    BadImageError,
+    first_lines,
+    image_size_of,
+    predict_folder_images,
+    read_any,
+)
 
 DEFAULT_IMAGE_SIZE = 512
 """The longer side of the network's input by default."""
@@ -277,14 +284,7 @@ class ObjectDetectionData(DataModule):
                 encoded = encoder.encode(item.labels, name) if item.labels else np.zeros(0, np.int64)
                 targets[i] = {"boxes": item.boxes.astype(np.float32), "labels": encoded.astype(np.int64)}
             splits[name] = Split([item.image for item in items], targets)
-        if val_split is not None:
-            if splits["train"] is None:
-                raise ValueError("val_split needs training data to split.")
-            if splits["val"] is not None:
-                raise ValueError("Pass either validation data or val_split, not both.")
-            splits["train"], splits["val"] = split_off_validation(
-                splits["train"], val_split, kwargs.get("seed", 42)
-            )
+        hold_out_validation(splits, val_split, kwargs.get("seed", 42))
         return cls(
             splits["train"],
             splits["val"],
@@ -293,17 +293,6 @@ class ObjectDetectionData(DataModule):
             labels=encoder.labels if encoder is not None else None,
             **kwargs,
         )
-
-    @staticmethod
-    def _predict_images(folder: Any) -> list[str] | None:
-        if folder is None:
-            return None
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"predict_folder {str(folder)!r} is not an existing folder.")
-        images = list_images(folder, recursive=True)
-        if not images:
-            raise ValueError(f"predict_folder {str(folder)!r} holds no images.")
-        return images
 
     @classmethod
     def from_voc(
@@ -350,7 +339,7 @@ class ObjectDetectionData(DataModule):
             splits["train"],
             splits["val"],
             splits["test"],
-            cls._predict_images(predict_folder),
+            predict_folder_images(predict_folder),
             val_split,
             **kwargs,
         )
@@ -392,7 +381,7 @@ class ObjectDetectionData(DataModule):
             splits["train"],
             splits["val"],
             splits["test"],
-            cls._predict_images(predict_folder),
+            predict_folder_images(predict_folder),
             val_split,
             **kwargs,
         )
@@ -434,7 +423,7 @@ class ObjectDetectionData(DataModule):
             splits["train"],
             splits["val"],
             splits["test"],
-            cls._predict_images(predict_folder),
+            predict_folder_images(predict_folder),
             val_split,
             **kwargs,
         )
@@ -475,7 +464,7 @@ class ObjectDetectionData(DataModule):
             splits["train"],
             splits["val"],
             splits["test"],
-            cls._predict_images(predict_folder),
+            predict_folder_images(predict_folder),
             val_split,
             **kwargs,
         )

@@ -17,19 +17,15 @@ of torchvision's COCO-pretrained detectors instead (:func:`torchvision_detector`
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from flash.core.model.classification import take_data_labels
 from flash.core.model.task import Task
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.cpu import reuse_freed_memory
@@ -43,8 +39,8 @@ from flash.image.backbones import (
 )
 from flash.image.detection.data import DEFAULT_IMAGE_SIZE, DetectionDataset
 from flash.image.detection.transforms import DetectionCollate, DetectionPipeline, fitted_size
-from flash.image.io import to_rgb
 from flash.image.model import _predict_items
+from flash.image.task_inputs import ImageTaskInputs
 
 HEADS = ("fcos", "retinanet", "faster_rcnn")
 DENSE_HEADS = ("fcos", "retinanet")
@@ -217,7 +213,7 @@ def torchvision_detector(
     return model, head, body, hierarchy_blocks(body), normalisation
 
 
-class ObjectDetector(Task):
+class ObjectDetector(ImageTaskInputs, Task):
     """Find objects in images: a box, a class and a score for each.
 
     Args:
@@ -259,8 +255,7 @@ class ObjectDetector(Task):
     outputs = ("detections",)
     serve_outputs = ("detections",)
     output_fields = {"detections": "detections"}
-    input_description = "the base64 of an image file's bytes (JPEG, PNG, ...)"
-    input_schema = {"type": "string", "contentEncoding": "base64"}
+    example_size_multiple = 32
 
     def __init__(
         self,
@@ -408,18 +403,8 @@ class ObjectDetector(Task):
 
     def attach_labels(self, labels: Sequence[Any] | None, multi_label: bool | None = None) -> None:
         """Check the data's classes against the task's and keep their names (they travel in checkpoints)."""
-        if labels is None:
-            return
-        labels = list(labels)
-        if len(labels) != self.num_classes:
-            raise ValueError(
-                f"The task was built with num_classes={self.num_classes}, but the data has {len(labels)} "
-                f"classes ({', '.join(map(str, labels[:20]))}). Build it with num_classes=data.num_classes."
-            )
-        if self.labels is not None and [str(x) for x in self.labels] != [str(x) for x in labels]:
-            raise ValueError(f"The task's classes {self.labels} differ from the data's {labels}.")
-        self.labels = labels
-        self.hparams["labels"] = labels
+        if labels is not None:
+            take_data_labels(self, labels)
 
     def class_name(self, index: int) -> Any:
         return self.labels[index] if self.labels is not None else index
@@ -629,40 +614,6 @@ class ObjectDetector(Task):
 
     def collate_fn(self) -> Callable[[list[Any]], Any]:
         return DetectionCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
-
-    def decode_serve_input(self, value: Any) -> Image.Image:
-        """Base64 of an image file's bytes (a ``data:image/...;base64,`` prefix is allowed) -> RGB image."""
-        if not isinstance(value, str):
-            raise ValueError(
-                f"An image input must be a base64 string of the image file, got {type(value).__name__}."
-            )
-        text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("The image input is not valid base64.") from None
-        return self.decode_serve_file(data)
-
-    def decode_serve_file(self, data: bytes, filename: str = "") -> Image.Image:
-        """An uploaded image file's bytes -> RGB image."""
-        if not data:
-            raise ValueError(f"The image {filename!r} is empty." if filename else "The image input is empty.")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return to_rgb(image)
-        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise ValueError(
-                "The decoded bytes are not an image Pillow can read (or the image is truncated)."
-            ) from None
-
-    # -- export ---------------------------------------------------------------------------------
-    def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        """A batch of square ``image_size`` images (the exported graph takes this size)."""
-        size = int(self.preprocessing["image_size"])
-        size = math.ceil(size / 32) * 32
-        generator = torch.Generator().manual_seed(0)
-        return torch.randn(batch_size, 3, size, size, generator=generator)
 
     def export_outputs(self, output: dict[str, Any]) -> dict[str, torch.Tensor]:
         if self.head_name not in DENSE_HEADS:

@@ -9,19 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flash.cli.domains import (
-    BATCH_SIZE,
-    NUM_WORKERS,
-    VAL_SPLIT,
-    DomainSpec,
-    Option,
-    data_kwargs,
-    loader_kwargs,
-    non_negative_int,
-    positive_int,
-    register_domain,
-    task_kwargs,
-)
+from flash.cli import domains
+from flash.cli.domains import DomainSpec, Option, register_domain
 
 HEAD_CHOICES = ("fpn", "unet")
 LOSS_CHOICES = ("cross_entropy", "dice", "cross_entropy+dice")
@@ -31,7 +20,7 @@ def _segmentation_data(options: dict[str, Any]) -> Any:
     from flash.image import SemanticSegmentationData
 
     return SemanticSegmentationData.from_folders(
-        **data_kwargs(
+        **domains.data_kwargs(
             options,
             (
                 "train_folder",
@@ -45,7 +34,7 @@ def _segmentation_data(options: dict[str, Any]) -> Any:
                 "image_size",
             ),
         ),
-        **loader_kwargs(options),
+        **domains.loader_kwargs(options),
     )
 
 
@@ -56,8 +45,8 @@ def _segmentation_task(options: dict[str, Any], data: Any) -> Any:
         num_classes=data.num_classes,
         labels=data.labels,
         ignore_index=data.ignore_index,
-        **data_kwargs(options, ("head", "loss")),
-        **task_kwargs(options),
+        **domains.data_kwargs(options, ("head", "loss")),
+        **domains.task_kwargs(options),
     )
 
 
@@ -80,7 +69,7 @@ def _segmentation_inputs(task: Any, inputs: Sequence[str], options: dict[str, An
 
 
 def _ignore_index(text: str) -> int:
-    return non_negative_int(text)
+    return domains.non_negative_int(text)
 
 
 SEGMENTATION = register_domain(
@@ -92,22 +81,18 @@ SEGMENTATION = register_domain(
         default_strategy="no_freeze",
         order=40,
         options=(
-            Option("--train-folder", "folder of training images", kind="path", metavar="DIR"),
-            Option(
-                "--train-target-folder",
+            *domains.split_options("folder", "folder of training images", "validation images", "test images"),
+            *domains.split_options(
+                "target-folder",
                 "folder of their masks: single-channel PNGs of class indices, named as the images",
-                kind="path",
-                metavar="DIR",
+                "validation masks",
+                "test masks",
             ),
-            Option("--val-folder", "validation images", kind="path", metavar="DIR"),
-            Option("--val-target-folder", "validation masks", kind="path", metavar="DIR"),
-            Option("--test-folder", "test images", kind="path", metavar="DIR"),
-            Option("--test-target-folder", "test masks", kind="path", metavar="DIR"),
             Option(
                 "--num-classes",
                 "number of classes (default: the lines of a classes.txt beside the masks, else the masks' "
                 "largest value + 1)",
-                positive_int,
+                domains.positive_int,
                 metavar="N",
             ),
             Option(
@@ -119,14 +104,12 @@ SEGMENTATION = register_domain(
             Option(
                 "--image-size",
                 "short side images are resized to; training crops are squares of it (default: the backbone's)",
-                positive_int,
+                domains.positive_int,
                 metavar="PIXELS",
             ),
             Option("--head", "decoder (default: fpn)", choices=HEAD_CHOICES),
             Option("--loss", "loss (default: cross_entropy)", choices=LOSS_CHOICES),
-            VAL_SPLIT,
-            BATCH_SIZE,
-            NUM_WORKERS,
+            *domains.LOADING,
         ),
         build_data=_segmentation_data,
         build_task=_segmentation_task,

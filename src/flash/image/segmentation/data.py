@@ -26,10 +26,12 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from flash.core.data.datamodule import DataModule, Split, split_off_validation
-from flash.image.data import _array_items, _check_files, _check_folder, _default_preprocessing
+from flash.core.data.datamodule import DataModule, Split
+from flash.core.data.splits import hold_out_validation
+from flash.core.utils.validation import check_folder
+from flash.image.data import _array_items, _check_files, _default_preprocessing
 from flash.image.dataset import DecodedImageCache
-from flash.image.io import BadImageError, image_size_of, list_images, read_any
+from flash.image.io import BadImageError, image_size_of, list_images, predict_folder_images, read_any
 from flash.image.transforms import ImageCollate
 
 DEFAULT_IGNORE_INDEX = 255
@@ -212,8 +214,8 @@ def check_pairs(
 
 def pair_by_stem(image_folder: Any, mask_folder: Any, what: str) -> tuple[list[str], list[str]]:
     """Images of ``image_folder`` and masks of ``mask_folder`` paired by file stem (``a.jpg`` with ``a.png``)."""
-    image_path = _check_folder(image_folder, f"{what}_folder")
-    mask_path = _check_folder(mask_folder, f"{what}_target_folder")
+    image_path = check_folder(image_folder, f"{what}_folder")
+    mask_path = check_folder(mask_folder, f"{what}_target_folder")
     images = list_images(image_path, recursive=True)
     masks = list_images(mask_path, recursive=True)
     if not images:
@@ -588,14 +590,7 @@ class SemanticSegmentationData(DataModule):
             targets = np.empty(len(masks), dtype=object)
             targets[:] = list(masks)
             splits[name] = Split(list(images), targets)
-        if val_split is not None:
-            if splits["train"] is None:
-                raise ValueError("val_split needs training data to split.")
-            if splits["val"] is not None:
-                raise ValueError("Pass either validation data or val_split, not both.")
-            splits["train"], splits["val"] = split_off_validation(
-                splits["train"], val_split, kwargs.get("seed", 42)
-            )
+        hold_out_validation(splits, val_split, kwargs.get("seed", 42))
         return cls(
             splits["train"],
             splits["val"],
@@ -659,11 +654,7 @@ class SemanticSegmentationData(DataModule):
                 )
                 raise ValueError(f"{given} needs {missing}: images and their masks come in two folders.")
             pairs[name] = None if images is None else pair_by_stem(images, masks, name)
-        predict = None
-        if predict_folder is not None:
-            predict = list_images(_check_folder(predict_folder, "predict_folder"), recursive=True)
-            if not predict:
-                raise ValueError(f"predict_folder {str(predict_folder)!r} holds no images.")
+        predict = predict_folder_images(predict_folder)
         labels = None
         if labels_map is not None:
             labels = _labels_from_map(labels_map)

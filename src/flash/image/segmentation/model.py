@@ -32,17 +32,19 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from flash.core.model.classification import take_data_labels
 from flash.core.model.task import Task
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.cpu import reuse_freed_memory
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES, StagedBackbone
-from flash.image.model import ImageClassifier, _predict_items
+from flash.image.model import _predict_items
 from flash.image.segmentation.data import (
     DEFAULT_IGNORE_INDEX,
     SegmentationCollate,
     SegmentationDataset,
     SegmentationPipeline,
 )
+from flash.image.task_inputs import ImageTaskInputs
 
 HEADS = ("fpn", "unet")
 LOSSES = ("cross_entropy", "dice", "cross_entropy+dice")
@@ -229,7 +231,7 @@ class SegmentationLoss(nn.Module):
 
 
 # -- the task ---------------------------------------------------------------------------------------
-class SemanticSegmentation(Task):
+class SemanticSegmentation(ImageTaskInputs, Task):
     """Label every pixel of an image with a class.
 
     Args:
@@ -395,11 +397,7 @@ class SemanticSegmentation(Task):
                 "classes. Build it with num_classes=data.num_classes."
             )
         if labels is not None:
-            labels = [str(x) for x in labels]
-            if self.labels is not None and [str(x) for x in self.labels] != labels:
-                raise ValueError(f"The task's classes {self.labels} differ from the data's {labels}.")
-            self.labels = labels
-            self.hparams["labels"] = labels
+            take_data_labels(self, [str(x) for x in labels])
         if ignore_index != self.ignore_index:
             if 0 <= ignore_index < self.num_classes:
                 raise ValueError(f"The data's ignore_index={ignore_index} is one of the task's classes.")
@@ -492,24 +490,6 @@ class SemanticSegmentation(Task):
         if kind != "masks":
             return np.asarray(result).round(4).tolist()
         return mask_to_json(np.asarray(result), self.class_name)
-
-    input_description = "the base64 of an image file's bytes (JPEG, PNG, ...)"
-    input_schema = {"type": "string", "contentEncoding": "base64"}
-    decode_serve_input = ImageClassifier.decode_serve_input  # base64 -> bytes -> decode_serve_file
-
-    def decode_serve_file(self, data: bytes, filename: str = "") -> Any:
-        """An uploaded image file's bytes -> RGB image at its full size (masks come back at it)."""
-        from flash.image.io import decode_image_bytes
-
-        if not data:
-            raise ValueError(f"The image {filename!r} is empty." if filename else "The image input is empty.")
-        return decode_image_bytes(data)
-
-    # -- export ---------------------------------------------------------------------------------
-    def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        size = int(self.preprocessing["image_size"])
-        generator = torch.Generator().manual_seed(0)
-        return torch.randn(batch_size, 3, size, size, generator=generator)
 
     def export_outputs(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
         output = output.float()
