@@ -236,4 +236,4 @@ def test_loggers_precision_and_devices(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "m").exists()  # refused before any work
     with pytest.raises(SystemExit):
         cli.main([*argv, "--devices", "0"])
-    assert "at least 1 device" in capsys.readouterr().err
+    assert "a number of devices >= 1" in capsys.readouterr().err

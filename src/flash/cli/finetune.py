@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ from flash.cli.rails import (
     build_logger,
     check_logger,
     checkpoint_epoch,
+    number_or_auto,
     parse_devices,
     run_callbacks,
 )
@@ -101,17 +101,8 @@ def _example(name: str) -> str:
     return "freeze_unfreeze:2" if name == "freeze_unfreeze" else "unfreeze_milestones:1,2,1"
 
 
-def parse_lr(text: str) -> float | str:
-    """``auto`` (run the learning-rate finder) or a positive number."""
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the learning rate must be a positive number.")
-    return value
+parse_lr = number_or_auto(float, "a number", 0, inclusive=False)
+"""``auto`` (run the learning-rate finder) or a positive number."""
 
 
 COMMON_OPTIONS = (

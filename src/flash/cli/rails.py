@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +35,27 @@ LAST = "last.ckpt"
 BEST = "best.ckpt"
 
 
-def parse_devices(text: str) -> int | str:
-    """``auto`` or a number of devices (>= 1)."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of devices nor 'auto'.") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least 1 device (or 'auto').")
-    return value
+def number_or_auto(kind: type, noun: str, low: float, inclusive: bool) -> Callable[[str], Any]:
+    """An argparse type for ``auto`` or a finite number of type ``kind`` (int or float) that is
+    ``>= low`` (``inclusive``) or ``> low``; ``noun`` names the number in messages."""
+    bound = f"{'>=' if inclusive else '>'} {low:g}"
+
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return text
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither {noun} nor 'auto'.") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {noun} {bound} (or 'auto').")
+        return value
+
+    return parse
+
+
+parse_devices = number_or_auto(int, "a number of devices", 1, inclusive=True)
+"""``auto`` or a number of devices (>= 1)."""
 
 
 def check_logger(name: str | None) -> None:

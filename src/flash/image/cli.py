@@ -102,14 +102,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from flash.image.demo import run_demo
 
-    run_demo(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        backbone=args.backbone,
-    )
+    names = ("data", "out", "epochs", "image_size", "batch_size", "backbone")
+    run_demo(**{name: getattr(args, name) for name in names})
     return 0
 
 

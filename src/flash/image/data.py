@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from flash.core.data.datamodule import DataModule, Split
 from flash.core.data.download import local_path
 from flash.core.data.splits import encode_multi_hot_columns, encode_splits
-from flash.core.utils.validation import check_folder, check_number, check_optional_int, check_probability
+from flash.core.utils.validation import check_folder, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import DecodedImageCache, ImageDataset
 from flash.image.features import FrozenFeatures
@@ -252,8 +252,6 @@ class ImageClassificationData(DataModule):
                 raise TypeError(f"{name} must be a callable taking a PIL image, got {type(value).__name__}.")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}.")
-        if cache_mb is not None:
-            check_number(cache_mb, "cache_mb", "[0, inf)")
         scale = tuple(float(s) for s in crop_scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
@@ -263,7 +261,7 @@ class ImageClassificationData(DataModule):
         self.on_bad_image = on_bad_image
         self.crop_scale = scale
         self.hflip = check_probability(hflip, "hflip")
-        self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
+        self.cache = DecodedImageCache.of_size(cache_mb)
         self.preprocessing = _default_preprocessing()
         if image_size is not None:
             self.preprocessing = self.preprocessing.replace(image_size=image_size)

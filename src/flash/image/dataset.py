@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from flash.core.utils.validation import check_number
 from flash.image.io import BadImageError, first_lines, image_size_of
 from flash.image.transforms import ImagePipeline
 
@@ -42,6 +43,14 @@ class DecodedImageCache:
         self.limit_bytes = int((default_cache_mb() if limit_mb is None else limit_mb) * 2**20)
         self._arrays: dict[Any, np.ndarray] = {}
         self.bytes = 0
+
+    @classmethod
+    def of_size(cls, cache_mb: float | None) -> DecodedImageCache | None:
+        """The cache a data module's ``cache_mb`` asks for: None (a default bound), ``0`` (no cache,
+        returned as None) or a number of megabytes."""
+        if cache_mb is not None:
+            check_number(cache_mb, "cache_mb", "[0, inf)")
+        return cls(cache_mb) if cache_mb != 0 else None
 
     def get(self, key: Any) -> np.ndarray | None:
         return self._arrays.get(key)
@@ -84,7 +93,41 @@ def estimated_bytes(items: Sequence[Any], pipeline: ImagePipeline) -> tuple[int,
     return total, bad
 
 
-class ImageDataset(Dataset):
+class CachedImageItems(Dataset):
+    """The items of one split, their decoded images kept in a shared :class:`DecodedImageCache`.
+
+    Args:
+        inputs: paths, PIL images, arrays or tensors.
+        targets: encoded targets or ``None``.
+        pipeline: decoding and resizing for this stage (its ``key`` names its output in the cache).
+        cache: where decoded images are kept (``None``: decode every time).
+        stage: the split's name, for messages.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[Any],
+        targets: Any,
+        pipeline: Any,
+        cache: DecodedImageCache | None = None,
+        stage: str = "predict",
+    ) -> None:
+        self.inputs = list(inputs)
+        self.targets = targets
+        self.pipeline = pipeline
+        self.cache = cache
+        self.stage = stage
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def _key(self, index: int) -> tuple[Any, ...]:
+        item = self.inputs[index]
+        identity = str(item) if isinstance(item, str | os.PathLike) else id(item)
+        return (self.pipeline.key, identity)
+
+
+class ImageDataset(CachedImageItems):
     """Items ``{"index", "input", "target"}`` of one split.
 
     Args:
@@ -108,11 +151,7 @@ class ImageDataset(Dataset):
         cache: DecodedImageCache | None = None,
         stage: str = "predict",
     ) -> None:
-        self.inputs = list(inputs)
-        self.targets = targets
-        self.pipeline = pipeline
-        self.cache = cache
-        self.stage = stage
+        super().__init__(inputs, targets, pipeline, cache, stage)
         # Shared memory: loader workers (persistent ones too) hold copies of this dataset, and
         # must see the switch the main process makes between epochs.
         self._pixels = torch.ones((), dtype=torch.bool).share_memory_()
@@ -126,14 +165,6 @@ class ImageDataset(Dataset):
     @pixels.setter
     def pixels(self, on: bool) -> None:
         self._pixels.fill_(bool(on))
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def _key(self, index: int) -> tuple[Any, ...]:
-        item = self.inputs[index]
-        identity = str(item) if isinstance(item, str | os.PathLike) else id(item)
-        return (self.pipeline.key, identity)
 
     def array(self, index: int) -> np.ndarray:
         """The decoded (and, for the default crops, resized) image of item ``index``."""

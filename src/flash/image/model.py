@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
+from typing_extensions import Unpack
 
-from flash.core.model.classification import ClassificationTask
-from flash.core.model.task import base_task_arguments
-from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.model.classification import ClassificationTask, check_num_classes
+from flash.core.model.task import Optimization, base_task_arguments
 from flash.core.utils.cpu import FreedMemoryReuse
 from flash.core.utils.validation import check_bool, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
@@ -102,6 +102,11 @@ class ImageClassifier(ImageTaskInputs, ClassificationTask):
     the convolutions train around the pretrained statistics, which suits small data sets.
     """
 
+    optimization_defaults = {
+        **ClassificationTask.optimization_defaults,
+        **{"lr_scheduler": "cosine", "backbone_lr_factor": 0.1},
+    }
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -111,13 +116,6 @@ class ImageClassifier(ImageTaskInputs, ClassificationTask):
         dropout: float = 0.0,
         multi_label: bool = False,
         labels: Sequence[str] | None = None,
-        learning_rate: float = 1e-3,
-        optimizer: OptimizerSpec = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: SchedulerSpec = "cosine",
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
-        backbone_lr_factor: float = 0.1,
-        layer_lr_decay: float = 1.0,
         label_smoothing: float = 0.0,
         multi_label_threshold: float = 0.5,
         image_size: int | None = None,
@@ -126,11 +124,9 @@ class ImageClassifier(ImageTaskInputs, ClassificationTask):
         unfreeze_warmup: bool = True,
         channels_last: bool = True,
         preprocessing: dict[str, Any] | None = None,
+        **optimization: Unpack[Optimization],
     ) -> None:
-        if num_classes is None:
-            if labels is None:
-                raise ValueError("Pass num_classes (e.g. num_classes=data.num_classes) or labels.")
-            num_classes = len(labels)
+        num_classes = check_num_classes(num_classes, labels)
         check_probability(dropout, "dropout", high_open=True)
         check_optional_int(image_size, "image_size", 8, "pixels")
         check_bool(pretrained, "pretrained")
@@ -141,6 +137,7 @@ class ImageClassifier(ImageTaskInputs, ClassificationTask):
             head_module,
             backbone_blocks=built.blocks,
             **base_task_arguments(ImageClassifier, locals()),
+            **optimization,
         )
         self.preprocessing = ImagePreprocessing.from_dict(preprocessing or built.preprocessing)
         if image_size is not None:
@@ -163,15 +160,7 @@ class ImageClassifier(ImageTaskInputs, ClassificationTask):
                 "dropout": float(dropout),
                 "multi_label": bool(multi_label),
                 "labels": list(labels) if labels is not None else None,
-                "learning_rate": float(learning_rate),
-                "optimizer": optimizer if isinstance(optimizer, str) else "custom",
-                "optimizer_kwargs": optimizer_kwargs,
-                "lr_scheduler": lr_scheduler
-                if lr_scheduler is None or isinstance(lr_scheduler, str)
-                else "custom",
-                "lr_scheduler_kwargs": lr_scheduler_kwargs,
-                "backbone_lr_factor": float(backbone_lr_factor),
-                "layer_lr_decay": float(layer_lr_decay),
+                **self.optimization_hyperparameters(),
                 "label_smoothing": float(label_smoothing),
                 "multi_label_threshold": float(multi_label_threshold),
                 "image_size": image_size,

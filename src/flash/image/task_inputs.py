@@ -29,6 +29,18 @@ class ImageTaskInputs:
 
     preprocessing: dict[str, Any]
 
+    def keep_pixel_settings(
+        self, preprocessing: dict[str, Any], image_size: int | None, channels_last: bool
+    ) -> None:
+        """Keep the normalisation and input size (``image_size`` overrides the backbone's) and the
+        memory format the task computes in."""
+        self.preprocessing = dict(preprocessing)
+        if image_size is not None:
+            self.preprocessing["image_size"] = image_size
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+
     def serve_decode_size(self) -> tuple[int | None, int]:
         """``(short side, resample)`` to decode served images at; ``None``: their full size."""
         return None, Image.BILINEAR

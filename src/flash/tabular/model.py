@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+from typing_extensions import Unpack
 
 from flash.core.data.tables import read_table, shown
 from flash.core.model.classification import ClassificationTask
 from flash.core.model.regression import RegressionTask
-from flash.core.model.task import base_task_arguments
+from flash.core.model.task import Optimization, Task, base_task_arguments
 from flash.core.utils.validation import check_int
 from flash.tabular.backbones import DEFAULT_BACKBONE, TABULAR_BACKBONES, LinearEnsemble, build_backbone
 from flash.tabular.data import TabularData, TabularDataset
@@ -59,6 +60,12 @@ class TabularTask:
     their combined prediction.
     """
 
+    optimization_defaults = {
+        **Task.optimization_defaults,
+        "learning_rate": DEFAULT_LEARNING_RATE,
+        "optimizer_kwargs": {"weight_decay": DEFAULT_WEIGHT_DECAY},
+    }
+
     domain = "tabular"
     monitor = "val_loss"  # the ensemble's loss: finer-grained than accuracy on small validation sets
     monitor_mode = "min"
@@ -80,14 +87,22 @@ class TabularTask:
             values["preprocessing"], values["backbone"], values["backbone_kwargs"], out_features
         )
         arguments = base_task_arguments(task_class, values)
-        if arguments.get("optimizer_kwargs") is None:
-            arguments["optimizer_kwargs"] = {"weight_decay": DEFAULT_WEIGHT_DECAY}
-        super().__init__(built.module, head, backbone_blocks=built.blocks, **arguments)  # type: ignore[call-arg]
+        super().__init__(
+            built.module, head, backbone_blocks=built.blocks, **arguments, **values["optimization"]
+        )  # type: ignore[call-arg]
         self.preprocessor = preprocessor
         self.target_fields = list(values["target_fields"] or [])
         self.restore_best_weights = bool(values["restore_best_weights"])
-        names = [n for n in inspect.signature(task_class.__init__).parameters if n != "self"]
-        self.save_hyperparameters({**{n: values[n] for n in names}, "backbone_kwargs": resolved})  # type: ignore[attr-defined]
+        names = [
+            n for n in inspect.signature(task_class.__init__).parameters if n not in ("self", "optimization")
+        ]
+        self.save_hyperparameters(  # type: ignore[attr-defined]
+            {
+                **{n: values[n] for n in names},
+                **self.optimization_hyperparameters(),  # type: ignore[attr-defined]
+                "backbone_kwargs": resolved,
+            }
+        )
 
     # -- the network ---------------------------------------------------------------------------
     def members(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,13 +255,9 @@ class TabularClassifier(TabularTask, ClassificationTask):
         backbone_kwargs: dict[str, Any] | None = None,
         labels: list[Any] | None = None,
         target_fields: list[str] | None = None,
-        learning_rate: float = DEFAULT_LEARNING_RATE,
-        optimizer: str = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: str | None = None,
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         restore_best_weights: bool = True,
+        **optimization: Unpack[Optimization],
     ) -> None:
         self._init_tabular(TabularClassifier, locals(), num_classes)
 
@@ -296,12 +307,8 @@ class TabularRegressor(TabularTask, RegressionTask):
         target_mean: list[float] | None = None,
         target_std: list[float] | None = None,
         target_fields: list[str] | None = None,
-        learning_rate: float = DEFAULT_LEARNING_RATE,
-        optimizer: str = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: str | None = None,
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
         restore_best_weights: bool = True,
+        **optimization: Unpack[Optimization],
     ) -> None:
         check_int(num_targets, "num_targets", 1)
         for name, stats in (("target_mean", target_mean), ("target_std", target_std)):

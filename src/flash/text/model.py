@@ -14,9 +14,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from flash.core.data.tables import TABLE_SUFFIXES, read_lines, read_table
-from flash.core.model.classification import ClassificationTask
+from flash.core.model.classification import ClassificationTask, check_num_classes
 from flash.core.model.task import base_task_arguments
-from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.validation import check_int, check_probability
 from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
 from flash.text.data import DEFAULT_MAX_LENGTH
@@ -45,19 +44,26 @@ class TextClassifier(ClassificationTask):
         labels: class names (filled from the data at training time and saved in checkpoints).
         pretrained: load the backbone's pretrained weights (a checkpoint load builds it without).
         head_dropout: dropout before the linear head.
-        learning_rate: the head's learning rate; the backbone trains at
-            ``learning_rate * backbone_lr_factor``.
-        backbone_lr_factor: see above.
-        layer_lr_decay: each backbone block below the top one gets this factor more.
-        optimizer, lr_scheduler: see :mod:`flash.core.training.optimizers`. The default schedule warms up
+        **kwargs: the :class:`~flash.core.model.task.Optimization` arguments (``learning_rate``:
+            the head's rate, the backbone training at ``learning_rate * backbone_lr_factor``;
+            ``optimizer``, ``lr_scheduler``, ...) and more
+            :class:`~flash.core.model.classification.ClassificationTask` arguments. This task's
+            defaults are :attr:`optimization_defaults`: ``learning_rate=2e-3``,
+            ``backbone_lr_factor=0.05`` and the ``linear_warmup`` schedule, which warms up
             linearly over the first tenth of the steps, then decays linearly to zero. Adam and
             AdamW use torch's fused implementation unless ``optimizer_kwargs`` are given.
         input_field: the text column of the training data (filled from the data; used when
             predicting on a table file).
-        **kwargs: more :class:`~flash.core.model.classification.ClassificationTask` arguments.
     """
 
     domain = "text"
+
+    optimization_defaults = {
+        **ClassificationTask.optimization_defaults,
+        "learning_rate": 2e-3,
+        "backbone_lr_factor": 0.05,
+        "lr_scheduler": "linear_warmup",
+    }
 
     def __init__(
         self,
@@ -69,22 +75,10 @@ class TextClassifier(ClassificationTask):
         labels: Sequence[Any] | None = None,
         pretrained: bool = True,
         head_dropout: float = 0.1,
-        learning_rate: float = 2e-3,
-        backbone_lr_factor: float = 0.05,
-        layer_lr_decay: float = 1.0,
-        optimizer: OptimizerSpec = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: SchedulerSpec = "linear_warmup",
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
         input_field: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if num_classes is None:
-            if labels is None:
-                raise ValueError(
-                    "Pass num_classes (e.g. num_classes=data.num_classes) or labels=data.labels."
-                )
-            num_classes = len(labels)
+        num_classes = check_num_classes(num_classes, labels)
         if pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLINGS)}.")
         check_int(max_length, "max_length", 2)
@@ -104,7 +98,7 @@ class TextClassifier(ClassificationTask):
             **kwargs,
         )
         self.save_hyperparameters(
-            ignore=["optimizer", "lr_scheduler"] if _not_plain(optimizer, lr_scheduler) else []
+            ignore=["optimizer", "lr_scheduler"] if _not_plain(self.optimizer, self.lr_scheduler) else []
         )
         self.backbone_name = backbone
         self.max_length = max_length

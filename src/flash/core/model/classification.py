@@ -14,8 +14,13 @@ from flash.core.utils.jsonable import to_json
 from flash.core.utils.validation import check_int
 
 
-def check_num_classes(num_classes: Any, labels: Sequence[str] | None) -> int:
-    check_int(num_classes, "num_classes", 1)
+def check_num_classes(num_classes: Any, labels: Sequence[str] | None, minimum: int = 1) -> int:
+    """``num_classes`` checked against ``labels``; taken from ``labels`` when it is None."""
+    if num_classes is None:
+        if labels is None:
+            raise ValueError("Pass num_classes (e.g. num_classes=data.num_classes) or labels=data.labels.")
+        num_classes = len(labels)
+    check_int(num_classes, "num_classes", minimum)
     if labels is not None and len(labels) != num_classes:
         raise ValueError(
             f"num_classes={num_classes} but {len(labels)} labels were given ({', '.join(map(str, labels))})."

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, TypedDict
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import Unpack
 
 from flash.core.model.outputs import apply_output
 from flash.core.model.preprocessing import Preprocessing
@@ -31,6 +33,35 @@ from flash.core.utils.validation import check_int
 Batch = dict[str, Any]
 
 
+class Optimization(TypedDict, total=False):
+    """The optimisation arguments every task takes by keyword (defaults: the task's
+    :attr:`Task.optimization_defaults`).
+
+    Attributes:
+        learning_rate: the head's learning rate.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or a callable.
+        optimizer_kwargs: more arguments of the optimizer (``weight_decay``, ``momentum``, ...).
+        lr_scheduler: ``"cosine"``, ``"onecycle"``, ``"linear_warmup"``, ``"reduce_on_plateau"``,
+            ``None`` or a callable; see :mod:`flash.core.training.optimizers`.
+        lr_scheduler_kwargs: more arguments of the scheduler.
+        backbone_lr_factor: the backbone's learning rate as a fraction of ``learning_rate``
+            (discriminative rates; ``1.0`` trains it at the head's rate).
+        layer_lr_decay: each backbone block below the top one gets this factor more (``1.0``:
+            the same rate for all blocks).
+    """
+
+    learning_rate: float
+    optimizer: OptimizerSpec
+    optimizer_kwargs: dict[str, Any] | None
+    lr_scheduler: SchedulerSpec
+    lr_scheduler_kwargs: dict[str, Any] | None
+    backbone_lr_factor: float
+    layer_lr_decay: float
+
+
+OPTIMIZATION_ARGUMENTS = tuple(Optimization.__annotations__)
+
+
 class Task(LightningModule):
     """A finetuning task: ``head(backbone(input))``.
 
@@ -48,15 +79,21 @@ class Task(LightningModule):
         loss_fn: ``(output, target) -> loss``.
         metrics: torchmetrics to log per stage as ``train_<name>``, ``val_<name>``, ``test_<name>``:
             a dict by name, or a metric or list of metrics (named after their class, in snake case).
-        learning_rate: the head's learning rate.
-        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or a callable.
-        lr_scheduler: ``"cosine"``, ``"onecycle"``, ``"linear_warmup"``, ``"reduce_on_plateau"``,
-            ``None`` or a callable; see :mod:`flash.core.training.optimizers`.
-        backbone_lr_factor: the backbone's learning rate as a fraction of ``learning_rate``
-            (discriminative rates; ``1.0`` trains it at the head's rate).
-        layer_lr_decay: each backbone block below the top one gets this factor more (``1.0``:
-            the same rate for all blocks).
+        **optimization: how it trains (:class:`Optimization`: ``learning_rate``, ``optimizer``,
+            ``lr_scheduler``, ...), by keyword. Every task takes the same ones; what a task
+            leaves out comes from its class's :attr:`optimization_defaults`.
     """
+
+    optimization_defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 1e-3,
+        "optimizer": "adamw",
+        "optimizer_kwargs": None,
+        "lr_scheduler": None,
+        "lr_scheduler_kwargs": None,
+        "backbone_lr_factor": 1.0,
+        "layer_lr_decay": 1.0,
+    }
+    """The :class:`Optimization` arguments a task uses when they are not given (tasks override some)."""
 
     def __init__(
         self,
@@ -67,16 +104,17 @@ class Task(LightningModule):
         backbone_blocks: Sequence[nn.Module] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         metrics: Any = None,
-        learning_rate: float = 1e-3,
-        optimizer: OptimizerSpec = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: SchedulerSpec = None,
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
-        backbone_lr_factor: float = 1.0,
-        layer_lr_decay: float = 1.0,
+        **optimization: Unpack[Optimization],
     ) -> None:
         super().__init__()
         backbone, head = _backbone_and_head(backbone, head, model)
+        settings = self._optimization_settings(optimization)
+        learning_rate, optimizer, lr_scheduler = (
+            settings["learning_rate"],
+            settings["optimizer"],
+            settings["lr_scheduler"],
+        )
+        backbone_lr_factor, layer_lr_decay = settings["backbone_lr_factor"], settings["layer_lr_decay"]
         if (
             not isinstance(learning_rate, int | float)
             or not math.isfinite(learning_rate)
@@ -99,11 +137,38 @@ class Task(LightningModule):
         self.test_metrics = nn.ModuleDict({k: m.clone() for k, m in metrics.items()})
         self.learning_rate = float(learning_rate)
         self.optimizer = optimizer
-        self.optimizer_kwargs = optimizer_kwargs
+        self.optimizer_kwargs = settings["optimizer_kwargs"]
         self.lr_scheduler = lr_scheduler
-        self.lr_scheduler_kwargs = lr_scheduler_kwargs
+        self.lr_scheduler_kwargs = settings["lr_scheduler_kwargs"]
         self.backbone_lr_factor = float(backbone_lr_factor)
         self.layer_lr_decay = float(layer_lr_decay)
+
+    def _optimization_settings(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(given) - set(OPTIMIZATION_ARGUMENTS))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], OPTIMIZATION_ARGUMENTS, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {', '.join(unknown)}.{hint} "
+                f"The optimisation arguments every task takes are {', '.join(OPTIMIZATION_ARGUMENTS)}."
+            )
+        settings = {**Task.optimization_defaults, **type(self).optimization_defaults, **given}
+        return {name: dict(v) if isinstance(v, dict) else v for name, v in settings.items()}
+
+    def optimization_hyperparameters(self) -> dict[str, Any]:
+        """The optimisation settings in force, as checkpoint hyperparameters: an optimizer or
+        scheduler given as a class or callable is recorded as ``"custom"`` (a checkpoint cannot
+        rebuild it: pass it again when loading)."""
+        optimizer, scheduler = self.optimizer, self.lr_scheduler
+        return {
+            "learning_rate": self.learning_rate,
+            "optimizer": optimizer if isinstance(optimizer, str) else "custom",
+            "optimizer_kwargs": self.optimizer_kwargs,
+            "lr_scheduler": scheduler if scheduler is None or isinstance(scheduler, str) else "custom",
+            "lr_scheduler_kwargs": self.lr_scheduler_kwargs,
+            "backbone_lr_factor": self.backbone_lr_factor,
+            "layer_lr_decay": self.layer_lr_decay,
+        }
 
     # -- structure ------------------------------------------------------------------------------
     @property

@@ -315,12 +315,7 @@ class FreezeUnfreeze(FlashBaseFinetuning):
         *,
         strategy_metadata: int | None = None,
     ) -> None:
-        if strategy_metadata is not None:
-            if unfreeze_epoch is not None:
-                raise StrategyArgumentError(
-                    "Pass unfreeze_epoch or Lightning Flash's strategy_metadata, not both."
-                )
-            unfreeze_epoch = strategy_metadata
+        unfreeze_epoch = _with_legacy_metadata("unfreeze_epoch", unfreeze_epoch, strategy_metadata)
         super().__init__(attr_names, train_bn)
         self.unfreeze_epoch = (
             None if unfreeze_epoch is None else _check_epoch("unfreeze_epoch", unfreeze_epoch)
@@ -358,12 +353,9 @@ class UnfreezeMilestones(FlashBaseFinetuning):
         *,
         strategy_metadata: tuple[tuple[int, int], int] | None = None,
     ) -> None:
-        if strategy_metadata is not None:
-            if unfreeze_milestones is not None:
-                raise StrategyArgumentError(
-                    "Pass unfreeze_milestones or Lightning Flash's strategy_metadata, not both."
-                )
-            unfreeze_milestones = strategy_metadata
+        unfreeze_milestones = _with_legacy_metadata(
+            "unfreeze_milestones", unfreeze_milestones, strategy_metadata
+        )
         if (
             isinstance(unfreeze_milestones, Sequence)
             and len(unfreeze_milestones) == 2
@@ -522,3 +514,12 @@ def resolve_strategy(strategy: Any, train_bn: bool | None = None) -> BaseFinetun
         f"strategy must be a name ({choices}), a (name, argument) tuple or a BaseFinetuning callback, "
         f"got {type(strategy).__name__}."
     )
+
+
+def _with_legacy_metadata(name: str, value: Any, strategy_metadata: Any) -> Any:
+    """``value``, or Lightning Flash's ``strategy_metadata`` standing in its place (not both)."""
+    if strategy_metadata is None:
+        return value
+    if value is not None:
+        raise StrategyArgumentError(f"Pass {name} or Lightning Flash's strategy_metadata, not both.")
+    return strategy_metadata

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -133,21 +133,22 @@ class FlashProgressBar(TQDMProgressBar):
         return items
 
     def init_sanity_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_sanity_tqdm()
+        return _on_stderr(super().init_sanity_tqdm)
 
     def init_train_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_train_tqdm()
+        return _on_stderr(super().init_train_tqdm)
 
     def init_validation_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_validation_tqdm()
+        return _on_stderr(super().init_validation_tqdm)
 
     def init_test_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_test_tqdm()
+        return _on_stderr(super().init_test_tqdm)
 
     def init_predict_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_predict_tqdm()
+        return _on_stderr(super().init_predict_tqdm)
+
+
+def _on_stderr(make_bar: Callable[[], Any]) -> Any:
+    """A progress bar made while stdout points at stderr (Lightning's bars write to stdout)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return make_bar()

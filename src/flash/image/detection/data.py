@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from flash.core.data.datamodule import DataModule, LabelEncoder, Split
 from flash.core.data.splits import hold_out_validation
-from flash.image.dataset import DecodedImageCache
+from flash.core.utils.validation import check_optional_int
+from flash.image.dataset import CachedImageItems, DecodedImageCache
 from flash.image.detection.annotations import (
     BOX_COLUMNS,
     Annotated,
@@ -89,32 +89,17 @@ def check_boxes(items: list[Annotated], what: str, on_bad_box: str) -> list[Anno
     return items
 
 
-class DetectionDataset(Dataset):
+class DetectionDataset(CachedImageItems):
     """Items ``{"index", "input", "size", "target"?}`` of one split (see :class:`DetectionCollate`)."""
 
-    def __init__(
-        self,
-        inputs: Sequence[Any],
-        targets: np.ndarray | None,
-        pipeline: DetectionPipeline,
-        cache: DecodedImageCache | None = None,
-        stage: str = "predict",
-        sizes: dict[Any, tuple[int, int]] | None = None,
-    ) -> None:
-        self.inputs = list(inputs)
-        self.targets = targets
-        self.pipeline = pipeline
-        self.cache = cache
-        self.stage = stage
+    pipeline: DetectionPipeline
+
+    def __init__(self, *items: Any, sizes: dict[Any, tuple[int, int]] | None = None) -> None:
+        """``inputs, targets, pipeline, cache, stage`` as for :class:`CachedImageItems`; ``sizes``:
+        the original sizes of images already in ``cache`` (shared between a split's datasets)."""
+        super().__init__(*items)
         self.sizes = {} if sizes is None else sizes
         """Original ``(height, width)`` of the images in ``cache``, by the same keys."""
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def _key(self, index: int) -> tuple[Any, ...]:
-        item = self.inputs[index]
-        return (self.pipeline.key, str(item) if isinstance(item, str | os.PathLike) else id(item))
 
     def load(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         """The resized image of item ``index`` and its original ``(height, width)``."""
@@ -188,41 +173,21 @@ class ObjectDetectionData(DataModule):
 
     def __init__(
         self,
-        train: Split | None = None,
-        val: Split | None = None,
-        test: Split | None = None,
-        predict: Split | None = None,
-        *,
+        *splits: Split | None,
         labels: Sequence[Any] | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
         image_size: int | None = None,
         crop_scale: Sequence[float] = (1.0, 1.0),
         hflip: float = 0.5,
         vflip: float = 0.0,
         cache_mb: float | None = None,
+        **loading: Any,
     ) -> None:
-        super().__init__(
-            train,
-            val,
-            test,
-            predict,
-            labels=labels,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-        )
-        if image_size is not None and (
-            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
-        ):
-            raise ValueError(f"image_size must be a whole number of pixels >= 32, got {image_size!r}.")
-        if cache_mb is not None and (not isinstance(cache_mb, int | float) or cache_mb < 0):
-            raise ValueError(f"cache_mb must be a number of megabytes >= 0 (0: no cache), got {cache_mb!r}.")
+        super().__init__(*splits, labels=labels, **loading)
+        check_optional_int(image_size, "image_size", 32, "pixels")
         self.image_size = image_size
         self.crop_scale = check_fraction_pair(crop_scale, "crop_scale")
         self.hflip, self.vflip = check_probability(hflip, "hflip"), check_probability(vflip, "vflip")
-        self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
+        self.cache = DecodedImageCache.of_size(cache_mb)
         self._sizes: dict[Any, tuple[int, int]] = {}
         self.preprocessing: dict[str, Any] = {
             "image_size": image_size or DEFAULT_IMAGE_SIZE,
@@ -524,7 +489,7 @@ class ObjectDetectionData(DataModule):
 
     def make_dataset(self, split: Split, stage: str) -> DetectionDataset:
         dataset = DetectionDataset(
-            split.inputs, split.targets, self.pipeline(stage), self.cache, stage, self._sizes
+            split.inputs, split.targets, self.pipeline(stage), self.cache, stage, sizes=self._sizes
         )
         dataset.prefill()
         return dataset

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from typing_extensions import Unpack
 
-from flash.core.model.classification import take_data_labels
-from flash.core.model.task import Task
-from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.model.classification import check_num_classes, take_data_labels
+from flash.core.model.task import Optimization, Task, base_task_arguments
 from flash.core.utils.cpu import reuse_freed_memory
 from flash.core.utils.jsonable import to_json
 from flash.image.backbones import (
@@ -257,6 +257,11 @@ class ObjectDetector(ImageTaskInputs, Task):
     output_fields = {"detections": "detections"}
     example_size_multiple = 32
 
+    optimization_defaults = {
+        **Task.optimization_defaults,
+        **{"lr_scheduler": "cosine", "backbone_lr_factor": 0.1},
+    }
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -270,24 +275,11 @@ class ObjectDetector(ImageTaskInputs, Task):
         score_threshold: float = 0.5,
         nms_threshold: float = 0.5,
         max_detections: int = 100,
-        learning_rate: float = 1e-3,
-        optimizer: OptimizerSpec = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: SchedulerSpec = "cosine",
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
-        backbone_lr_factor: float = 0.1,
-        layer_lr_decay: float = 1.0,
         channels_last: bool = True,
         preprocessing: dict[str, Any] | None = None,
+        **optimization: Unpack[Optimization],
     ) -> None:
-        if num_classes is None:
-            if labels is None:
-                raise ValueError("Pass num_classes (e.g. num_classes=data.num_classes) or labels.")
-            num_classes = len(labels)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
-        if labels is not None and len(labels) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(labels)} labels were given.")
+        num_classes = check_num_classes(num_classes, labels)
         if head not in HEADS:
             raise ValueError(f"Unknown detection head {head!r}. Choose one of {', '.join(HEADS)}.")
         if image_size is not None and (
@@ -333,13 +325,8 @@ class ObjectDetector(ImageTaskInputs, Task):
             body,
             detector,
             backbone_blocks=blocks,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_kwargs=lr_scheduler_kwargs,
-            backbone_lr_factor=backbone_lr_factor,
-            layer_lr_decay=layer_lr_decay,
+            **base_task_arguments(ObjectDetector, locals()),
+            **optimization,
         )
         from torchmetrics.detection import MeanAveragePrecision
 
@@ -357,12 +344,7 @@ class ObjectDetector(ImageTaskInputs, Task):
                 "mean": list(normalisation.get("mean", (0.485, 0.456, 0.406))),
                 "std": list(normalisation.get("std", (0.229, 0.224, 0.225))),
             }
-        self.preprocessing = dict(preprocessing)
-        if image_size is not None:
-            self.preprocessing["image_size"] = image_size
-        self.channels_last = bool(channels_last)
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.keep_pixel_settings(preprocessing, image_size, channels_last)
         self.save_hyperparameters(
             {
                 "num_classes": num_classes,
@@ -376,15 +358,7 @@ class ObjectDetector(ImageTaskInputs, Task):
                 "score_threshold": self.score_threshold,
                 "nms_threshold": self.nms_threshold,
                 "max_detections": self.max_detections,
-                "learning_rate": float(learning_rate),
-                "optimizer": optimizer if isinstance(optimizer, str) else "custom",
-                "optimizer_kwargs": optimizer_kwargs,
-                "lr_scheduler": lr_scheduler
-                if lr_scheduler is None or isinstance(lr_scheduler, str)
-                else "custom",
-                "lr_scheduler_kwargs": lr_scheduler_kwargs,
-                "backbone_lr_factor": float(backbone_lr_factor),
-                "layer_lr_decay": float(layer_lr_decay),
+                **self.optimization_hyperparameters(),
                 "channels_last": self.channels_last,
                 "preprocessing": self.preprocessing,
             }

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
-from torch.utils.data import Dataset
 
 from flash.core.data.datamodule import DataModule, Split
 from flash.core.data.splits import hold_out_validation
-from flash.core.utils.validation import check_folder
+from flash.core.model.classification import check_num_classes
+from flash.core.utils.validation import check_folder, check_int, check_optional_int
 from flash.image.data import _array_items, _check_files, _default_preprocessing
-from flash.image.dataset import DecodedImageCache
+from flash.image.dataset import CachedImageItems, DecodedImageCache
 from flash.image.io import BadImageError, image_size_of, list_images, predict_folder_images, read_any
 from flash.image.transforms import ImageCollate
 
@@ -374,7 +374,7 @@ class SegmentationPipeline:
         return tensor.contiguous(), None if target is None else target.contiguous()
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(CachedImageItems):
     """Items ``{"index", "input", "target"}`` (predict items: ``{"index", "input", "size"}``).
 
     Decoded, resized pairs are kept in ``cache`` (when given), so each file is read once.
@@ -388,14 +388,7 @@ class SegmentationDataset(Dataset):
         cache: DecodedImageCache | None = None,
         stage: str = "predict",
     ) -> None:
-        self.inputs = list(inputs)
-        self.targets = None if targets is None else list(targets)
-        self.pipeline = pipeline
-        self.cache = cache
-        self.stage = stage
-
-    def __len__(self) -> int:
-        return len(self.inputs)
+        super().__init__(inputs, None if targets is None else list(targets), pipeline, cache, stage)
 
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
         """Item ``index`` as :meth:`SegmentationPipeline.load` gives it (cached)."""
@@ -465,6 +458,34 @@ class SegmentationCollate:
 
 
 # -- the data module --------------------------------------------------------------------------------
+def _arrays_constructor(kind: str, doc: str) -> classmethod:
+    """``from_numpy`` (``kind="numpy"``) or ``from_tensors`` (``"torch"``): one signature for both."""
+
+    def constructor(
+        cls: type[SemanticSegmentationData],
+        train_data: Any = None,
+        train_targets: Any = None,
+        val_data: Any = None,
+        val_targets: Any = None,
+        test_data: Any = None,
+        test_targets: Any = None,
+        predict_data: Any = None,
+        *,
+        val_split: float | None = None,
+        num_classes: int | None = None,
+        labels_map: Mapping[int, str] | Sequence[str] | None = None,
+        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        **kwargs: Any,
+    ) -> SemanticSegmentationData:
+        given = dict(locals())
+        del given["cls"], given["kwargs"]
+        return cls._from_arrays(kind, given, **kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = "from_tensors" if kind == "torch" else "from_numpy"
+    constructor.__doc__ = doc
+    return classmethod(constructor)
+
+
 class SemanticSegmentationData(DataModule):
     """Images and their class masks for :class:`~flash.image.SemanticSegmentation`.
 
@@ -488,11 +509,7 @@ class SemanticSegmentationData(DataModule):
 
     def __init__(
         self,
-        train: Split | None = None,
-        val: Split | None = None,
-        test: Split | None = None,
-        predict: Split | None = None,
-        *,
+        *splits: Split | None,
         num_classes: int | None = None,
         labels: Sequence[Any] | None = None,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
@@ -500,41 +517,18 @@ class SemanticSegmentationData(DataModule):
         scale_range: Sequence[float] = DEFAULT_SCALE_RANGE,
         hflip: float = 0.5,
         cache_mb: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 42,
+        **loading: Any,
     ) -> None:
-        super().__init__(
-            train,
-            val,
-            test,
-            predict,
-            labels=labels,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-        )
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
-            raise ValueError(
-                f"ignore_index must be a whole number >= 0 (the void label), got {ignore_index!r}."
-            )
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-        ):
-            raise ValueError(f"num_classes must be a whole number >= 2, got {num_classes!r}.")
-        if labels is not None and num_classes is not None and len(labels) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(labels)} class names were given.")
-        if image_size is not None and (
-            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
-        ):
-            raise ValueError(f"image_size must be a whole number of pixels >= 32, got {image_size!r}.")
+        super().__init__(*splits, labels=labels, **loading)
+        check_int(ignore_index, "ignore_index")
+        if num_classes is not None:
+            check_num_classes(num_classes, labels, minimum=2)
+        check_optional_int(image_size, "image_size", 32, "pixels")
         scale = tuple(float(s) for s in scale_range)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}.")
         if isinstance(hflip, bool) or not isinstance(hflip, int | float) or not 0 <= hflip <= 1:
             raise ValueError(f"hflip is a probability between 0 and 1, got {hflip!r}.")
-        if cache_mb is not None and (not isinstance(cache_mb, int | float) or cache_mb < 0):
-            raise ValueError(f"cache_mb must be a number of megabytes >= 0 (0: no cache), got {cache_mb!r}.")
         self.ignore_index = ignore_index
         self._num_classes = (
             num_classes if num_classes is not None else (len(labels) if labels is not None else None)
@@ -542,7 +536,7 @@ class SemanticSegmentationData(DataModule):
         self.image_size = image_size
         self.scale_range = scale
         self.hflip = float(hflip)
-        self.cache = DecodedImageCache(cache_mb) if cache_mb != 0 else None
+        self.cache = DecodedImageCache.of_size(cache_mb)
         self.preprocessing = dict(_default_preprocessing())
         if image_size is not None:
             self.preprocessing["image_size"] = image_size
@@ -697,47 +691,16 @@ class SemanticSegmentationData(DataModule):
         labels = _labels_from_map(labels_map) if labels_map is not None else None
         return cls._from_pairs(pairs, predict, val_split, num_classes, labels, ignore_index, **kwargs)
 
-    @classmethod
-    def from_numpy(
-        cls,
-        train_data: Any = None,
-        train_targets: Any = None,
-        val_data: Any = None,
-        val_targets: Any = None,
-        test_data: Any = None,
-        test_targets: Any = None,
-        predict_data: Any = None,
-        *,
-        val_split: float | None = None,
-        num_classes: int | None = None,
-        labels_map: Mapping[int, str] | Sequence[str] | None = None,
-        ignore_index: int = DEFAULT_IGNORE_INDEX,
-        **kwargs: Any,
-    ) -> SemanticSegmentationData:
+    from_numpy = _arrays_constructor(
+        "numpy",
         """Images as numpy arrays ``(N, H, W, C)`` (or a list of ``(H, W[, C])``), masks as
-        ``(N, H, W)`` integer arrays (or a list of ``(H, W)``)."""
-        return cls._from_arrays("numpy", locals(), **kwargs)
-
-    @classmethod
-    def from_tensors(
-        cls,
-        train_data: Any = None,
-        train_targets: Any = None,
-        val_data: Any = None,
-        val_targets: Any = None,
-        test_data: Any = None,
-        test_targets: Any = None,
-        predict_data: Any = None,
-        *,
-        val_split: float | None = None,
-        num_classes: int | None = None,
-        labels_map: Mapping[int, str] | Sequence[str] | None = None,
-        ignore_index: int = DEFAULT_IGNORE_INDEX,
-        **kwargs: Any,
-    ) -> SemanticSegmentationData:
+        ``(N, H, W)`` integer arrays (or a list of ``(H, W)``).""",
+    )
+    from_tensors = _arrays_constructor(
+        "torch",
         """Images as tensors ``(N, C, H, W)`` (or a list of ``(C, H, W)``), masks as ``(N, H, W)``
-        integer tensors (or a list of ``(H, W)``)."""
-        return cls._from_arrays("torch", locals(), **kwargs)
+        integer tensors (or a list of ``(H, W)``).""",
+    )
 
     @classmethod
     def _from_arrays(cls, kind: str, given: dict[str, Any], **kwargs: Any) -> SemanticSegmentationData:

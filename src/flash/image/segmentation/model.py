@@ -31,10 +31,10 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
+from typing_extensions import Unpack
 
-from flash.core.model.classification import take_data_labels
-from flash.core.model.task import Task
-from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
+from flash.core.model.classification import check_num_classes, take_data_labels
+from flash.core.model.task import Optimization, Task, base_task_arguments
 from flash.core.utils.cpu import reuse_freed_memory
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES, StagedBackbone
 from flash.image.model import _predict_items
@@ -274,6 +274,8 @@ class SemanticSegmentation(ImageTaskInputs, Task):
     default_train_bn = False
     """BatchNorm layers of a frozen encoder stay frozen, as for the image classifier."""
 
+    optimization_defaults = {**Task.optimization_defaults, **{"lr_scheduler": "onecycle"}}
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -285,25 +287,12 @@ class SemanticSegmentation(ImageTaskInputs, Task):
         loss: str = "cross_entropy",
         ignore_index: int = DEFAULT_IGNORE_INDEX,
         labels: Sequence[str] | None = None,
-        learning_rate: float = 1e-3,
-        optimizer: OptimizerSpec = "adamw",
-        optimizer_kwargs: dict[str, Any] | None = None,
-        lr_scheduler: SchedulerSpec = "onecycle",
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
-        backbone_lr_factor: float = 1.0,
-        layer_lr_decay: float = 1.0,
         image_size: int | None = None,
         channels_last: bool = True,
         preprocessing: dict[str, Any] | None = None,
+        **optimization: Unpack[Optimization],
     ) -> None:
-        if num_classes is None:
-            if labels is None:
-                raise ValueError("Pass num_classes (e.g. num_classes=data.num_classes) or labels.")
-            num_classes = len(labels)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be a whole number >= 2, got {num_classes!r}.")
-        if labels is not None and len(labels) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(labels)} labels were given.")
+        num_classes = check_num_classes(num_classes, labels, minimum=2)
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
             raise ValueError(f"ignore_index must be a whole number >= 0, got {ignore_index!r}.")
         if 0 <= ignore_index < num_classes:
@@ -339,24 +328,13 @@ class SemanticSegmentation(ImageTaskInputs, Task):
             decoder,
             backbone_blocks=list(encoder.stages),
             loss_fn=SegmentationLoss(loss, ignore_index),
-            metrics=metrics,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_kwargs=lr_scheduler_kwargs,
-            backbone_lr_factor=backbone_lr_factor,
-            layer_lr_decay=layer_lr_decay,
+            **base_task_arguments(SemanticSegmentation, locals()),
+            **optimization,
         )
         self.num_classes = num_classes
         self.labels = list(labels) if labels is not None else None
         self.ignore_index = ignore_index
-        self.preprocessing = dict(preprocessing or backbone_preprocessing)
-        if image_size is not None:
-            self.preprocessing["image_size"] = image_size
-        self.channels_last = bool(channels_last)
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.keep_pixel_settings(preprocessing or backbone_preprocessing, image_size, channels_last)
         self.save_hyperparameters(
             {
                 "num_classes": num_classes,
@@ -368,15 +346,7 @@ class SemanticSegmentation(ImageTaskInputs, Task):
                 "loss": loss,
                 "ignore_index": ignore_index,
                 "labels": self.labels,
-                "learning_rate": float(learning_rate),
-                "optimizer": optimizer if isinstance(optimizer, str) else "custom",
-                "optimizer_kwargs": optimizer_kwargs,
-                "lr_scheduler": lr_scheduler
-                if lr_scheduler is None or isinstance(lr_scheduler, str)
-                else "custom",
-                "lr_scheduler_kwargs": lr_scheduler_kwargs,
-                "backbone_lr_factor": float(backbone_lr_factor),
-                "layer_lr_decay": float(layer_lr_decay),
+                **self.optimization_hyperparameters(),
                 "image_size": image_size,
                 "channels_last": self.channels_last,
                 "preprocessing": self.preprocessing,
