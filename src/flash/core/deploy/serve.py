@@ -168,11 +168,8 @@ def build_app(task: Any, *, device: str | None = None, output: Any = None, **opt
             files = await _uploaded_files(request, limits.max_inputs_per_request)
             items = await asyncio.to_thread(_decode_files, task, files)
         else:
-            body = read_predict_body(
-                await request.body(), limits.max_inputs_per_request, task.input_description
-            )
-            flash08 = body if isinstance(body, LegacyRequest) else None
-            items = await asyncio.to_thread(_decode_all, task, body.items, body.field)
+            body = await request.body()
+            items, flash08 = await asyncio.to_thread(_read_json, task, body, limits.max_inputs_per_request)
         try:
             predictions = await predictor.predict(items)
         except (ServerBusyError, ServerStoppingError) as error:
@@ -212,14 +209,17 @@ async def _uploaded_files(request: Request, max_inputs: int) -> list[tuple[bytes
     return values
 
 
-def _decode_all(task: Any, values: list[Any], field: str) -> list[Any]:
+def _read_json(task: Any, body: bytes, max_inputs: int) -> tuple[list[Any], LegacyRequest | None]:
+    """A JSON body's inputs decoded by the task (off the event loop: large bodies take a while),
+    and the Flash 0.8 request when the body was one."""
+    request = read_predict_body(body, max_inputs, task.input_description)
     items = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(request.items):
         try:
             items.append(task.decode_serve_input(value))
         except (ValueError, TypeError) as error:
-            raise RequestError(422, f"{field}[{index}]: {error}") from None
-    return items
+            raise RequestError(422, f"{request.field}[{index}]: {error}") from None
+    return items, request if isinstance(request, LegacyRequest) else None
 
 
 def _decode_files(task: Any, files: list[tuple[bytes, str]]) -> list[Any]:
