@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+import torch
 from servable_toy import ServableToy, expected
 
 from flash.core.deploy.serve import build_app, start_server
@@ -87,7 +88,7 @@ def _chunks(total: int):
         (422, {"json": {"inputs": [[1, 2, 3, 4]], "instances": [[1, 2, 3, 4]]}}, "it has both"),
         (422, {"json": {"inputs": [[1, 2, 3, 4]], "extra": 1}}, "Unknown field.*'extra'"),
         (422, {"json": {"inputs": "1,2,3,4"}}, '"inputs" must be a list, got a string'),
-        (422, {"json": {"instances": {"a": 1}}}, '"instances" must be a list, got a object'),
+        (422, {"json": {"instances": {"a": 1}}}, '"instances" must be a list, got an object'),
         (422, {"json": {"inputs": None}}, '"inputs" must be a list, got null'),
         (422, {"json": {"inputs": []}}, '"inputs" is empty'),
         (422, {"json": {"instances": []}}, '"instances" is empty'),
@@ -330,3 +331,22 @@ def test_the_record_of_batch_sizes_stays_bounded():
     assert predictor.batches_run == predictor.items_run == BATCH_HISTORY + 50
     assert len(predictor.batch_sizes) == BATCH_HISTORY
     assert predictor._in_flight == [] and predictor._held is None
+
+
+class FileToy(ServableToy):
+    """Takes uploads: each file holds a row as text, ``1,2,0,0``."""
+
+    def decode_serve_file(self, data, filename=""):
+        self.received.append((type(data), data, filename))
+        return torch.tensor([float(v) for v in data.decode().split(",")])
+
+
+def test_uploaded_files_reach_the_task_as_their_bytes():
+    task = FileToy()
+    task.received = []
+    with start_server(task) as srv:
+        files = [("files", ("a.csv", b"1,2,0,0")), ("files", ("b.csv", b"-3,1,5,5"))]
+        response = httpx.post(f"{srv.url}/predict", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == ["pos", "neg"]
+    assert task.received == [(bytes, b"1,2,0,0", "a.csv"), (bytes, b"-3,1,5,5", "b.csv")]

@@ -110,9 +110,9 @@ def _shape_message(error: ValidationError, payload: Any, example: str) -> str:
     problem = problems[0]
     field = ".".join(map(str, problem["loc"]))
     if problem["type"] == "model_type":
-        return f"The body must be a JSON object {example}; got a {_json_type(payload)}."
+        return f"The body must be a JSON object {example}; got {_json_type(payload)}."
     if problem["type"] == "list_type":
-        return f'"{field}" must be a list, got a {_json_type(problem["input"])}; send {example}.'
+        return f'"{field}" must be a list, got {_json_type(problem["input"])}; send {example}.'
     if problem["type"] == "too_short":
         return f'"{field}" is empty; send at least one input.'
     if problem["type"] == "input_field":
@@ -123,8 +123,16 @@ def _shape_message(error: ValidationError, payload: Any, example: str) -> str:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    """``value``'s JSON type with its article: ``"a list"``, ``"an object"``, ``"null"``."""
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else names.get(type(value), f"a {type(value).__name__}")
 
 
 class ClassPrediction(BaseModel):
