@@ -20,7 +20,7 @@ def test_checkpoint_keeps_labels_and_loads_safely(tmp_path):
     trainer.save_checkpoint(path)
     raw = torch.load(path, weights_only=True)
     assert raw["hyper_parameters"]["labels"] == ["neg", "pos"]
-    loaded = ToyClassifier.load_from_checkpoint(path)
+    loaded = ToyClassifier.load_from_checkpoint(path, device="cpu")  # compared exactly with the CPU model
     assert loaded.labels == ["neg", "pos"]
     x = torch.randn(5, 4)
     model.eval()
