@@ -296,6 +296,33 @@ def test_help_of_every_command_shows_every_default():
             )
 
 
+def test_serve_help_lists_every_option_serve_takes():
+    import dataclasses
+    import inspect
+
+    from flash.core.deploy.serve import serve
+    from flash.core.deploy.serve_options import ServeOptions
+
+    text = _subparser_help("serve")
+    names = [field.name for field in dataclasses.fields(ServeOptions)]
+    names += [n for n, p in inspect.signature(serve).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    names += ["host", "port"]
+    flags = {"device": "--accelerator", "output": None}
+    for name in names:
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if flag is not None:
+            assert flag in text, f"flash serve --help does not show {flag}"
+    flat = " ".join(text.split())
+    assert "--max-queue-size N requests waiting for the model; more get 503 (default: 1024)" in flat
+
+
+def _subparser_help(name: str) -> str:
+    for path, parser in _parsers(cli.build_parser()):
+        if path == ("flash", name):
+            return parser.format_help()
+    raise AssertionError(f"no flash {name}")
+
+
 def test_strategy_texts_become_the_tuples_resolve_strategy_takes():
     from flash.core.training.finetuning import resolve_strategy
 

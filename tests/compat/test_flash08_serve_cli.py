@@ -35,7 +35,7 @@ def test_flash_request_body_is_answered_in_flash_shape():
         bad = httpx.post(
             f"{server.url}/predict", json={"session": "UUID", "payload": {"inputs": {}}}, timeout=30
         )
-        assert bad.status_code == 422 and "payload.inputs.data" in bad.json()["error"]
+        assert bad.status_code == 422 and "payload.inputs.data" in bad.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ def test_served_json_and_file_uploads_match_predict(signals_csv, tmp_path):
         uploaded = httpx.post(server.url + "/predict", files=files).json()["predictions"]
         assert [p["label"] for p in uploaded] == expected
         bad = httpx.post(server.url + "/predict", json={"inputs": [[1.0]]})
-        assert bad.status_code == 422 and "at least two numbers" in bad.json()["error"]
+        assert bad.status_code == 422 and "at least two numbers" in bad.json()["detail"]
         schema = httpx.get(server.url + "/openapi.json").json()
         body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
         assert body["application/json"]["schema"]["properties"]["inputs"]["items"]["minItems"] == 2

@@ -20,7 +20,7 @@ def test_checkpoint_keeps_labels_and_loads_safely(tmp_path):
     trainer.save_checkpoint(path)
     raw = torch.load(path, weights_only=True)
     assert raw["hyper_parameters"]["labels"] == ["neg", "pos"]
-    loaded = ToyClassifier.load_from_checkpoint(path)
+    loaded = ToyClassifier.load_from_checkpoint(path, device="cpu")  # compared exactly with the CPU model
     assert loaded.labels == ["neg", "pos"]
     x = torch.randn(5, 4)
     model.eval()
@@ -120,3 +120,20 @@ def test_marker_without_a_task_class_is_a_clear_error(toy_checkpoint, tmp_path):
     torch.save(raw, path)
     with pytest.raises(ValueError, match="not a flash task"):
         load_task(path)
+
+
+def test_a_loaded_task_runs_where_device_says(toy_checkpoint):
+    from flash.core.utils.device import resolve_device
+
+    assert ToyClassifier.load_from_checkpoint(toy_checkpoint).device == resolve_device("auto")
+    assert ToyClassifier.load_from_checkpoint(toy_checkpoint, device="cpu").device.type == "cpu"
+    assert load_task(toy_checkpoint, device="cpu").device.type == "cpu"
+    assert ToyClassifier.load_from_checkpoint(toy_checkpoint, map_location="cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="Unknown accelerator 'tpu'"):
+        ToyClassifier.load_from_checkpoint(toy_checkpoint, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            ToyClassifier.load_from_checkpoint(toy_checkpoint, device="gpu")
+    else:
+        loaded = ToyClassifier.load_from_checkpoint(toy_checkpoint, device="gpu")
+        assert loaded.device.type == "cuda"

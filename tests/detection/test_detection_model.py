@@ -194,7 +194,7 @@ def test_flash_finetune_predict_and_serve(tmp_path):
         uploaded = httpx.post(server.url + "/predict", files=[("files", ("a.png", raw))])
         assert uploaded.json()["predictions"][0]["detections"]["boxes"] == answer[0]["detections"]["boxes"]
         bad = httpx.post(server.url + "/predict", json={"inputs": ["not base64!"]})
-        assert bad.status_code == 422 and "base64" in bad.json()["error"]
+        assert bad.status_code == 422 and "base64" in bad.json()["detail"]
 
 
 def test_a_torchvision_coco_detector_can_be_named_and_gets_new_class_layers():

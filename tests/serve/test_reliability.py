@@ -125,7 +125,7 @@ def good_image() -> str:
 def assert_json_error(response: httpx.Response, status: int, pattern: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    assert pattern in response.json()["error"], response.json()["error"]
+    assert pattern in response.json()["detail"], response.json()["detail"]
 
 
 def test_sixteen_image_bombs_are_refused_unread(image_server, client):
@@ -134,7 +134,7 @@ def test_sixteen_image_bombs_are_refused_unread(image_server, client):
     exact_peak = reset_peak(image_server.pid)
     response = client.post("/predict", json={"inputs": [bomb] * 16})
     assert_json_error(response, 422, "max_image_pixels=50,000,000")
-    assert "inputs[0]" in response.json()["error"]
+    assert "inputs[0]" in response.json()["detail"]
     peak = memory_kib(image_server.pid, "VmHWM")
     if exact_peak:
         assert peak - before < 200 * 1024, f"peak RSS grew by {(peak - before) // 1024} MB"
@@ -270,7 +270,7 @@ def test_a_number_too_large_for_a_tabular_column_is_a_422():
         row = {"x": int("9" * 400), "z": 0.0, "color": "red"}
         response = httpx.post(f"{server.url}/predict", json={"inputs": [row]}, timeout=30)
         assert_json_error(response, 422, "too large for a 64-bit float")
-        assert "inputs[0]" in response.json()["error"]
+        assert "inputs[0]" in response.json()["detail"]
 
 
 def test_the_limits_are_checked():
@@ -282,11 +282,11 @@ def test_the_limits_are_checked():
         start_server(ServableToy(), max_connections=0)
 
 
-def test_the_cli_mirrors_the_serving_defaults():
-    import inspect
+def test_the_cli_offers_every_serving_option_with_its_default():
+    import dataclasses
 
-    from flash.cli import SERVE_DEFAULTS
-    from flash.core.deploy.serve import serve
+    from flash.cli import SERVE_OPTIONS
+    from flash.core.deploy.serve_options import ServeOptions
 
-    defaults = {name: p.default for name, p in inspect.signature(serve).parameters.items()}
-    assert {name: defaults[name] for name in SERVE_DEFAULTS} == SERVE_DEFAULTS
+    cli = {option.dest: option.default for option in SERVE_OPTIONS}
+    assert cli == {field.name: field.default for field in dataclasses.fields(ServeOptions)}

@@ -83,7 +83,7 @@ def test_bad_images_get_4xx_and_the_server_keeps_serving(served):
     for kwargs, status, message in cases:
         response = httpx.post(f"{server.url}/predict", timeout=120, **kwargs)
         assert response.status_code == status, (kwargs.keys(), response.text)
-        assert re.search(message, response.json()["error"]), response.json()["error"]
+        assert re.search(message, response.json()["detail"]), response.json()["detail"]
         check = httpx.post(f"{server.url}/predict", json={"inputs": [good]}, timeout=120)
         assert check.status_code == 200 and check.json()["predictions"][0]["label"] == "blue"
 

@@ -53,7 +53,7 @@ def test_bad_rows_get_422_and_the_server_keeps_serving(classifier_server, inputs
     server, _ = classifier_server
     response = httpx.post(f"{server.url}/predict", json={"inputs": inputs}, timeout=60)
     assert response.status_code == 422
-    assert re.search(message, response.json()["error"]), response.json()["error"]
+    assert re.search(message, response.json()["detail"]), response.json()["detail"]
     assert httpx.post(f"{server.url}/predict", json={"inputs": ROWS[:1]}, timeout=60).status_code == 200
 
 

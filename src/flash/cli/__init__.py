@@ -19,11 +19,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from flash.cli.domains import DOMAINS, positive_int
-from flash.cli.finetune import add_finetune_parser, config_argv, run_finetune
+from flash.cli.domains import DOMAINS, Option, positive_int
+from flash.cli.finetune import add_finetune_parser, add_option, config_argv, run_finetune
 from flash.cli.flash_zero import is_flash_zero, translate
 from flash.cli.format import FORMATS, format_rows
-from flash.cli.predict import ACCELERATORS, add_predict_parser, run_predict
+from flash.cli.predict import ACCELERATOR, add_predict_parser, run_predict
 
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError)
 """Errors that flash raises about the user's input: shown as one line, no traceback."""
@@ -81,14 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbones_parser(commands)
     for spec in DOMAINS.values():
         for command in spec.commands:
-            command.configure(
-                commands.add_parser(
-                    command.name,
-                    help=command.help,
-                    description=command.description,
-                    formatter_class=HelpFormatter,
-                )
-            )
+            command.configure(_add_command(commands, command.name, command.help, command.description))
     if _module_exists("flash.core.deploy.serve"):
         _add_serve_parser(commands)
     if _module_exists("flash.core.deploy.export"):
@@ -96,13 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_command(commands: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A ``flash`` subcommand's parser, showing each option's default in its help."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help, description=description, formatter_class=HelpFormatter
+    )
+    return parser
+
+
 # -- flash backbones ------------------------------------------------------------------------------
 def _add_backbones_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = _add_command(
+        commands,
         "backbones",
-        help="list the backbones of each task and which work offline",
-        description="List the named backbones of a domain; 'offline' ones ship their weights in an installed package.",
-        formatter_class=HelpFormatter,
+        "list the backbones of each task and which work offline",
+        "List the named backbones of a domain; 'offline' ones ship their weights in an installed package.",
     )
     parser.add_argument("domain", nargs="?", choices=list(DOMAINS), help="only this domain (default: all)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="how to print the list")
@@ -162,101 +163,76 @@ def run_backbones(args: argparse.Namespace) -> int:
 
 
 # -- flash serve / flash export -------------------------------------------------------------------
-SERVE_DEFAULTS = {
-    "max_body_bytes": 16 * 1024 * 1024,
-    "max_batch_size": 32,
-    "max_wait_ms": 5.0,
-    "max_inputs_per_request": 256,
-    "max_image_pixels": 50_000_000,
-    "max_request_pixels": 64_000_000,
-    "header_timeout": 10.0,
-    "body_timeout": 60.0,
-}
-"""flash.core.deploy.serve's defaults, mirrored so that `flash --help` need not import the web stack."""
+SERVE_OPTIONS = (
+    Option("--max-body-bytes", "larger requests get 413", positive_int, 16 * 1024 * 1024, metavar="N"),
+    Option(
+        "--max-batch-size",
+        "inputs of concurrent requests run together up to this many",
+        positive_int,
+        32,
+        metavar="N",
+    ),
+    Option("--max-wait-ms", "how long a request waits for others to batch with", float, 5.0, metavar="MS"),
+    Option(
+        "--max-queue-size", "requests waiting for the model; more get 503", positive_int, 1024, metavar="N"
+    ),
+    Option("--max-inputs-per-request", "requests with more inputs get 422", positive_int, 256, metavar="N"),
+    Option(
+        "--max-image-pixels",
+        "larger images (size read from the file header) get 422 before they are decoded",
+        positive_int,
+        50_000_000,
+        metavar="N",
+    ),
+    Option(
+        "--max-request-pixels",
+        "requests whose images, resized for the model, hold more pixels get 422",
+        positive_int,
+        64_000_000,
+        metavar="N",
+    ),
+    Option(
+        "--body-timeout",
+        "seconds a request's body may take to arrive; slower ones get 408",
+        float,
+        60.0,
+        metavar="S",
+    ),
+    Option(
+        "--header-timeout",
+        "seconds a request's headers may take to arrive; slower connections are closed",
+        float,
+        10.0,
+        metavar="S",
+    ),
+    Option(
+        "--max-connections",
+        "open connections allowed (default: below the process's open-file limit)",
+        positive_int,
+        metavar="N",
+    ),
+)
+"""The limits of ``flash serve``: one option per field of flash.core.deploy.serve_options.ServeOptions,
+with its default mirrored so that `flash --help` need not import the web stack (a test keeps them equal)."""
 
 
 def _add_serve_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = _add_command(
+        commands,
         "serve",
-        help="serve a saved model over HTTP",
-        description=(
-            'Serve a checkpoint: GET /health, POST /predict with {"inputs": [...]}, the OpenAPI schema '
-            "at /openapi.json and /docs. Concurrent requests are batched. Stop with Ctrl-C."
+        "serve a saved model over HTTP",
+        (
+            'Serve a checkpoint: GET /health, POST /predict with {"inputs": [...]} (or {"instances": [...]}), '
+            "the OpenAPI schema at /openapi.json and /docs. Concurrent requests are batched. Prints the "
+            "address it listens on; Ctrl-C stops it."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument(
-        "--max-body-bytes",
-        type=positive_int,
-        default=SERVE_DEFAULTS["max_body_bytes"],
-        metavar="N",
-        help="larger requests get 413",
-    )
-    parser.add_argument(
-        "--max-batch-size",
-        type=positive_int,
-        default=SERVE_DEFAULTS["max_batch_size"],
-        metavar="N",
-        help="inputs of concurrent requests run together up to this many",
-    )
-    parser.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=SERVE_DEFAULTS["max_wait_ms"],
-        metavar="MS",
-        help="how long a request waits for others to batch with",
-    )
-    parser.add_argument(
-        "--max-inputs-per-request",
-        type=positive_int,
-        default=SERVE_DEFAULTS["max_inputs_per_request"],
-        metavar="N",
-        help="requests with more inputs get 422",
-    )
-    parser.add_argument(
-        "--accelerator",
-        choices=ACCELERATORS,
-        default="auto",
-        help="where the model runs: auto (a GPU when there is one), cpu or gpu",
-    )
-    parser.add_argument(
-        "--max-image-pixels",
-        type=positive_int,
-        default=SERVE_DEFAULTS["max_image_pixels"],
-        metavar="N",
-        help="larger images (size read from the file header) get 422 before they are decoded",
-    )
-    parser.add_argument(
-        "--max-request-pixels",
-        type=positive_int,
-        default=SERVE_DEFAULTS["max_request_pixels"],
-        metavar="N",
-        help="requests whose images, resized for the model, hold more pixels get 422",
-    )
-    parser.add_argument(
-        "--header-timeout",
-        type=float,
-        default=SERVE_DEFAULTS["header_timeout"],
-        metavar="S",
-        help="seconds a request's headers may take to arrive; slower connections are closed",
-    )
-    parser.add_argument(
-        "--body-timeout",
-        type=float,
-        default=SERVE_DEFAULTS["body_timeout"],
-        metavar="S",
-        help="seconds a request's body may take to arrive; slower ones get 408",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="open connections allowed (default: below the process's open-file limit)",
-    )
+    add_option(parser, ACCELERATOR)
+    for option in SERVE_OPTIONS:
+        add_option(parser, option)
     parser.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -277,30 +253,22 @@ def run_serve(args: argparse.Namespace) -> int:
         args.checkpoint,
         host=args.host,
         port=args.port,
-        max_body_bytes=args.max_body_bytes,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        max_inputs_per_request=args.max_inputs_per_request,
         device=args.accelerator,
-        max_image_pixels=args.max_image_pixels,
-        max_request_pixels=args.max_request_pixels,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        max_connections=args.max_connections,
         log_level=args.log_level,
+        **{option.dest: getattr(args, option.dest) for option in SERVE_OPTIONS},
     )
     return 0
 
 
 def _add_export_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = _add_command(
+        commands,
         "export",
-        help="export a saved model to ONNX",
-        description=(
+        "export a saved model to ONNX",
+        (
             "Export a checkpoint's model to ONNX: the preprocessed batch in, logits and probabilities out, "
             "with a dynamic batch axis; checked against PyTorch with onnxruntime unless --no-check."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")

@@ -8,10 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flash.cli.domains import DOMAINS, output_choices, positive_int
+from flash.cli.domains import DOMAINS, Option, output_choices, positive_int
+from flash.cli.finetune import add_option
 from flash.cli.format import FORMATS, format_rows
 
 ACCELERATORS = ("auto", "cpu", "gpu")
+
+ACCELERATOR = Option(
+    "--accelerator",
+    "where the model runs: auto (a GPU when there is one), cpu or gpu",
+    default="auto",
+    choices=ACCELERATORS,
+)
+"""``--accelerator`` of the commands that run a saved model (``flash predict``, ``flash serve``)."""
 
 
 def add_predict_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
@@ -45,12 +54,7 @@ def add_predict_parser(subparsers: Any, formatter: type[argparse.HelpFormatter])
                 parser.add_argument(
                     option.flag, *option.aliases, type=option.type, metavar=option.metavar, help=option.help
                 )
-    parser.add_argument(
-        "--accelerator",
-        choices=ACCELERATORS,
-        default="auto",
-        help="where the model runs: auto (a GPU when there is one), cpu or gpu",
-    )
+    add_option(parser, ACCELERATOR)
     parser.add_argument(
         "--out", metavar="FILE", help="write the predictions to FILE instead of printing them"
     )
@@ -65,10 +69,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} exists; pass --force to replace it, or another --out.")
     from flash.cli.domains import domain_of_task
     from flash.core.deploy.checkpoint import load_task
-    from flash.core.utils.device import resolve_device
 
-    device = resolve_device(args.accelerator)
-    task = load_task(args.checkpoint).to(device)
+    task = load_task(args.checkpoint, device=args.accelerator)
     spec = domain_of_task(task)
     if spec.predict_inputs is None:
         raise ValueError(f"The flash command cannot read inputs for {spec.name} tasks.")

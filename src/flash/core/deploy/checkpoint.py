@@ -156,6 +156,9 @@ def task_class_of(checkpoint: dict[str, Any]) -> str:
 def load_task(path: str | os.PathLike, **kwargs: Any) -> Any:
     """Load any flash task from its checkpoint, finding the task class from the checkpoint itself.
 
+    ``kwargs`` go to the class's ``load_from_checkpoint`` (``device="cpu"``, ``"gpu"`` or
+    ``"auto"``, the default: a GPU when there is one).
+
     Only trusted modules are imported: flash's own, modules already imported in this process, and
     the packages of registered task families (``flash.domains`` entry points, ``register_domain``).
     """

@@ -343,7 +343,7 @@ def _resolve_task(task: Any) -> Any:
     if isinstance(task, str | os.PathLike):
         from flash.core.deploy.checkpoint import load_task
 
-        return load_task(task)
+        return load_task(task, device="cpu")
     if not isinstance(task, nn.Module) or not hasattr(task, "example_input"):
         raise TypeError(f"Export a flash task or the path of its checkpoint, got {type(task).__name__}.")
     return task

@@ -3,23 +3,26 @@
 Endpoints:
 
 - ``GET /health``: 200 with the task's name, domain and classes once the model is loaded.
-- ``POST /predict``: JSON ``{"inputs": [...]}``, each input as the task's
-  ``decode_serve_input`` reads it (its ``input_description`` says what it is), or a multipart
-  upload of files for tasks that take files (``accepts_files``). Answers
+- ``POST /predict``: JSON ``{"inputs": [...]}`` (or ``{"instances": [...]}``, as KServe v1 and
+  Vertex AI clients send it), each input as the task's ``decode_serve_input`` reads it (its
+  ``input_description`` says what it is), or a multipart upload of files for tasks that take
+  files (``accepts_files``; each file's bytes go to ``decode_serve_file``). Answers
   ``{"predictions": [...]}`` in input order: one object per item from the task's
   ``serve_predictions`` (``{"label", "probabilities"}`` for a classifier, ``{"value"}`` for a
   regressor).
 - ``GET /openapi.json`` and ``GET /docs``: the OpenAPI schema and its interactive page.
 
-Errors are ``{"error": "..."}``: 400 body not JSON, 408 body not arrived within ``body_timeout``,
-413 body over ``max_body_bytes`` (refused before it is read), 415 unsupported upload, 422 wrong
-shape, an input the task cannot read or an image over ``max_image_pixels`` / ``max_request_pixels``,
-503 queue full, too many connections or shutting down, 500 a failure inside the model or the server
-(with ``Connection: close``, logged as one line).
+Errors are FastAPI's ``{"detail": "..."}``: 400 body not JSON, 408 body not arrived within
+``body_timeout``, 413 body over ``max_body_bytes`` (refused before it is read), 415 unsupported
+upload, 422 wrong shape (checked against :class:`~flash.core.deploy.serve_schema.PredictRequest`),
+an input the task cannot read or an image over ``max_image_pixels`` / ``max_request_pixels``,
+503 queue full, too many connections or shutting down (with ``Retry-After``), 500 a failure inside
+the model or the server (with ``Connection: close``, logged as one line).
 
 Hostile clients: image sizes are checked before decoding (:mod:`flash.core.data.decode_limits`),
 request headers must arrive within ``header_timeout`` and open connections stay under
-``max_connections`` (:mod:`flash.core.deploy.serve_connections`).
+``max_connections`` (:mod:`flash.core.deploy.serve_connections`). The limits and their defaults
+are :class:`~flash.core.deploy.serve_options.ServeOptions`.
 
 Entry points: :func:`serve` (blocking; what ``task.serve()`` and ``flash serve`` call),
 :func:`build_app` (the ASGI app, for tests or another ASGI server) and :func:`start_server`
@@ -29,10 +32,10 @@ Entry points: :func:`serve` (blocking; what ``task.serve()`` and ``flash serve``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -45,15 +48,18 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from flash.core.data.decode_limits import DEFAULT_MAX_IMAGE_PIXELS, PixelBudget
+from flash.core.data.decode_limits import PixelBudget
 from flash.core.deploy.serve_batching import BatchPredictor, ServerBusyError, ServerStoppingError
 from flash.core.deploy.serve_connections import ACCEPT_BACKLOG, default_max_connections, guarded_h11_protocol
-from flash.core.deploy.serve_legacy import LegacyRequestError, legacy_request
+from flash.core.deploy.serve_legacy import LegacyRequest
 from flash.core.deploy.serve_limits import BodySizeLimit, RequestGuard
+from flash.core.deploy.serve_options import RETRY_AFTER_S, ServeOptions
 from flash.core.deploy.serve_schema import (
     ErrorResponse,
     HealthResponse,
     PredictResponse,
+    RequestError,
+    read_predict_body,
     request_body_schema,
 )
 from flash.core.model.outputs import serve_kind
@@ -61,78 +67,40 @@ from flash.core.utils.progress import is_quiet, set_quiet
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_MAX_WAIT_MS = 5.0
-DEFAULT_MAX_QUEUE_SIZE = 1024
-DEFAULT_MAX_INPUTS_PER_REQUEST = 256
-DEFAULT_MAX_REQUEST_PIXELS = 64_000_000
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 60.0
+__all__ = ["RequestError", "RunningServer", "ServeOptions", "build_app", "serve", "start_server"]
 
 
-class RequestError(Exception):
-    """A request the server refuses, with its HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _unavailable(message: str) -> RequestError:
+    """A 503 with ``Retry-After``: the server is busy or stopping, not refusing the request itself."""
+    return RequestError(503, message, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 # -- the app --------------------------------------------------------------------------------------
-def build_app(
-    task: Any,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-    max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
-    device: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    output: Any = None,
-) -> FastAPI:
+def build_app(task: Any, *, device: str | None = None, output: Any = None, **options: Any) -> FastAPI:
     """The FastAPI app serving ``task`` (a loaded flash task, or a checkpoint path).
 
     Args:
         task: the task, or the path of a flash checkpoint.
         device: where the model runs: ``"auto"`` (a GPU when there is one), ``"cpu"`` or
             ``"gpu"``; default: a checkpoint loads as ``"auto"``, a task stays where it is.
-        max_body_bytes: larger request bodies get 413 before they are read.
-        max_batch_size: the most inputs one forward pass takes.
-        max_wait_ms: how long a request waits for others to share its forward pass.
-        max_queue_size: requests allowed to wait for the model; more get 503.
-        max_inputs_per_request: more inputs in one request get 422.
-        max_image_pixels: an image larger than this (read from its header, after any
-            reduced-scale decoding) gets 422 before it is decoded. Also the most pixels
-            decoded at once across all requests.
-        max_request_pixels: the most pixels one request's images may hold once resized for
-            the model; more get 422.
-        body_timeout: seconds a request's body may take to arrive; slower ones get 408.
         output: what each prediction holds: one of the task's ``outputs`` or an ``Output`` of
             :mod:`flash.core.classification`; default: the task's ``serve_outputs``.
+        **options: the limits, by name, as :class:`~flash.core.deploy.serve_options.ServeOptions`
+            lists them (``max_body_bytes``, ``max_batch_size``, ``max_wait_ms``,
+            ``max_queue_size``, ``max_inputs_per_request``, ``max_image_pixels``,
+            ``max_request_pixels``, ``body_timeout``; ``header_timeout`` and ``max_connections``
+            act only where flash runs the server).
     """
+    limits = ServeOptions.from_kwargs(options)
     task = _resolve_task(task, device)
     kinds = None if output is None else (serve_kind(task, output),)
-    _check_positive_int("max_body_bytes", max_body_bytes)
-    _check_positive_int("max_batch_size", max_batch_size)
-    _check_positive_int("max_queue_size", max_queue_size)
-    _check_positive_int("max_inputs_per_request", max_inputs_per_request)
-    _check_positive_int("max_image_pixels", max_image_pixels)
-    _check_positive_int("max_request_pixels", max_request_pixels)
-    _check_seconds("body_timeout", body_timeout)
-    if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, int | float) or max_wait_ms < 0:
-        raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}.")
 
     task.eval()
     predictor = BatchPredictor(
-        lambda items: task.serve_predictions(items, max_batch_size, kinds),
-        max_batch_size=max_batch_size,
-        max_wait_s=max_wait_ms / 1000,
-        max_queue_size=max_queue_size,
+        lambda items: task.serve_predictions(items, limits.max_batch_size, kinds),
+        max_batch_size=limits.max_batch_size,
+        max_wait_s=limits.max_wait_ms / 1000,
+        max_queue_size=limits.max_queue_size,
     )
 
     @asynccontextmanager
@@ -152,30 +120,20 @@ def build_app(
     )
     app.state.task = task
     app.state.predictor = predictor
-    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
+    app.state.options = limits
+    app.add_middleware(BodySizeLimit, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(  # outermost: sees every failure of the app
         RequestGuard,
-        max_image_pixels=max_image_pixels,
-        max_request_pixels=max_request_pixels,
-        body_timeout=body_timeout,
-        budget=PixelBudget(max_image_pixels),
+        max_image_pixels=limits.max_image_pixels,
+        max_request_pixels=limits.max_request_pixels,
+        body_timeout=limits.body_timeout,
+        budget=PixelBudget(limits.max_image_pixels),
     )
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
-        )
-
-    @app.exception_handler(RequestError)
-    async def request_error(request: Request, error: RequestError) -> JSONResponse:
-        headers = {"Connection": "close"} if error.status == 500 else None
-        return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
     async def health() -> Any:
         if not predictor.running:
-            return JSONResponse({"error": "The model is not running."}, status_code=503)
+            raise _unavailable("The model is not running.")
         labels = getattr(task, "labels", None)
         return {"status": "ok", "task": type(task).__name__, "domain": domain, "labels": labels}
 
@@ -187,7 +145,7 @@ def build_app(
             (413, "The body is over the size limit."),
             (415, "Unsupported content type."),
             (422, "Wrong shape, an input the task cannot read, or images over the pixel limits."),
-            (503, "Too many requests waiting or connections open, or shutting down."),
+            (503, "Too many requests waiting or connections open, or shutting down; see Retry-After."),
         )
     }
 
@@ -195,10 +153,11 @@ def build_app(
         "/predict",
         response_model=PredictResponse,
         responses=error_responses,
-        openapi_extra={"requestBody": request_body_schema(task)},
+        openapi_extra={"requestBody": request_body_schema(task, limits.max_inputs_per_request)},
     )
     async def predict(request: Request) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        flash08: LegacyRequest | None = None
         if content_type == "multipart/form-data":
             if not accepts_files:
                 raise RequestError(
@@ -206,68 +165,29 @@ def build_app(
                     f"A {type(task).__name__} takes JSON, not file uploads: send "
                     f'{{"inputs": [...]}} where each input is {task.input_description}.',
                 )
-            files = await _uploaded_files(request, max_inputs_per_request)
+            files = await _uploaded_files(request, limits.max_inputs_per_request)
             items = await asyncio.to_thread(_decode_files, task, files)
-            flash08 = None
         else:
             body = await request.body()
-            try:
-                flash08 = legacy_request(body)  # Lightning Flash 0.8's {"session", "payload"} body
-            except LegacyRequestError as error:
-                raise RequestError(422, str(error)) from None
-            values = (
-                flash08.inputs
-                if flash08
-                else _inputs_from_json(body, max_inputs_per_request, task.input_description)
-            )
-            items = await asyncio.to_thread(_decode_all, task, values)
+            items, flash08 = await asyncio.to_thread(_read_json, task, body, limits.max_inputs_per_request)
         try:
             predictions = await predictor.predict(items)
         except (ServerBusyError, ServerStoppingError) as error:
-            raise RequestError(503, str(error)) from error
+            raise _unavailable(str(error)) from error
         except (ValueError, TypeError) as error:
             raise RequestError(422, f"The model could not use these inputs: {error}") from error
         except Exception as error:
             logger.error("Prediction failed inside the model: %s: %s", type(error).__name__, error)
             logger.debug("Traceback of the failed prediction", exc_info=True)
-            raise RequestError(500, f"Prediction failed inside the model: {type(error).__name__}.") from error
+            raise RequestError(
+                500, f"Prediction failed inside the model: {type(error).__name__}.", {"Connection": "close"}
+            ) from error
         return JSONResponse(flash08.response(predictions) if flash08 else {"predictions": predictions})
 
     return app
 
 
 # -- request parsing ------------------------------------------------------------------------------
-def _inputs_from_json(body: bytes, max_inputs: int, description: str) -> list[Any]:
-    example = f'{{"inputs": [...]}} where each input is {description}'
-    if not body:
-        raise RequestError(400, f"The request body is empty; send JSON {example}.")
-    try:
-        payload = json.loads(body)
-    except ValueError as error:  # also numbers over Python's 4,300-digit limit
-        raise RequestError(400, f"The request body is not valid JSON ({error}); send {example}.") from None
-    except RecursionError:
-        raise RequestError(400, f"The request body nests JSON too deeply to read; send {example}.") from None
-    if not isinstance(payload, dict):
-        raise RequestError(422, f"The body must be a JSON object {example}; got a {_json_type(payload)}.")
-    if "inputs" not in payload:
-        raise RequestError(422, f'The body has no "inputs" field; send {example}.')
-    unknown = sorted(set(payload) - {"inputs"})
-    if unknown:
-        raise RequestError(
-            422, f'Unknown field(s) {", ".join(map(repr, unknown))}; the body holds only "inputs".'
-        )
-    inputs = payload["inputs"]
-    if not isinstance(inputs, list):
-        raise RequestError(422, f'"inputs" must be a list, got a {_json_type(inputs)}; send {example}.')
-    if not inputs:
-        raise RequestError(422, '"inputs" is empty; send at least one input.')
-    if len(inputs) > max_inputs:
-        raise RequestError(
-            422, f'"inputs" holds {len(inputs)} items; the server takes at most {max_inputs} per request.'
-        )
-    return inputs
-
-
 async def _uploaded_files(request: Request, max_inputs: int) -> list[tuple[bytes, str]]:
     """The uploaded files' bytes and names, in upload order (handed to the task as bytes)."""
     try:
@@ -289,14 +209,17 @@ async def _uploaded_files(request: Request, max_inputs: int) -> list[tuple[bytes
     return values
 
 
-def _decode_all(task: Any, values: list[Any]) -> list[Any]:
+def _read_json(task: Any, body: bytes, max_inputs: int) -> tuple[list[Any], LegacyRequest | None]:
+    """A JSON body's inputs decoded by the task (off the event loop: large bodies take a while),
+    and the Flash 0.8 request when the body was one."""
+    request = read_predict_body(body, max_inputs, task.input_description)
     items = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(request.items):
         try:
             items.append(task.decode_serve_input(value))
         except (ValueError, TypeError) as error:
-            raise RequestError(422, f"inputs[{index}]: {error}") from None
-    return items
+            raise RequestError(422, f"{request.field}[{index}]: {error}") from None
+    return items, request if isinstance(request, LegacyRequest) else None
 
 
 def _decode_files(task: Any, files: list[tuple[bytes, str]]) -> list[Any]:
@@ -309,57 +232,37 @@ def _decode_files(task: Any, files: list[tuple[bytes, str]]) -> list[Any]:
     return items
 
 
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
 # -- running --------------------------------------------------------------------------------------
 def serve(
     task_or_checkpoint_path: Any,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-    max_inputs_per_request: int = DEFAULT_MAX_INPUTS_PER_REQUEST,
     device: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    max_connections: int | None = None,
-    log_level: str = "info",
     output: Any = None,
+    log_level: str = "info",
+    **options: Any,
 ) -> None:
-    """Serve a task (or a checkpoint path) at ``http://host:port``; returns after Ctrl-C (SIGINT) or SIGTERM.
+    """Serve a task (or a checkpoint path) at ``http://host:port`` until Ctrl-C (SIGINT) or SIGTERM.
 
-    In-flight requests are finished before it returns. See :func:`build_app` for the limits;
-    ``header_timeout`` (seconds for a request's headers to arrive) and ``max_connections``
-    (open connections; ``None``: below the process's file-descriptor limit) guard the
-    connections. ``host="0.0.0.0"`` listens on every interface.
+    Prints the address once the server accepts requests, and a line when it stops. In-flight
+    requests are finished before it returns. ``device``, ``output`` and the limits
+    (``**options``: ``max_batch_size``, ``max_queue_size``, ``header_timeout``,
+    ``max_connections``, ...) as :func:`build_app` and
+    :class:`~flash.core.deploy.serve_options.ServeOptions` describe them. ``host="0.0.0.0"``
+    listens on every interface.
     """
-    app = build_app(
-        task_or_checkpoint_path,
-        max_body_bytes=max_body_bytes,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queue_size=max_queue_size,
-        max_inputs_per_request=max_inputs_per_request,
-        device=device,
-        max_image_pixels=max_image_pixels,
-        max_request_pixels=max_request_pixels,
-        body_timeout=body_timeout,
-        output=output,
+    sock = _bind(host, port)  # a taken port fails before the model loads
+    try:
+        app = build_app(task_or_checkpoint_path, device=device, output=output, **options)
+        config = _uvicorn_config(app, log_level=log_level, timeout_graceful_shutdown=10)
+    except BaseException:
+        sock.close()
+        raise
+    name = type(app.state.task).__name__
+    server = _announcing_server(
+        config, f"Serving {name} at {_url(host, port)} (docs at /docs); Ctrl-C to stop"
     )
-    config = _uvicorn_config(
-        app, header_timeout, max_connections, log_level=log_level, timeout_graceful_shutdown=10
-    )
-    sock = _bind(host, port)
-    server = _uvicorn().Server(config)
-    logger.info("Serving %s at http://%s:%d (docs at /docs)", type(app.state.task).__name__, host, port)
     was_quiet = is_quiet()
     set_quiet(True)  # a server logs requests, not progress bars of each batch
     try:
@@ -369,6 +272,25 @@ def serve(
     finally:
         sock.close()
         set_quiet(was_quiet)
+    if server.started:
+        print(f"Stopped serving {name}.", file=sys.stderr, flush=True)
+
+
+def _announcing_server(config: Any, line: str) -> Any:
+    """A uvicorn server that prints ``line`` to the terminal once it accepts connections (uvicorn
+    names no address when it is handed a socket, and logs only at its log level)."""
+
+    class AnnouncingServer(_uvicorn().Server):  # type: ignore[misc]
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(line, file=sys.stderr, flush=True)
+
+    return AnnouncingServer(config)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class RunningServer:
@@ -383,8 +305,7 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return _url(self.host, self.port)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
@@ -407,20 +328,19 @@ def start_server(
     *,
     log_level: str = "warning",
     startup_timeout: float = 60.0,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    max_connections: int | None = None,
     **app_options: Any,
 ) -> RunningServer:
     """Start serving in a background thread and return once it accepts requests.
 
-    ``port=0`` picks a free port (see ``.url``). ``header_timeout`` and ``max_connections`` as
-    :func:`serve`, other options as :func:`build_app`.
+    ``port=0`` picks a free port (see ``.url``). Other options as :func:`serve`.
     """
-    app = build_app(task_or_checkpoint_path, **app_options)
-    config = _uvicorn_config(
-        app, header_timeout, max_connections, log_level=log_level, log_config=None, access_log=False
-    )
     sock = _bind(host, port)
+    try:
+        app = build_app(task_or_checkpoint_path, **app_options)
+        config = _uvicorn_config(app, log_level=log_level, log_config=None, access_log=False)
+    except BaseException:
+        sock.close()
+        raise
     bound_port = sock.getsockname()[1]
     server = _uvicorn().Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="flash-serve", daemon=True)
@@ -443,14 +363,12 @@ def _uvicorn() -> Any:
     return uvicorn
 
 
-def _uvicorn_config(app: FastAPI, header_timeout: float, max_connections: int | None, **options: Any) -> Any:
+def _uvicorn_config(app: FastAPI, **config: Any) -> Any:
     """uvicorn's config with the connection guards of :mod:`flash.core.deploy.serve_connections`."""
-    _check_seconds("header_timeout", header_timeout)
-    if max_connections is None:
-        max_connections = default_max_connections()
-    _check_positive_int("max_connections", max_connections)
-    protocol = guarded_h11_protocol(header_timeout, max_connections)
-    return _uvicorn().Config(app, http=protocol, backlog=ACCEPT_BACKLOG, **options)
+    limits: ServeOptions = app.state.options
+    max_connections = limits.max_connections or default_max_connections()
+    protocol = guarded_h11_protocol(limits.header_timeout, max_connections)
+    return _uvicorn().Config(app, http=protocol, backlog=ACCEPT_BACKLOG, **config)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -478,17 +396,7 @@ def _resolve_task(task: Any, device: str | None) -> Any:
     if isinstance(task, str | os.PathLike):
         from flash.core.deploy.checkpoint import load_task
 
-        return load_task(task).to(resolve_device(device or "auto"))
+        return load_task(task, device=device or "auto")
     if not isinstance(task, torch.nn.Module) or not hasattr(task, "serve_predictions"):
         raise TypeError(f"Serve a flash task or the path of its checkpoint, got {type(task).__name__}.")
     return task if device is None else task.to(resolve_device(device))
-
-
-def _check_seconds(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}.")
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")

@@ -8,6 +8,10 @@ form the next batch at once: under load, batches fill without waiting.
 
 If a batch fails, each of its requests is run alone, so one request's bad input costs only that
 request its answer.
+
+Nothing grows with the number of requests served: the queue is bounded (``max_queue_size``),
+the batch in flight is dropped once answered, and the record of batch sizes keeps the last
+:data:`BATCH_HISTORY` beside two running totals.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+BATCH_HISTORY = 1000
+"""How many of the latest batch sizes :attr:`BatchPredictor.batch_sizes` keeps."""
 
 
 class ServerBusyError(RuntimeError):
@@ -43,6 +51,10 @@ class BatchPredictor:
         max_batch_size: the most items one call receives (a single larger request runs alone).
         max_wait_s: how long the first request of a batch waits for company.
         max_queue_size: requests allowed to wait; more are refused with :class:`ServerBusyError`.
+
+    Attributes:
+        batch_sizes: the sizes of the latest :data:`BATCH_HISTORY` model calls, oldest first.
+        batches_run: model calls so far; ``items_run``: the items they took.
     """
 
     def __init__(
@@ -57,7 +69,9 @@ class BatchPredictor:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_size = max_queue_size
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=BATCH_HISTORY)
+        self.batches_run = 0
+        self.items_run = 0
         self._queue: asyncio.Queue[_Pending] | None = None
         self._collector: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -159,6 +173,8 @@ class BatchPredictor:
 
     async def _call(self, items: list[Any]) -> Sequence[Any]:
         self.batch_sizes.append(len(items))
+        self.batches_run += 1
+        self.items_run += len(items)
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(self._executor, self.run_batch, items)
         if len(results) != len(items):

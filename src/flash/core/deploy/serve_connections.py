@@ -8,8 +8,8 @@ next one, ``/health`` included. The h11 protocol class made here adds:
   seconds of opening (or of the first byte after a keep-alive pause); else it is closed.
 - ``max_connections``: when one more is open, the oldest connection still waiting for headers
   (an idle keep-alive one or a slow client) is closed to make room; if every connection is busy
-  with a request, the new one gets a JSON 503 and is closed. The default stays below the
-  process's file-descriptor limit (:func:`default_max_connections`).
+  with a request, the new one gets a JSON 503 (with ``Retry-After``) and is closed. The default
+  stays below the process's file-descriptor limit (:func:`default_max_connections`).
 
 Body reading has its own deadline in :class:`flash.core.deploy.serve_limits.RequestGuard`.
 """
@@ -21,6 +21,8 @@ import json
 import logging
 from collections import OrderedDict
 from typing import Any
+
+from flash.core.deploy.serve_options import RETRY_AFTER_S, check_positive_int, check_seconds
 
 logger = logging.getLogger("uvicorn.error")  # server events, beside uvicorn's own, at its log level
 
@@ -54,10 +56,8 @@ def guarded_h11_protocol(header_timeout: float, max_connections: int) -> type:
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    if isinstance(header_timeout, bool) or not isinstance(header_timeout, int | float) or header_timeout <= 0:
-        raise ValueError(f"header_timeout must be a number of seconds > 0, got {header_timeout!r}.")
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-        raise ValueError(f"max_connections must be a whole number >= 1, got {max_connections!r}.")
+    check_seconds("header_timeout", header_timeout)
+    check_positive_int("max_connections", max_connections)
     open_connections: OrderedDict[Any, None] = OrderedDict()  # oldest first
 
     class GuardedH11Protocol(H11Protocol):  # type: ignore[misc, valid-type]
@@ -135,10 +135,10 @@ def _peer(protocol: Any) -> str:
 
 def _busy_response(max_connections: int) -> bytes:
     body = json.dumps(
-        {"error": f"The server has {max_connections} connections open, all busy; try again shortly."}
+        {"detail": f"The server has {max_connections} connections open, all busy; try again shortly."}
     ).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\nretry-after: 1\r\n\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\nretry-after: {RETRY_AFTER_S}\r\n\r\n"
     )
     return head.encode("ascii") + body

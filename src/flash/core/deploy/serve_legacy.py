@@ -8,17 +8,32 @@ of flash's prediction object (the label, by default).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 
-@dataclass
-class LegacyRequest:
+class _LegacyInputs(BaseModel):
+    data: Any
+
+
+class _LegacyPayload(BaseModel):
+    inputs: _LegacyInputs
+
+
+class LegacyRequest(BaseModel):
     """One Lightning Flash 0.8 request: its session id and its single input."""
 
-    session: Any
-    inputs: list[Any]
+    session: Any = None
+    payload: _LegacyPayload
+
+    field: ClassVar[str] = "inputs"
+    """The name its input goes by in error messages (``inputs[0]``)."""
+
+    @property
+    def items(self) -> list[Any]:
+        """The request's one input, as a list."""
+        return [self.payload.inputs.data]
 
     def response(self, predictions: list[dict[str, Any]]) -> dict[str, Any]:
         """Flash 0.8's answer shape for ``predictions`` (one object, from :meth:`Task.serve_predictions`)."""
@@ -26,31 +41,21 @@ class LegacyRequest:
         outputs = next(iter(first.values())) if isinstance(first, dict) and first else first
         return {"session": self.session, "result": {"outputs": outputs}}
 
-
-class LegacyRequestError(ValueError):
-    """A body in Lightning Flash 0.8's shape that lacks ``payload.inputs.data``."""
-
-
-def legacy_request(body: bytes) -> LegacyRequest | None:
-    """The request if ``body`` is a JSON object in Lightning Flash 0.8's shape (it has ``"payload"``
-    and no ``"inputs"``); ``None`` for anything else, which flash's own parsing then reports on.
-
-    Raises:
-        LegacyRequestError: the body has Flash 0.8's ``payload`` but not ``payload.inputs.data``.
-    """
-    if b'"payload"' not in body:
-        return None
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(payload, dict) or "payload" not in payload or "inputs" in payload:
-        return None
-    inner = payload["payload"]
-    inputs = inner.get("inputs") if isinstance(inner, dict) else None
-    if not isinstance(inputs, dict) or "data" not in inputs:
-        raise LegacyRequestError(
+    @staticmethod
+    def shape_message() -> str:
+        """What a Flash 0.8 body must hold (the message of a 422 for one that does not)."""
+        return (
             'A Lightning Flash 0.8 body is {"session": ..., "payload": {"inputs": {"data": <one input>}}}; '
             'this one has no payload.inputs.data. Or send flash\'s own {"inputs": [...]}.'
         )
-    return LegacyRequest(payload.get("session"), [inputs["data"]])
+
+
+def is_legacy_body(payload: Any) -> bool:
+    """Whether a parsed JSON body is in Lightning Flash 0.8's shape: an object with ``"payload"``
+    and without flash's ``"inputs"`` (or ``"instances"``)."""
+    return (
+        isinstance(payload, dict)
+        and "payload" in payload
+        and "inputs" not in payload
+        and "instances" not in payload
+    )

@@ -74,7 +74,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, max_body_bytes: int) -> None:
-    await send_json(send, 413, {"error": too_large_message(max_body_bytes)})
+    await send_json(send, 413, {"detail": too_large_message(max_body_bytes)})
 
 
 class BodyTimeoutError(HTTPException):
@@ -168,7 +168,7 @@ class RequestGuard:
                     await send_json(
                         send,
                         500,
-                        {"error": f"The server failed to answer this request ({type(error).__name__})."},
+                        {"detail": f"The server failed to answer this request ({type(error).__name__})."},
                         close=True,
                     )
             finally:

@@ -474,21 +474,32 @@ class Task(LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, *args: Any, device: str | torch.device | None = None, **kwargs: Any
+    ) -> Any:
         """Load a task; its backbone is built without downloading weights (the checkpoint has them).
 
         ``checkpoint_path`` may be an http(s) URL: it is downloaded once into the cache
-        (:func:`flash.core.data.download.cached_download`)."""
+        (:func:`flash.core.data.download.cached_download`).
+
+        Args:
+            device: where the loaded task lives, so where :meth:`predict` runs: ``"auto"`` (the
+                default: a GPU when there is one), ``"cpu"`` or ``"gpu"``. Lightning's
+                ``map_location``, when given without ``device``, decides instead.
+        """
         from flash.core.data.download import local_path
         from flash.core.deploy.checkpoint import check_flash_checkpoint
+        from flash.core.utils.device import resolve_device
 
+        target = None if device is None and "map_location" in kwargs else resolve_device(device or "auto")
         checkpoint_path = local_path(checkpoint_path)
         check_flash_checkpoint(checkpoint_path, task_class=cls)
         if "pretrained" in inspect.signature(cls.__init__).parameters:
             kwargs.setdefault("pretrained", False)
         kwargs.setdefault("weights_only", True)
         kwargs.setdefault("map_location", "cpu")
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        task = super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        return task if target is None else task.to(target)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from flash.core.deploy.checkpoint import FLASH_CHECKPOINT_KEY, checkpoint_marker
