@@ -60,6 +60,7 @@ class SimilarityIndex:
     Args:
         embeddings: the corpus vectors, ``(n, dim)`` (NumPy or torch); they are L2-normalised.
         ids: one id per vector (strings or integers, e.g. file names); default ``0 .. n - 1``.
+        items: optionally, one string per vector to return with each hit (e.g. the text itself).
         modality: what was embedded (an embedder's ``domain``, e.g. the family name); queries
             embedded by an embedder of another domain are refused.
         model: a JSON-ready description of the embedder (recorded in saved indexes; the
@@ -73,6 +74,7 @@ class SimilarityIndex:
         embeddings: Any,
         ids: Sequence[str | int] | None = None,
         *,
+        items: Sequence[str] | None = None,
         modality: str | None = None,
         model: Mapping[str, Any] | None = None,
         fingerprint: Any = None,
@@ -90,10 +92,17 @@ class SimilarityIndex:
         for position, value in enumerate(ids):
             if isinstance(value, bool) or not isinstance(value, str | int | np.integer):
                 raise TypeError(f"Id {position} is a {type(value).__name__}; ids are strings or integers.")
+        if items is not None:
+            items = list(items)
+            if len(items) != len(vectors) or not all(isinstance(x, str) for x in items):
+                raise ValueError(
+                    f"items must be one string per embedding ({len(vectors)}), got {len(items)} values."
+                )
         if modality is not None and not isinstance(modality, str):
             raise TypeError(f"modality must be a string, got {type(modality).__name__}.")
         self.embeddings = vectors
         self.ids: list[str | int] = [v if isinstance(v, str) else int(v) for v in ids]
+        self.items: list[str] | None = items
         self.modality = modality
         self.model: dict[str, Any] = dict(to_json(dict(model or {})))
         self.fingerprint = None if fingerprint is None else _as_matrix(fingerprint, "The fingerprint")[0]
@@ -107,6 +116,7 @@ class SimilarityIndex:
         ids: Sequence[str | int] | None = None,
         batch_size: int = 32,
         source: str | None = None,
+        items: Sequence[str] | None = None,
     ) -> SimilarityIndex:
         """Embed ``corpus`` with ``embedder`` (an embedding task) and index it.
 
@@ -117,6 +127,7 @@ class SimilarityIndex:
             batch_size: items per forward pass.
             source: where the embedder comes from (a checkpoint path, a backbone name), recorded
                 for ``flash search``.
+            items: one string per item to return with each hit (e.g. the texts).
         """
         if not callable(getattr(embedder, "embed", None)):
             raise TypeError(
@@ -131,6 +142,7 @@ class SimilarityIndex:
         return cls(
             vectors,
             ids,
+            items=items,
             modality=getattr(embedder, "domain", None),
             model=model,
             fingerprint=embedder.example_embedding(),
@@ -187,8 +199,8 @@ class SimilarityIndex:
 
         Returns:
             For one query, a list of ``{"id", "score", "position"}`` dicts (``score``: the cosine
-            similarity, ``position``: the item's place in the index); for several, one such list
-            per query.
+            similarity, ``position``: the item's place in the index; ``"item"`` too when the index
+            holds items); for several, one such list per query.
         """
         check_int(k, "k", 1)
         if k > len(self):
@@ -215,13 +227,14 @@ class SimilarityIndex:
         for start in range(0, len(matrix), _QUERY_CHUNK):
             scores, positions = (matrix[start : start + _QUERY_CHUNK] @ self.embeddings.T).topk(k, dim=1)
             for row_scores, row_positions in zip(scores.tolist(), positions.tolist()):
-                results.append(
-                    [
-                        {"id": self.ids[p], "score": float(s), "position": int(p)}
-                        for s, p in zip(row_scores, row_positions)
-                    ]
-                )
+                results.append([self._hit(int(p), float(s)) for s, p in zip(row_scores, row_positions)])
         return results[0] if single else results
+
+    def _hit(self, position: int, score: float) -> dict[str, Any]:
+        hit: dict[str, Any] = {"id": self.ids[position], "score": score, "position": position}
+        if self.items is not None:
+            hit["item"] = self.items[position]
+        return hit
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -237,6 +250,7 @@ class SimilarityIndex:
             _KEY: INDEX_FORMAT,
             "embeddings": self.embeddings,
             "ids": self.ids,
+            "items": self.items,
             "modality": self.modality,
             "model": self.model,
             "fingerprint": self.fingerprint,
@@ -267,6 +281,7 @@ class SimilarityIndex:
         return cls(
             state["embeddings"],
             state["ids"],
+            items=state.get("items"),
             modality=state.get("modality"),
             model=state.get("model"),
             fingerprint=state.get("fingerprint"),
