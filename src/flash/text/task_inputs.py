@@ -123,7 +123,7 @@ class TextTaskInputs:
     def _text_column(self, frame: pd.DataFrame, what: str) -> str:
         if self.input_field is not None and self.input_field in frame.columns:
             return self.input_field
-        text_columns = [c for c in frame.columns if frame[c].dtype == object]
+        text_columns = [c for c in frame.columns if _holds_text(frame[c])]
         if self.input_field is None and len(text_columns) == 1:
             return str(text_columns[0])
         expected = f"column {self.input_field!r}" if self.input_field else "a single text column"
@@ -199,3 +199,8 @@ def _checked_text(value: Any, what: str) -> str:
     if not value.strip():
         raise ValueError(f"{what} is empty; give each input some text.")
     return value
+
+
+def _holds_text(column: pd.Series) -> bool:
+    """A column of strings: object dtype (pandas 2) or the string dtype (pandas 3 reads text as it)."""
+    return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)

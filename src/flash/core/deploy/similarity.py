@@ -30,7 +30,7 @@ _SAME_MODEL = 0.99
 """The cosine similarity an embedder's fingerprint must reach to count as the index's model."""
 
 
-def _as_matrix(vectors: Any, what: str) -> torch.Tensor:
+def _as_matrix(vectors: Any, what: str, normalize: bool = True) -> torch.Tensor:
     if isinstance(vectors, np.ndarray):
         vectors = torch.from_numpy(np.ascontiguousarray(vectors))
     if not isinstance(vectors, torch.Tensor):
@@ -48,7 +48,7 @@ def _as_matrix(vectors: Any, what: str) -> torch.Tensor:
         raise ValueError(f"{what} hold NaN or infinite values.")
     if (vectors.norm(dim=1) == 0).any():
         raise ValueError(f"{what} hold an all-zero vector, which has no direction to compare.")
-    return F.normalize(vectors, dim=1)
+    return F.normalize(vectors, dim=1) if normalize else vectors
 
 
 class SimilarityIndex:
@@ -67,6 +67,7 @@ class SimilarityIndex:
             ``flash search`` command reads its ``"source"``).
         fingerprint: the embedder's embedding of its own example input (see :meth:`build`),
             checked against a query embedder's; ``None`` skips the check.
+        normalize: L2-normalise ``embeddings`` (``False`` keeps vectors that already are, bit for bit).
     """
 
     def __init__(
@@ -78,8 +79,9 @@ class SimilarityIndex:
         modality: str | None = None,
         model: Mapping[str, Any] | None = None,
         fingerprint: Any = None,
+        normalize: bool = True,
     ) -> None:
-        vectors = _as_matrix(embeddings, "The corpus embeddings")
+        vectors = _as_matrix(embeddings, "The corpus embeddings", normalize)
         if len(vectors) == 0:
             raise ValueError("The corpus is empty: an index needs at least one item.")
         if ids is None:
@@ -146,6 +148,7 @@ class SimilarityIndex:
             modality=getattr(embedder, "domain", None),
             model=model,
             fingerprint=embedder.example_embedding(),
+            normalize=False,  # an embedder's vectors are unit length already: kept as embed() gave them
         )
 
     # -- size -----------------------------------------------------------------------------------
@@ -285,4 +288,5 @@ class SimilarityIndex:
             modality=state.get("modality"),
             model=state.get("model"),
             fingerprint=state.get("fingerprint"),
+            normalize=False,
         )
