@@ -212,7 +212,13 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"-k {k} but the index holds {len(index)} item(s); ask for at most {len(index)}.")
     task = load_embedder(model, args.accelerator)
     index.check_embedder(task)
-    names, inputs = _read_inputs(task, args.queries)
+    try:
+        names, inputs = _read_inputs(task, args.queries)
+    except (ValueError, OSError) as error:
+        wanted = domain_of_task(task).predict_help or f"{index.modality} inputs"
+        raise ValueError(
+            f"{str(error).rstrip('.')}. This index holds {index.modality} embeddings: its queries are {wanted}."
+        ) from error
     results = index.search(list(inputs), k=k, embedder=task, batch_size=args.batch_size)
     rows = [
         {"query": name, "rank": rank, "id": hit["id"], "score": round(hit["score"], 6), **_item(hit)}
