@@ -54,7 +54,7 @@ def test_files_and_frames_embed_like_lists(embedder, tmp_path):
     np.testing.assert_allclose(embedder.embed(str(tmp_path / "texts.csv")), vectors, atol=1e-6)
     with pytest.raises(ValueError, match="empty"):
         embedder.embed([])
-    with pytest.raises(TypeError, match="TextEmbedder takes a string"):
+    with pytest.raises(TypeError, match="TextEmbedder predicts on a string"):
         embedder.embed(3.5)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from flash.core.model.classification import ClassificationTask
@@ -93,6 +94,56 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
         self.use_text_backbone(built, backbone, max_length, input_field)
 
     @classmethod
+    def zero_shot(
+        cls,
+        labels: Sequence[str] | Mapping[str, str],
+        template: str = "{}",
+        scale: float = 20.0,
+        **kwargs: Any,
+    ) -> TextClassifier:
+        """A classifier for ``labels`` before any training: its head scores a text by the cosine
+        similarity of its embedding with each label's, so it predicts from the label names alone
+        and is a starting point for finetuning on labelled data.
+
+        Each label's text is ``template.format(name)`` (``"This review is {}."``), or, when
+        ``labels`` maps names to descriptions, ``template.format(description)``. The head's row of
+        a class is that text's normalised mean-pooled embedding times ``scale`` divided by the
+        typical embedding length, so the logits are about ``scale`` times the cosine similarity
+        (20: the softmax temperature of 0.05 that sentence encoders are trained with).
+
+        Args:
+            labels: the class names, in the order of the data's classes when you will train on it
+                (``data.labels``), or a dict ``{name: description}`` in that order.
+            template: a string with one ``{}`` for the name or description.
+            scale: the logit of a cosine similarity of 1, for a text of typical embedding length.
+            **kwargs: more :class:`TextClassifier` arguments (``backbone``, ``max_length``, ...);
+                ``pooling`` must stay ``"mean"``.
+
+        Example:
+            ``TextClassifier.zero_shot(["negative", "positive"], "This review is {}.").predict("I loved it")``
+        """
+        names, prompts = _label_prompts(labels, template)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ValueError(f"scale must be a positive number, got {scale!r}.")
+        if kwargs.get("pooling", "mean") != "mean":
+            raise ValueError("A zero-shot classifier compares mean-pooled embeddings; leave pooling='mean'.")
+        for name in ("num_classes", "labels", "multi_label"):
+            if name in kwargs:
+                raise TypeError(f"zero_shot() takes the classes from labels; do not pass {name}=.")
+        task = cls(labels=names, **kwargs)
+        was_training = task.training
+        task.eval()
+        with torch.no_grad():
+            batch = task.collate_fn()([{"input": ids} for ids in task.tokenize(prompts)])
+            features = task.backbone(batch["input"]).float()
+            lengths = features.norm(dim=1)
+            linear = task.head[-1]
+            linear.weight.copy_(torch.nn.functional.normalize(features, dim=1) * (scale / lengths.mean()))
+            linear.bias.zero_()
+        task.train(was_training)
+        return task
+
+    @classmethod
     def available_backbones(cls) -> list[str]:
         """Backbone names known by name; any Hugging Face model id or local folder works too."""
         return TEXT_BACKBONES.available()
@@ -128,3 +179,25 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
 
 def _not_plain(*values: Any) -> bool:
     return any(v is not None and not isinstance(v, str) for v in values)
+
+
+def _label_prompts(labels: Sequence[str] | Mapping[str, str], template: str) -> tuple[list[str], list[str]]:
+    """The class names and the text each is described by (``template`` filled in)."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(f"template must hold exactly one {{}} for the label, got {template!r}.")
+    if isinstance(labels, Mapping):
+        names, texts = list(labels), list(labels.values())
+    elif isinstance(labels, Sequence) and not isinstance(labels, str):
+        names = texts = list(labels)
+    else:
+        raise TypeError(
+            f"labels must be a list of class names or a dict name -> description, got {type(labels).__name__}."
+        )
+    if len(names) < 2:
+        raise ValueError(f"A zero-shot classifier needs at least two labels, got {len(names)}.")
+    bad = [x for x in [*names, *texts] if not isinstance(x, str) or not x.strip()]
+    if bad:
+        raise ValueError(f"Every label and description must be a non-empty string; got {bad[0]!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"The labels hold duplicates: {sorted({n for n in names if names.count(n) > 1})}.")
+    return names, [template.format(text) for text in texts]

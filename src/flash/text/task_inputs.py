@@ -102,7 +102,7 @@ class TextTaskInputs:
                 raise ValueError("No texts to predict on: the list is empty.")
             return [_checked_text(t, f"Item {i} of the inputs") for i, t in enumerate(inputs)], False
         raise TypeError(
-            f"{type(self).__name__} takes a string, a list of strings, a file (.csv, .tsv, .json, .jsonl, "
+            f"{type(self).__name__} predicts on a string, a list of strings, a file (.csv, .tsv, .json, .jsonl, "
             f".parquet, .txt) or a data frame; got {type(inputs).__name__}."
         )
 
