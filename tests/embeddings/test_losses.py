@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flash.core.model.embedding import check_pairs, multiple_negatives_loss, supervised_contrastive_loss
+from flash.core.model.embedding import (
+    PairLoss,
+    check_pairs,
+    multiple_negatives_loss,
+    supervised_contrastive_loss,
+)
 
 LOSSES = [supervised_contrastive_loss, multiple_negatives_loss]
 
@@ -56,3 +61,20 @@ def test_pairs_are_checked_before_training():
         check_pairs([0, 0, 0])
     with pytest.raises(ValueError, match="multi-label"):
         check_pairs([[0, 1], [1, 0]])
+
+
+def test_the_loss_is_named_and_checked_before_any_backbone_is_built():
+    vectors, targets = clustered(0.3)
+    assert PairLoss("multiple_negatives", 0.1)(vectors, targets) == multiple_negatives_loss(
+        vectors, targets, 0.1
+    )
+    with pytest.raises(
+        ValueError, match="Unknown loss 'triplet'.*supervised_contrastive, multiple_negatives"
+    ):
+        PairLoss("triplet")
+    from flash.image import ImageEmbedder
+    from flash.text import TextEmbedder
+
+    for embedder in (TextEmbedder, ImageEmbedder):
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            embedder(backbone="no-such-backbone", temperature=0)

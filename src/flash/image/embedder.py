@@ -10,7 +10,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from flash.core.model.embedding import EmbeddingTask, identity_projection
+from flash.core.model.embedding import EmbeddingTask, check_loss, identity_projection
 from flash.core.model.task import base_task_arguments
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.core.utils.validation import check_bool, check_optional_int
@@ -79,6 +79,7 @@ class ImageEmbedder(ImageTaskInputs, EmbeddingTask):
         cache_features: bool = True,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
+        check_loss(loss, temperature)
         check_optional_int(image_size, "image_size", 8, "pixels")
         check_bool(pretrained, "pretrained")
         built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)

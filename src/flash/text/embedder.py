@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flash.core.model.embedding import EmbeddingTask, identity_projection
+from flash.core.model.embedding import EmbeddingTask, check_loss, identity_projection
 from flash.core.model.task import base_task_arguments
 from flash.core.training.optimizers import OptimizerSpec, SchedulerSpec
 from flash.text.backbones import DEFAULT_BACKBONE, TEXT_BACKBONES
@@ -59,6 +59,7 @@ class TextEmbedder(TextTaskInputs, EmbeddingTask):
         lr_scheduler_kwargs: dict[str, Any] | None = None,
         input_field: str | None = None,
     ) -> None:
+        check_loss(loss, temperature)
         built = build_text_backbone(backbone, pretrained, "mean", max_length)
         super().__init__(
             built.module,

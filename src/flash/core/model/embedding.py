@@ -95,6 +95,31 @@ _LOSS_FUNCTIONS = {
 }
 
 
+def check_loss(loss: Any, temperature: Any) -> None:
+    """Raise unless ``loss`` is one of :data:`LOSSES` and ``temperature`` a positive number (an
+    embedding task calls this before building its backbone)."""
+    if loss not in _LOSS_FUNCTIONS:
+        raise ValueError(f"Unknown loss {loss!r}. Choose one of {', '.join(LOSSES)}.")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+
+
+class PairLoss(nn.Module):
+    """One of :data:`LOSSES` as a module: ``(embeddings, targets) -> loss`` at ``temperature``."""
+
+    def __init__(self, name: str = "supervised_contrastive", temperature: float = 0.05) -> None:
+        super().__init__()
+        check_loss(name, temperature)
+        self.name = name
+        self.temperature = float(temperature)
+
+    def forward(self, embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _LOSS_FUNCTIONS[self.name](embeddings, targets, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, temperature={self.temperature}"
+
+
 def check_pairs(targets: Sequence[Any] | np.ndarray, labels: Sequence[Any] | None = None) -> None:
     """Refuse training targets that give a metric-learning loss no positive pair to learn from.
 
@@ -152,19 +177,9 @@ class EmbeddingTask(Task):
         temperature: float = 0.05,
         **kwargs: Any,
     ) -> None:
-        if loss not in _LOSS_FUNCTIONS:
-            raise ValueError(f"Unknown loss {loss!r}. Choose one of {', '.join(LOSSES)}.")
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
-        loss_function = _LOSS_FUNCTIONS[loss]
-        self.temperature = float(temperature)
-        super().__init__(
-            backbone,
-            head,
-            loss_fn=lambda output, target: loss_function(output, target, self.temperature),
-            **kwargs,
-        )
+        super().__init__(backbone, head, loss_fn=PairLoss(loss, temperature), **kwargs)
         self.loss = loss
+        self.temperature = float(temperature)
         self.labels: list[Any] | None = None
 
     # -- the model ------------------------------------------------------------------------------
