@@ -41,7 +41,6 @@ class TextEmbedder(TextTaskInputs, EmbeddingTask):
     """
 
     domain = "text"
-    monitor = "val_loss"
 
     def __init__(
         self,
