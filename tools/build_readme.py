@@ -22,6 +22,7 @@ SECTIONS = (
     "tabular",
     "segmentation",
     "detection",
+    "embeddings",
     "cli",
     "serving",
     "download",

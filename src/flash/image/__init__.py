@@ -1,10 +1,12 @@
 """Image tasks: classification (``ImageClassificationData``, ``ImageClassifier``; also ``flash.vision``)
 and the image tasks built on the same backbones: semantic segmentation (``SemanticSegmentationData``,
-``SemanticSegmentation``) and object detection (``ObjectDetectionData``, ``ObjectDetector``)."""
+``SemanticSegmentation``), object detection (``ObjectDetectionData``, ``ObjectDetector``) and
+embedding (``ImageEmbedder``, trained on ``ImageClassificationData``)."""
 
 from flash.image.backbones import IMAGE_BACKBONES
 from flash.image.data import ImageClassificationData
 from flash.image.detection import ObjectDetectionData, ObjectDetector
+from flash.image.embedder import ImageEmbedder
 from flash.image.model import ImageClassification, ImageClassifier
 from flash.image.segmentation import SemanticSegmentation, SemanticSegmentationData
 
@@ -13,6 +15,7 @@ __all__ = [
     "ImageClassification",
     "ImageClassificationData",
     "ImageClassifier",
+    "ImageEmbedder",
     "ObjectDetectionData",
     "ObjectDetector",
     "SemanticSegmentation",

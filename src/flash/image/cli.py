@@ -12,6 +12,7 @@ from typing import Any
 
 from flash.cli import domains
 from flash.cli.domains import Command, DomainSpec, Option, register_domain
+from flash.cli.embed import register_embedder
 
 
 def _image_data(options: dict[str, Any]) -> Any:
@@ -120,6 +121,8 @@ DEMO = Command(
     run=_run_demo,
 )
 
+
+register_embedder("image", "flash.image.embedder:ImageEmbedder")
 
 IMAGE = register_domain(
     DomainSpec(

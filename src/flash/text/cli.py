@@ -1,4 +1,5 @@
-"""Text classification in the ``flash`` command: ``flash finetune text`` and ``flash predict`` inputs.
+"""Text in the ``flash`` command: ``flash finetune text``, ``flash predict`` inputs, and the default
+embedder of ``flash embed`` and ``flash search`` (whose commands this family carries).
 
 Imports nothing heavy at module level: see :mod:`flash.cli.domains`.
 """
@@ -10,6 +11,7 @@ from typing import Any
 
 from flash.cli import domains
 from flash.cli.domains import DomainSpec, Option, register_domain
+from flash.cli.embed import EMBED, SEARCH, register_embedder
 
 
 def _text_data(options: dict[str, Any]) -> Any:
@@ -56,8 +58,11 @@ def _text_inputs(task: Any, inputs: Sequence[str], options: dict[str, Any]) -> t
     return names, texts
 
 
+register_embedder("text", "flash.text.embedder:TextEmbedder")
+
 TEXT = register_domain(
     DomainSpec(
+        commands=(EMBED, SEARCH),
         predict_help="texts, .txt files (one text a line) or tables",
         predict_options=(
             Option(

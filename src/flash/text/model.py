@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from flash.core.data.tables import TABLE_SUFFIXES, read_lines, read_table
 from flash.core.model.classification import ClassificationTask, check_num_classes
 from flash.core.model.task import base_task_arguments
-from flash.core.utils.validation import check_int, check_probability
+from flash.core.utils.validation import check_probability
 from flash.text.backbones import DEFAULT_BACKBONE, POOLINGS, TEXT_BACKBONES
 from flash.text.data import DEFAULT_MAX_LENGTH
-from flash.text.preprocessing import TextPreprocessing
-from flash.text.tokenization import PadCollate, TokenizedTexts, pad_batch, tokenize
-
-PREDICT_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".txt")
+from flash.text.task_inputs import TextTaskInputs, build_text_backbone
 
 
-class TextClassifier(ClassificationTask):
+class TextClassifier(TextTaskInputs, ClassificationTask):
     """Classify texts with a pretrained transformer encoder and a new linear head.
 
     The encoder's token states are mean-pooled over the non-padding tokens: the default backbone,
@@ -81,14 +72,8 @@ class TextClassifier(ClassificationTask):
         num_classes = check_num_classes(num_classes, labels)
         if pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {pooling!r}. Choose one of {', '.join(POOLINGS)}.")
-        check_int(max_length, "max_length", 2)
         check_probability(head_dropout, "head_dropout", high_open=True)
-        built = TEXT_BACKBONES.build(backbone, pretrained=pretrained, pooling=pooling)
-        limit = built.preprocessing["model_max_length"]
-        if max_length > limit:
-            raise ValueError(
-                f"max_length={max_length} exceeds what backbone {backbone!r} takes ({limit} tokens)."
-            )
+        built = build_text_backbone(backbone, pretrained, pooling, max_length)
         head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(built.num_features, num_classes))
         super().__init__(
             built.module,
@@ -100,89 +85,62 @@ class TextClassifier(ClassificationTask):
         self.save_hyperparameters(
             ignore=["optimizer", "lr_scheduler"] if _not_plain(self.optimizer, self.lr_scheduler) else []
         )
-        self.backbone_name = backbone
-        self.max_length = max_length
-        self.tokenizer = built.preprocessing["tokenizer"]
-        self.preprocessing = TextPreprocessing(max_length, backbone)
-        self.input_field = input_field
+        self.use_text_backbone(built, backbone, max_length, input_field)
+
+    @classmethod
+    def zero_shot(
+        cls,
+        labels: Sequence[str] | Mapping[str, str],
+        template: str = "{}",
+        scale: float = 20.0,
+        **kwargs: Any,
+    ) -> TextClassifier:
+        """A classifier for ``labels`` before any training: its head scores a text by the cosine
+        similarity of its embedding with each label's, so it predicts from the label names alone
+        and is a starting point for finetuning on labelled data.
+
+        Each label's text is ``template.format(name)`` (``"This review is {}."``), or, when
+        ``labels`` maps names to descriptions, ``template.format(description)``. The head's row of
+        a class is that text's normalised mean-pooled embedding times ``scale`` divided by the
+        typical embedding length, so the logits are about ``scale`` times the cosine similarity
+        (20: the softmax temperature of 0.05 that sentence encoders are trained with).
+
+        Args:
+            labels: the class names, in the order of the data's classes when you will train on it
+                (``data.labels``), or a dict ``{name: description}`` in that order.
+            template: a string with one ``{}`` for the name or description.
+            scale: the logit of a cosine similarity of 1, for a text of typical embedding length.
+            **kwargs: more :class:`TextClassifier` arguments (``backbone``, ``max_length``, ...);
+                ``pooling`` must stay ``"mean"``.
+
+        Example:
+            ``TextClassifier.zero_shot(["negative", "positive"], "This review is {}.").predict("I loved it")``
+        """
+        names, prompts = _label_prompts(labels, template)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ValueError(f"scale must be a positive number, got {scale!r}.")
+        if kwargs.get("pooling", "mean") != "mean":
+            raise ValueError("A zero-shot classifier compares mean-pooled embeddings; leave pooling='mean'.")
+        for name in ("num_classes", "labels", "multi_label"):
+            if name in kwargs:
+                raise TypeError(f"zero_shot() takes the classes from labels; do not pass {name}=.")
+        task = cls(labels=names, **kwargs)
+        was_training = task.training
+        task.eval()
+        with torch.no_grad():
+            batch = task.collate_fn()([{"input": ids} for ids in task.tokenize(prompts)])
+            features = task.backbone(batch["input"]).float()
+            lengths = features.norm(dim=1)
+            linear = task.head[-1]
+            linear.weight.copy_(torch.nn.functional.normalize(features, dim=1) * (scale / lengths.mean()))
+            linear.bias.zero_()
+        task.train(was_training)
+        return task
 
     @classmethod
     def available_backbones(cls) -> list[str]:
         """Backbone names known by name; any Hugging Face model id or local folder works too."""
         return TEXT_BACKBONES.available()
-
-    def attach_input_field(self, input_field: str) -> None:
-        """Remember the training data's text column (saved in checkpoints)."""
-        self.input_field = input_field
-        self.hparams["input_field"] = input_field
-
-    # -- preprocessing ------------------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Token ids of ``texts``, cut to :attr:`max_length`."""
-        return tokenize(texts, self.tokenizer, self.max_length)
-
-    def collate_fn(self) -> Callable[[list[Any]], Any]:
-        return PadCollate(self.tokenizer.pad_token_id)
-
-    def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
-        if isinstance(inputs, TokenizedTexts):
-            return inputs, False
-        texts, single = self.texts_of(inputs)
-        return TokenizedTexts(self.tokenize(texts)), single
-
-    def texts_of(self, inputs: Any, encoding: str = "utf-8") -> tuple[list[str], bool]:
-        """The texts of ``inputs`` and whether it was a single text.
-
-        Accepted: a string (a text, or the path of an existing ``.csv``, ``.tsv``, ``.json``,
-        ``.jsonl``, ``.parquet`` or ``.txt`` file), a :class:`pathlib.Path`, a list of strings,
-        a pandas Series, or a DataFrame (its :attr:`input_field` column). Text files are read with
-        ``encoding``.
-        """
-        if isinstance(inputs, os.PathLike) or (isinstance(inputs, str) and _names_a_file(inputs)):
-            return self._texts_of_file(Path(inputs), encoding), False
-        if isinstance(inputs, str):
-            return [_checked_text(inputs, "The text")], True
-        if isinstance(inputs, pd.DataFrame):
-            column = self._text_column(inputs, "data frame")
-            return [
-                _checked_text(t, f"Row {i} of the data frame") for i, t in enumerate(inputs[column])
-            ], False
-        if isinstance(inputs, pd.Series | np.ndarray):
-            inputs = list(inputs)
-        if isinstance(inputs, Sequence) and not isinstance(inputs, bytes):
-            if len(inputs) == 0:
-                raise ValueError("No texts to predict on: the list is empty.")
-            return [_checked_text(t, f"Item {i} of the inputs") for i, t in enumerate(inputs)], False
-        raise TypeError(
-            "TextClassifier predicts on a string, a list of strings, a file (.csv, .tsv, .json, .jsonl, "
-            f".parquet, .txt) or a data frame; got {type(inputs).__name__}."
-        )
-
-    def _texts_of_file(self, path: Path, encoding: str = "utf-8") -> list[str]:
-        suffix = path.suffix.lower()
-        if suffix not in PREDICT_FILE_SUFFIXES:
-            raise ValueError(f"Cannot read texts from {path}: use a {', '.join(PREDICT_FILE_SUFFIXES)} file.")
-        if suffix == ".txt":
-            texts = read_lines(path, "predict", encoding)
-        else:
-            frame = read_table(path, "predict", encoding, text_field=self.input_field)
-            column = self._text_column(frame, f"file {path.name}")
-            texts = [_checked_text(t, f"Row {i} of {path.name}") for i, t in enumerate(frame[column])]
-        if not texts:
-            raise ValueError(f"The predict file {path} holds no texts.")
-        return texts
-
-    def _text_column(self, frame: pd.DataFrame, what: str) -> str:
-        if self.input_field is not None and self.input_field in frame.columns:
-            return self.input_field
-        text_columns = [c for c in frame.columns if frame[c].dtype == object]
-        if self.input_field is None and len(text_columns) == 1:
-            return str(text_columns[0])
-        expected = f"column {self.input_field!r}" if self.input_field else "a single text column"
-        raise ValueError(
-            f"The {what} has no {expected}; its columns are: {', '.join(map(str, frame.columns))}. "
-            "Rename the text column, or pass the texts as a list."
-        )
 
     # -- prediction ---------------------------------------------------------------------------------
     def predict(
@@ -212,74 +170,28 @@ class TextClassifier(ClassificationTask):
         results = super().predict(texts, output=output, batch_size=batch_size, num_workers=num_workers)
         return results[0] if single else results
 
-    def predict_outputs(
-        self, inputs: Any, kinds: Sequence[str], batch_size: int = 32, num_workers: int = 0
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """As :meth:`flash.core.model.task.Task.predict_outputs`, with texts batched by length."""
-        texts, single = self.texts_of(inputs)
-        by_length = TokenizedTexts.sorted_by_length(self.tokenize(texts))
-        rows, _ = super().predict_outputs(by_length, kinds, batch_size, num_workers)
-        in_order: list[dict[str, Any]] = [{}] * len(texts)
-        for position, source in enumerate(by_length.order):
-            in_order[int(source)] = rows[position]
-        return in_order, single
-
-    # -- serving and export -------------------------------------------------------------------------
-    def decode_serve_input(self, value: Any) -> str:
-        """One JSON value of a serving request: a non-empty string."""
-        if not isinstance(value, str):
-            raise ValueError(f"Each text input must be a JSON string, got {type(value).__name__}.")
-        if not value.strip():
-            raise ValueError("A text input is empty; send a non-empty string.")
-        return value
-
-    input_description = "a string"
-    input_schema = {"type": "string", "minLength": 1}
-
-    def export_metadata(self) -> dict[str, Any]:
-        """The token limit and the tokenizer (``tokenizer.json`` of a fast tokenizer), so that the
-        exported file can be used on its own."""
-        meta = super().export_metadata()
-        meta["preprocessing"] = {
-            "max_length": self.max_length,
-            "tokenizer": {
-                "name_or_path": str(getattr(self.tokenizer, "name_or_path", "")),
-                "pad_token_id": self.tokenizer.pad_token_id,
-            },
-        }
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None and hasattr(backend, "to_str"):
-            meta["tokenizer_json"] = backend.to_str()
-        return meta
-
-    def example_input(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
-        """A padded batch as :meth:`forward` receives it: ``{"input_ids", "attention_mask"}``."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-        samples = ["A short example.", "A somewhat longer example sentence, to show padding at work."]
-        texts = [samples[i % len(samples)] for i in range(batch_size)]
-        batch = pad_batch(self.tokenize(texts), self.tokenizer.pad_token_id)
-        return {name: tensor.to(self.device) for name, tensor in batch.items()}
-
 
 def _not_plain(*values: Any) -> bool:
     return any(v is not None and not isinstance(v, str) for v in values)
 
 
-def _names_a_file(text: str) -> bool:
-    if "\n" in text or len(text) > 4096 or Path(text).suffix.lower() not in PREDICT_FILE_SUFFIXES:
-        return False
-    try:
-        return Path(text).expanduser().is_file()
-    except OSError:
-        return False
-
-
-def _checked_text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            raise ValueError(f"{what} has no text.")
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}.")
-    if not value.strip():
-        raise ValueError(f"{what} is empty; give each input some text.")
-    return value
+def _label_prompts(labels: Sequence[str] | Mapping[str, str], template: str) -> tuple[list[str], list[str]]:
+    """The class names and the text each is described by (``template`` filled in)."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(f"template must hold exactly one {{}} for the label, got {template!r}.")
+    if isinstance(labels, Mapping):
+        names, texts = list(labels), list(labels.values())
+    elif isinstance(labels, Sequence) and not isinstance(labels, str):
+        names = texts = list(labels)
+    else:
+        raise TypeError(
+            f"labels must be a list of class names or a dict name -> description, got {type(labels).__name__}."
+        )
+    if len(names) < 2:
+        raise ValueError(f"A zero-shot classifier needs at least two labels, got {len(names)}.")
+    bad = [x for x in [*names, *texts] if not isinstance(x, str) or not x.strip()]
+    if bad:
+        raise ValueError(f"Every label and description must be a non-empty string; got {bad[0]!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"The labels hold duplicates: {sorted({n for n in names if names.count(n) > 1})}.")
+    return names, [template.format(text) for text in texts]
