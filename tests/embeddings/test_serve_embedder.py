@@ -36,7 +36,7 @@ def test_bad_inputs_get_422(served):
     server, _ = served
     for body in ({"inputs": [42]}, {"inputs": ["  "]}):
         response = httpx.post(f"{server.url}/predict", json=body, timeout=60)
-        assert response.status_code == 422 and response.json()["error"]
+        assert response.status_code == 422 and response.json()["detail"]
 
 
 def test_an_image_embedder_serves_base64_and_uploaded_images(tmp_path):
