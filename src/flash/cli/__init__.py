@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -76,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flash {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_finetune_parser(commands, HelpFormatter)
-    add_predict_parser(commands, HelpFormatter)
+    add_finetune_parser(functools.partial(_add_command, commands))
+    add_predict_parser(functools.partial(_add_command, commands))
     _add_backbones_parser(commands)
     for spec in DOMAINS.values():
         for command in spec.commands:

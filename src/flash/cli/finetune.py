@@ -15,7 +15,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -192,15 +192,13 @@ def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     )
 
 
-def add_finetune_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+def add_finetune_parser(add_command: Callable[..., argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """``flash finetune``'s parser, made by ``add_command(name, help, description)``."""
+    parser = add_command(
         "finetune",
-        help="finetune a pretrained model on your data and save a run folder",
-        description=(
-            "Finetune a task on your data. Writes into --out: model.ckpt, config.json (replay it with "
-            "`flash finetune --config FILE`), metrics.csv, results.json and plots/*.png."
-        ),
-        formatter_class=formatter,
+        "finetune a pretrained model on your data and save a run folder",
+        "Finetune a task on your data. Writes into --out: model.ckpt, config.json (replay it with "
+        "`flash finetune --config FILE`), metrics.csv, results.json and plots/*.png.",
     )
     parser.add_argument(
         "--config",
@@ -220,7 +218,7 @@ def add_finetune_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]
             help=spec.summary,
             description=f"Finetune {spec.summary}.",
             epilog=f"example:\n  {spec.example}" if spec.example else None,
-            formatter_class=formatter,
+            formatter_class=parser.formatter_class,
         )
         data_group = sub.add_argument_group("data")
         for option in spec.options:

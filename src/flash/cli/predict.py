@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,15 @@ ACCELERATOR = Option(
 """``--accelerator`` of the commands that run a saved model (``flash predict``, ``flash serve``)."""
 
 
-def add_predict_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+def add_predict_parser(add_command: Callable[..., argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """``flash predict``'s parser, made by ``add_command(name, help, description)``."""
+    inputs = "; ".join(
+        f"{spec.predict_help} ({spec.name} tasks)" for spec in DOMAINS.values() if spec.predict_help
+    )
+    parser = add_command(
         "predict",
-        help="predict with a saved model",
-        description=(
-            "Predict with a checkpoint written by `flash finetune` (or any flash task). Inputs: "
-            + "; ".join(
-                f"{spec.predict_help} ({spec.name} tasks)" for spec in DOMAINS.values() if spec.predict_help
-            )
-            + "."
-        ),
-        formatter_class=formatter,
+        "predict with a saved model",
+        f"Predict with a checkpoint written by `flash finetune` (or any flash task). Inputs: {inputs}.",
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the model file (model.ckpt of a run)")
     parser.add_argument("inputs", metavar="INPUT", nargs="+", help="what to predict on")

