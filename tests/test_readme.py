@@ -448,8 +448,10 @@ def test_the_readme_declares_its_sample_data_and_no_example_reads_it(tmp_path):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     prefix = example_data_prefix(text)
     assert prefix, "README.md lacks its <!-- example-data: PREFIX --> declaration"
-    for block in marked_blocks(text):
-        assert prefix not in prepare(block.source, block, tmp_path, prefix), f"line {block.line}"
+    for path in example_pages():
+        for block in marked_blocks(path.read_text(encoding="utf-8")):
+            prepared = prepare(block.source, block, tmp_path, prefix)
+            assert prefix not in prepared, f"{path.name}:{block.line}"
 
 
 def test_tiny_data_has_the_sample_data_layout(tiny_data):
