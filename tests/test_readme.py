@@ -23,7 +23,9 @@ How a Markdown file marks its examples for this test:
   use the seed example's names) are marked ``slow``.
 - In bash blocks, each command that starts with ``flash`` runs through ``flash.cli.main`` in
   this process (continuation lines with ``\\`` are joined); other lines are not run.
-- ``FLASH_README=docs/cli.md pytest tests/test_readme.py`` tests another Markdown file, e.g. a
+- The ``docs/`` pages that are not sections of the README (serving, GPU, migrating, ...) are
+  tested too, each with the README's sample-data declaration.
+- ``FLASH_README=docs/cli.md pytest tests/test_readme.py`` tests another Markdown file alone, e.g. a
   ``docs/`` section before the README is assembled from them.
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import ast
 import csv
 import gc
+import importlib.util
 import os
 import re
 import shlex
@@ -63,16 +66,27 @@ def readme_path() -> Path:
     return (ROOT / given) if given else ROOT / "README.md"
 
 
+def example_pages() -> list[Path]:
+    """The README (or ``$FLASH_README`` alone), and the docs/ pages that are not sections of it."""
+    if os.environ.get("FLASH_README"):
+        return [readme_path()]
+    spec = importlib.util.spec_from_file_location("build_readme", ROOT / "tools" / "build_readme.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    others = [p for p in sorted((ROOT / "docs").glob("*.md")) if p.stem not in builder.SECTIONS]
+    return [readme_path(), *others]
+
+
 def example_data_prefix(text: str) -> str | None:
     """The path prefix a Markdown text declares for its examples' sample data, if any."""
     found = DATA_DECLARATION.search(text)
     return found.group("prefix") if found else None
 
 
-def declared_prefix() -> str | None:
+def declared_prefix(path: Path | None = None) -> str | None:
     """The tested file's declaration, else the README's."""
-    for path in (readme_path(), ROOT / "README.md"):
-        prefix = example_data_prefix(path.read_text(encoding="utf-8")) if path.is_file() else None
+    for candidate in (path or readme_path(), ROOT / "README.md"):
+        prefix = example_data_prefix(candidate.read_text(encoding="utf-8")) if candidate.is_file() else None
         if prefix:
             return prefix
     return None
@@ -137,21 +151,28 @@ def chains(blocks: list[Block]) -> list[list[Block]]:
 
 
 def _cases():
-    path = readme_path()
-    if not path.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{path.name} does not exist yet"))]
-    found = chains(marked_blocks(path.read_text(encoding="utf-8")))
-    if not found:
-        reason = f"{path.name} has no code block marked <!-- test --> yet"
-        return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
-    return [
-        pytest.param(
-            chain,
-            id=f"line{chain[0].line}-{_slug(chain[0].heading)}",
-            marks=[pytest.mark.slow] if any(_trains_images(block) for block in chain) else [],
-        )
-        for chain in found
-    ]
+    cases = []
+    for path in example_pages():
+        name = path.relative_to(ROOT).as_posix()
+        if not path.is_file():
+            cases.append(
+                pytest.param(None, None, marks=pytest.mark.skip(reason=f"{name} does not exist yet"))
+            )
+            continue
+        found = chains(marked_blocks(path.read_text(encoding="utf-8")))
+        if not found and path == readme_path():
+            reason = f"{name} has no code block marked <!-- test --> yet"
+            cases.append(pytest.param(path, None, marks=pytest.mark.skip(reason=reason)))
+        cases += [
+            pytest.param(
+                path,
+                chain,
+                id=f"{'' if path == readme_path() else path.stem + '-'}line{chain[0].line}-{_slug(chain[0].heading)}",
+                marks=[pytest.mark.slow] if any(_trains_images(block) for block in chain) else [],
+            )
+            for chain in found
+        ]
+    return cases
 
 
 IMAGE_WORDS = re.compile(
@@ -348,11 +369,10 @@ def run_bash(source: str, block: Block, path: Path) -> None:
         assert code == 0, f"{path}:{block.line}: `{command}` exited with {code}"
 
 
-@pytest.mark.parametrize("chain", _cases())
-def test_readme_example(chain, tiny_data):
-    path = readme_path()
+@pytest.mark.parametrize(("path", "chain"), _cases())
+def test_readme_example(path, chain, tiny_data):
     namespace: dict = {"__name__": "__readme__"}
-    prefix = declared_prefix()
+    prefix = declared_prefix(path)
     try:
         for block in chain:
             source = prepare(block.source, block, tiny_data, prefix)
@@ -428,8 +448,10 @@ def test_the_readme_declares_its_sample_data_and_no_example_reads_it(tmp_path):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     prefix = example_data_prefix(text)
     assert prefix, "README.md lacks its <!-- example-data: PREFIX --> declaration"
-    for block in marked_blocks(text):
-        assert prefix not in prepare(block.source, block, tmp_path, prefix), f"line {block.line}"
+    for path in example_pages():
+        for block in marked_blocks(path.read_text(encoding="utf-8")):
+            prepared = prepare(block.source, block, tmp_path, prefix)
+            assert prefix not in prepared, f"{path.name}:{block.line}"
 
 
 def test_tiny_data_has_the_sample_data_layout(tiny_data):
