@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,18 @@ def image_folders(root: Path, per_class: int = 3) -> Path:
         for i in range(per_class):
             colour_image(colour, seed=10 * c + i).save(folder / f"{i}.png")
     return root
+
+
+def assert_fresh_process_embeds_alike(trainer, task, inputs, tmp_path) -> np.ndarray:
+    """Save ``task``'s checkpoint, embed ``inputs`` from it in a new Python process, and check the
+    vectors equal ``task.embed(inputs)`` bit for bit; returns them."""
+    vectors = task.embed(inputs)
+    checkpoint = tmp_path / "embedder.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    script = (
+        "import sys, numpy as np; from flash.core.deploy.checkpoint import load_task; "
+        f"np.save(sys.argv[2], load_task(sys.argv[1]).embed({list(inputs)!r}))"
+    )
+    subprocess.run([sys.executable, "-c", script, str(checkpoint), str(tmp_path / "fresh.npy")], check=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "fresh.npy"), vectors)
+    return vectors

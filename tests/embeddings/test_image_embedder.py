@@ -3,13 +3,16 @@ on ImageClassificationData, search by image, and the same vectors from a checkpo
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from embedding_fixtures import colour_image, image_folders, quiet_trainer, separation
+from embedding_fixtures import (
+    assert_fresh_process_embeds_alike,
+    colour_image,
+    image_folders,
+    quiet_trainer,
+    separation,
+)
 from PIL import Image
 
 from flash.core.deploy.similarity import SimilarityIndex
@@ -87,15 +90,7 @@ def test_checkpoint_in_a_fresh_process_and_onnx_give_the_same_vectors(folders, t
     trainer = quiet_trainer(max_epochs=1)
     trainer.finetune(task, data, strategy=("freeze_unfreeze", 0))
     files = sorted(str(p) for p in folders.rglob("*.png"))
-    vectors = task.embed(files)
-    checkpoint = tmp_path / "images.ckpt"
-    trainer.save_checkpoint(checkpoint)
-    script = (
-        "import sys, numpy as np; from flash.core.deploy.checkpoint import load_task; "
-        f"np.save(sys.argv[2], load_task(sys.argv[1]).embed({files!r}))"
-    )
-    subprocess.run([sys.executable, "-c", script, str(checkpoint), str(tmp_path / "fresh.npy")], check=True)
-    np.testing.assert_array_equal(np.load(tmp_path / "fresh.npy"), vectors)
+    vectors = assert_fresh_process_embeds_alike(trainer, task, files, tmp_path)
 
     path = task.to_onnx(tmp_path / "images.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -3,13 +3,19 @@ strategy, and the same vectors from embed, a checkpoint in a fresh process and O
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from embedding_fixtures import ANIMALS, MONEY, TEXT_LABELS, TEXTS, quiet_trainer, separation, text_data
+from embedding_fixtures import (
+    ANIMALS,
+    MONEY,
+    TEXT_LABELS,
+    TEXTS,
+    assert_fresh_process_embeds_alike,
+    quiet_trainer,
+    separation,
+    text_data,
+)
 
 from flash.core.deploy.similarity import SimilarityIndex
 from flash.text import TextClassificationData, TextEmbedder
@@ -86,15 +92,7 @@ def test_a_checkpoint_loaded_in_a_fresh_process_gives_the_same_vectors(tmp_path)
     trainer = quiet_trainer(max_epochs=1)
     trainer.finetune(task, text_data(), strategy="freeze")
     assert not torch.equal(task.head.weight, head)
-    vectors = task.embed(TEXTS)
-    checkpoint = tmp_path / "embedder.ckpt"
-    trainer.save_checkpoint(checkpoint)
-    script = (
-        "import sys, numpy as np; from flash.core.deploy.checkpoint import load_task; "
-        f"np.save(sys.argv[2], load_task(sys.argv[1]).embed({TEXTS!r}))"
-    )
-    subprocess.run([sys.executable, "-c", script, str(checkpoint), str(tmp_path / "fresh.npy")], check=True)
-    np.testing.assert_array_equal(np.load(tmp_path / "fresh.npy"), vectors)
+    assert_fresh_process_embeds_alike(trainer, task, TEXTS, tmp_path)
 
 
 @pytest.mark.slow

@@ -79,8 +79,7 @@ class ImageEmbedder(PipelineImageInputs, EmbeddingTask):
         check_bool(pretrained, "pretrained")
         built = IMAGE_BACKBONES.build(backbone, pretrained=pretrained)
         super().__init__(**embedder_arguments(ImageEmbedder, built, locals()), **optimization)
-        plain = all(v is None or isinstance(v, str) for v in (self.optimizer, self.lr_scheduler))
-        self.save_hyperparameters(ignore=[] if plain else ["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=self.unsaved_hyperparameters())
         self.backbone_name = backbone
         self.preprocessing = ImagePreprocessing.from_dict(preprocessing or built.preprocessing)
         if image_size is not None:

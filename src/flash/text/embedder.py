@@ -58,8 +58,7 @@ class TextEmbedder(TextTaskInputs, EmbeddingTask):
         check_loss(loss, temperature)
         built = build_text_backbone(backbone, pretrained, "mean", max_length)
         super().__init__(**embedder_arguments(TextEmbedder, built, locals()), **optimization)
-        plain = all(v is None or isinstance(v, str) for v in (self.optimizer, self.lr_scheduler))
-        self.save_hyperparameters(ignore=[] if plain else ["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=self.unsaved_hyperparameters())
         self.use_text_backbone(built, backbone, max_length, input_field)
 
     @classmethod

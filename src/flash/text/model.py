@@ -82,9 +82,7 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
             **base_task_arguments(TextClassifier, locals()),
             **kwargs,
         )
-        self.save_hyperparameters(
-            ignore=["optimizer", "lr_scheduler"] if _not_plain(self.optimizer, self.lr_scheduler) else []
-        )
+        self.save_hyperparameters(ignore=self.unsaved_hyperparameters())
         self.use_text_backbone(built, backbone, max_length, input_field)
 
     @classmethod
@@ -169,10 +167,6 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
         texts, single = self.texts_of(inputs, encoding)
         results = super().predict(texts, output=output, batch_size=batch_size, num_workers=num_workers)
         return results[0] if single else results
-
-
-def _not_plain(*values: Any) -> bool:
-    return any(v is not None and not isinstance(v, str) for v in values)
 
 
 def _label_prompts(labels: Sequence[str] | Mapping[str, str], template: str) -> tuple[list[str], list[str]]:

@@ -170,6 +170,15 @@ class Task(LightningModule):
             "layer_lr_decay": self.layer_lr_decay,
         }
 
+    def unsaved_hyperparameters(self) -> list[str]:
+        """The optimisation arguments a checkpoint cannot hold (an optimizer or scheduler given as a
+        class or callable), for ``save_hyperparameters(ignore=...)``."""
+        return [
+            name
+            for name, value in (("optimizer", self.optimizer), ("lr_scheduler", self.lr_scheduler))
+            if value is not None and not isinstance(value, str)
+        ]
+
     # -- structure ------------------------------------------------------------------------------
     @property
     def backbone_blocks(self) -> list[nn.Module]:
