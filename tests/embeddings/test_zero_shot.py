@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from embedding_fixtures import TEXT_LABELS, TEXTS, quiet_trainer, text_data
+from embedding_fixtures import ANIMALS, MONEY, TEXT_LABELS, TEXTS, quiet_trainer, text_data
 
-from flash.text import TextClassifier, TextEmbedder
+from flash.text import TextClassificationData, TextClassifier, TextEmbedder
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,32 @@ def test_it_trains_on_from_there():
 def test_bad_arguments_are_refused(labels, kwargs, error, message):
     with pytest.raises(error, match=message):
         TextClassifier.zero_shot(labels, **kwargs)
+
+
+def test_few_shot_training_from_zero_shot_with_the_contrastive_strategy():
+    # the label names say nothing; three examples per class teach the classes
+    task = TextClassifier.zero_shot(["first", "second"], template="{}", max_length=16)
+    trainer = quiet_trainer(max_epochs=3)
+    data = TextClassificationData.from_lists(
+        TEXTS, ["first"] * len(ANIMALS) + ["second"] * len(MONEY), batch_size=6
+    )
+    trainer.finetune(task, data, strategy="contrastive")
+    assert task.training_objective is None
+    assert task.predict(["A kitten chased a mouse", "The market rallied after the report"]) == [
+        "first",
+        "second",
+    ]
+    probabilities = task.predict(TEXTS, output="probabilities")
+    assert [max(p, key=p.get) for p in probabilities] == task.predict(TEXTS)  # one label order
+
+
+def test_a_prior_head_lets_a_class_train_from_a_single_example():
+    data = TextClassificationData.from_lists(
+        [ANIMALS[0], *MONEY], ["animals", "money", "money", "money"], batch_size=4
+    )
+    fresh = TextClassifier(num_classes=2, labels=["animals", "money"], max_length=16)
+    with pytest.raises(ValueError, match="single training example.*prior"):
+        quiet_trainer(max_epochs=1).finetune(fresh, data, strategy="contrastive")
+    task = TextClassifier.zero_shot(["animals", "money"], template="{}", max_length=16)
+    quiet_trainer(max_epochs=1).finetune(task, data, strategy="contrastive")
+    assert task.predict(TEXTS) == TEXT_LABELS

@@ -36,7 +36,7 @@ from flash.cli.rails import (
     run_callbacks,
 )
 
-STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones")
+STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones", "contrastive")
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULER_NAMES = ("constant", "cosine", "onecycle", "linear_warmup", "reduce_on_plateau")
 DEFAULT_EPOCHS = 10
@@ -62,7 +62,8 @@ RUN_FILES = (
 def parse_strategy(text: str) -> str:
     """Check a ``--strategy`` value; the text is kept (it is what the config file records).
 
-    Forms: ``no_freeze``, ``freeze``, ``freeze_unfreeze[:EPOCH]``, ``unfreeze_milestones[:M1,M2,N]``.
+    Forms: ``no_freeze``, ``freeze``, ``freeze_unfreeze[:EPOCH]``, ``unfreeze_milestones[:M1,M2,N]``,
+    ``contrastive``.
     """
     strategy_value(text)
     return text
@@ -71,7 +72,7 @@ def parse_strategy(text: str) -> str:
 def strategy_value(text: str) -> Any:
     """A ``--strategy`` text as :func:`flash.core.training.finetuning.resolve_strategy` takes it."""
     name, _, argument = text.partition(":")
-    forms = "no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N]"
+    forms = "no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N], contrastive"
     if name not in STRATEGY_NAMES:
         raise argparse.ArgumentTypeError(f"unknown strategy {name!r}; choose one of {forms}.")
     if not argument:
@@ -91,7 +92,7 @@ def strategy_value(text: str) -> Any:
                 f"{text!r}: the first milestone ({m1}) comes after the second ({m2}); use M1 <= M2."
             )
         return (name, ((m1, m2), layers))
-    if name in ("no_freeze", "freeze"):
+    if name in ("no_freeze", "freeze", "contrastive"):
         raise argparse.ArgumentTypeError(f"strategy {name!r} takes no argument; write just {name}.")
     expected = "EPOCH (a whole number)" if name == "freeze_unfreeze" else "M1,M2,N (three whole numbers)"
     raise argparse.ArgumentTypeError(f"{text!r}: {name} takes {expected}, e.g. {_example(name)}.")
@@ -113,7 +114,8 @@ COMMON_OPTIONS = (
     ),
     Option(
         "--strategy",
-        "finetuning strategy: no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N]",
+        "finetuning strategy: no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N], "
+        "contrastive (few-shot classifiers)",
         parse_strategy,
         "no_freeze",
         metavar="NAME[:ARGS]",

@@ -133,6 +133,7 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
             linear.weight.copy_(torch.nn.functional.normalize(features, dim=1) * (scale / lengths.mean()))
             linear.bias.zero_()
         task.train(was_training)
+        task.head_is_prior = True
         return task
 
     @classmethod

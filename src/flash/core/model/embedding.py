@@ -120,8 +120,14 @@ class PairLoss(nn.Module):
         return f"{self.name}, temperature={self.temperature}"
 
 
-def check_pairs(targets: Sequence[Any] | np.ndarray, labels: Sequence[Any] | None = None) -> None:
-    """Refuse training targets that give a metric-learning loss no positive pair to learn from.
+def check_pairs(
+    targets: Sequence[Any] | np.ndarray,
+    labels: Sequence[Any] | None = None,
+    learner: str = "an embedder",
+    remedy: str = "",
+) -> None:
+    """Refuse training targets that give a metric-learning loss no positive pair to learn from;
+    the messages name the ``learner`` and end with ``remedy`` (another way out, if any).
 
     Raises:
         ValueError: a class has a single example (naming it and what to do), or there is one class.
@@ -136,12 +142,12 @@ def check_pairs(targets: Sequence[Any] | np.ndarray, labels: Sequence[Any] | Non
     if lonely:
         shown = ", ".join(repr(x) for x in lonely[:10]) + (" ..." if len(lonely) > 10 else "")
         raise ValueError(
-            f"{len(lonely)} class(es) have a single training example ({shown}): an embedder learns from pairs "
-            "of examples of one class. Add at least one more example to each, or drop those classes."
+            f"{len(lonely)} class(es) have a single training example ({shown}): {learner} learns from pairs "
+            f"of examples of one class. Add at least one more example to each, or drop those classes{remedy}."
         )
     if len(counts) < 2:
         raise ValueError(
-            "The training data has a single class: an embedder learns to tell classes apart, so it needs "
+            f"The training data has a single class: {learner} learns to tell classes apart, so it needs "
             "examples of at least two."
         )
 

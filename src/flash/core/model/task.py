@@ -236,12 +236,32 @@ class Task(LightningModule):
         """What the metrics see of :meth:`step_output`'s output (logits by default)."""
         return output
 
+    head_is_prior: bool = False
+    """Whether the head's weights already hold knowledge to keep (a zero-shot classifier's): the
+    ``contrastive`` strategy then fits the head towards them rather than towards zero."""
+
+    training_objective: Callable[[Batch], torch.Tensor] | None = None
+    """A loss that replaces the supervised one in training steps while a strategy sets it (the
+    ``contrastive`` strategy trains the backbone on pairs of examples); ``None``: the task's own
+    :meth:`step_loss`. It takes the batch as a ``{"input", "target"}`` dict."""
+
     def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
         """The one supervised step of every task: output, loss, and the stage's logged metrics.
         Batches are ``{"input", "target"}`` dicts or ``(input, target)`` pairs."""
         if not isinstance(batch, Mapping) or "target" not in batch:
             inputs, target = input_and_target(batch)
             batch = {"input": inputs, "target": target}
+        if stage == "train" and self.training_objective is not None:
+            loss = self.training_objective(batch)
+            self.log(
+                "train_loss",
+                loss,
+                prog_bar=True,
+                on_step=False,
+                on_epoch=True,
+                batch_size=_batch_size(batch["target"]),
+            )
+            return loss
         target = self.step_target(batch["target"])
         output = self.step_output(batch, stage)
         loss = self.step_loss(output, target, stage)

@@ -11,6 +11,9 @@ strategy               behaviour (defaults in brackets)
                        from epoch ``m1``, all of it from ``m2``
                        [``m1, m2``: a third and two thirds of ``max_epochs``;
                        ``n``: half of the backbone's blocks, rounded up]
+``contrastive``        few-shot classifiers: the backbone trains on pairs of examples
+                       (supervised contrastive loss), the head is fitted as a logistic
+                       regression on its features (:mod:`flash.core.training.contrastive`)
 =====================  ==============================================================
 
 Pass a name, a ``(name, argument)`` tuple (``("freeze_unfreeze", 2)``,
@@ -44,6 +47,7 @@ from flash.core.training.freezing import freeze, hold_frozen_norms_in_eval, trai
 
 __all__ = [
     "STRATEGIES",
+    "Contrastive",
     "FlashBaseFinetuning",
     "Freeze",
     "FreezeUnfreeze",
@@ -459,11 +463,14 @@ def _known_epochs(max_epochs: int | None) -> int:
     return max_epochs
 
 
+from flash.core.training.contrastive import Contrastive  # noqa: E402  (built on the classes above)
+
 STRATEGIES: dict[str, type[FlashBaseFinetuning]] = {
     "no_freeze": NoFreeze,
     "freeze": Freeze,
     "freeze_unfreeze": FreezeUnfreeze,
     "unfreeze_milestones": UnfreezeMilestones,
+    "contrastive": Contrastive,
 }
 
 
