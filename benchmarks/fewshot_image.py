@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
             for k, seed, chosen in episodes
         }
         timing[name] = (time.perf_counter() - wall0, time.process_time() - cpu0)
+        shown = ", ".join(f"{episode}: {accuracy:.3f}" for episode, accuracy in results[name].items())
+        print(f"{name}, val accuracy by (K, seed): {shown}", flush=True)
     start = time.strftime("%H:%M:%S")
     name = f"flash ImageClassifier, freeze, {args.classifier_epochs} epochs"
     result, seconds, _ = run_isolated(flash_classifier, data_dir, episodes, args.classifier_epochs)
