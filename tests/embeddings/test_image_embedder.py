@@ -3,6 +3,8 @@ on ImageClassificationData, search by image, and the same vectors from a checkpo
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,22 @@ def test_every_kind_of_image_input_gives_the_same_normalised_vector(embedder, fo
     np.testing.assert_allclose(embedder.embed(image), one, atol=1e-6)
     np.testing.assert_allclose(embedder.embed(np.asarray(image)), one, atol=1e-6)
     assert separation(vectors, ["blue"] * 3 + ["red"] * 3) > 0.05
+
+
+def test_the_network_and_its_batches_are_channels_last_with_the_same_vectors(embedder, folders):
+    files = sorted(str(p) for p in folders.rglob("*.png"))
+    stem = next(m for m in embedder.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert stem.weight.is_contiguous(memory_format=torch.channels_last)
+    dataset, _ = embedder.predict_dataset(files)
+    batch = embedder.collate_fn()([dataset[i] for i in range(len(dataset))])["input"]
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    nchw = copy.deepcopy(embedder).eval().to(memory_format=torch.contiguous_format)
+    assert not next(
+        m for m in nchw.backbone.modules() if isinstance(m, torch.nn.Conv2d)
+    ).weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        reference = nchw(batch.contiguous()).numpy()
+    np.testing.assert_allclose(embedder.embed(files), reference, atol=1e-5, rtol=0)
 
 
 def test_search_by_image_and_queries_of_another_modality_are_refused(embedder, folders):

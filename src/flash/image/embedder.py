@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 from typing_extensions import Unpack
 
@@ -52,8 +53,10 @@ class ImageEmbedder(PipelineImageInputs, EmbeddingTask):
     default_train_bn = False
     """BatchNorm layers of a frozen backbone stay frozen, as for :class:`~flash.image.ImageClassifier`."""
 
-    channels_last = False
-    """Batches stay in the NCHW layout (read by the image data modules)."""
+    channels_last = True
+    """The network and its batches are in channels-last (NHWC) layout, as an ``ImageClassifier``'s by
+    default: the same embeddings, computed faster on CPUs (read by the image data modules and
+    :meth:`collate_fn`)."""
 
     linear_probe = False
     """No classifier head to fit in closed form."""
@@ -87,6 +90,7 @@ class ImageEmbedder(PipelineImageInputs, EmbeddingTask):
         self.hparams["preprocessing"] = self.preprocessing.to_dict()
         self.cache_features = bool(cache_features)
         self._eval_transform: UserTransform | None = None
+        self.to(memory_format=torch.channels_last)
 
     @classmethod
     def available_backbones(cls) -> list[str]:
