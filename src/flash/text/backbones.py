@@ -23,7 +23,7 @@ from torch import nn
 from flash.core.model.registry import Backbone, BackboneRegistry
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "normalized_mean")
 
 
 _PROGRESS_BAR_ENV_NOTICE = "Cannot (en|dis)able progress bars"
@@ -114,7 +114,9 @@ class TextEncoder(nn.Module):
 
     Args:
         transformer: a Hugging Face encoder returning ``last_hidden_state``.
-        pooling: ``"mean"`` (the average of the non-padding tokens) or ``"cls"`` (the first token).
+        pooling: ``"mean"`` (the average of the non-padding tokens), ``"cls"`` (the first token)
+            or ``"normalized_mean"`` (the mean scaled to unit length: sentence-transformers'
+            full recipe for all-MiniLM-L6-v2, so a linear head compares directions).
     """
 
     def __init__(self, transformer: nn.Module, pooling: str = "mean") -> None:
@@ -130,7 +132,8 @@ class TextEncoder(nn.Module):
         if self.pooling == "cls":
             return states[:, 0]
         weights = mask.unsqueeze(-1).to(states.dtype)
-        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        mean = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return torch.nn.functional.normalize(mean, dim=-1) if self.pooling == "normalized_mean" else mean
 
 
 def transformer_blocks(transformer: nn.Module) -> list[nn.Module]:

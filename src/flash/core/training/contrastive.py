@@ -11,7 +11,7 @@ SetFit made known):
    ordered pairs, so no pair list is generated (SetFit's pair generation grows with the classes).
 2. **The head is fitted, not trained.** Before each validation and when training ends, the head
    is fitted to the backbone's features of the training data as an L2-regularised logistic
-   regression (full batch, L-BFGS, scikit-learn's default strength).
+   regression (full batch, L-BFGS).
 
 A head that starts as a prior (:attr:`~flash.core.model.task.Task.head_is_prior`, e.g. a
 zero-shot classifier's) takes part in both: its class vectors (the normalised rows of its weight:
@@ -53,7 +53,10 @@ class Contrastive(FlashBaseFinetuning):
         temperature: similarities are divided by this in the contrastive loss (0.05: scale 20, the
             softmax temperature sentence encoders are trained with).
         head_l2: strength of the head's L2 regularisation: scikit-learn's ``1 / C`` for a
-            multinomial logistic regression on features of unit length (1.0: its default C).
+            multinomial logistic regression on features of unit length. 0.25 (``C = 4``): as
+            accurate as scikit-learn's default ``C = 1`` after contrastive training, and less
+            under-confident (its probabilities of the predicted class average closer to the
+            accuracy).
         train_bn: keep BatchNorm layers training (nothing is frozen; kept for the common signature).
 
     Every class needs at least two training examples (one is enough with a prior head), and the
@@ -61,7 +64,9 @@ class Contrastive(FlashBaseFinetuning):
     training set, or several examples of each class.
     """
 
-    def __init__(self, temperature: float = 0.05, head_l2: float = 1.0, train_bn: bool | None = None) -> None:
+    def __init__(
+        self, temperature: float = 0.05, head_l2: float = 0.25, train_bn: bool | None = None
+    ) -> None:
         super().__init__("backbone", train_bn=train_bn)
         for name, value in (("temperature", temperature), ("head_l2", head_l2)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
