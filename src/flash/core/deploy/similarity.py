@@ -100,7 +100,8 @@ def _new_graph(vectors: torch.Tensor, saved: torch.Tensor | None = None) -> Any:
 
 
 class SimilarityIndex:
-    """Exact nearest-neighbour search by cosine similarity over a corpus of embeddings.
+    """Nearest-neighbour search by cosine similarity over a corpus of embeddings: exact, or
+    approximate with ``backend="approximate"``.
 
     Build one from an embedder and a corpus with :meth:`build` (or from vectors with the
     constructor), query it with :meth:`search`, and keep it with :meth:`save` / :meth:`load`.
@@ -266,8 +267,9 @@ class SimilarityIndex:
 
         Returns:
             For one query, a list of ``{"id", "score", "position"}`` dicts (``score``: the cosine
-            similarity, computed exactly with either backend, ``position``: the item's place in the index; ``"item"`` too when the index
-            holds items); for several, one such list per query.
+            similarity, computed exactly with either backend, ``position``: the item's place in
+            the index; ``"item"`` too when the index holds items); for several, one such list per
+            query.
         """
         check_int(k, "k", 1)
         if k > len(self):
