@@ -77,3 +77,24 @@ def test_search_refuses_queries_of_another_modality(tmp_path, capsys):
     assert out.count("red") >= 2 and "item" not in out.splitlines()[0]
     assert cli.main(["embed", "nothing-here.ckpt", "x", "--quiet"]) == 1
     assert "neither a checkpoint file nor a domain" in capsys.readouterr().err
+
+
+def test_embed_an_index_for_approximate_search(corpus, tmp_path, capsys):
+    from flash.core.deploy import similarity
+
+    pytest.importorskip("usearch.index", reason='the approximate backend needs the "ann" extra (usearch)')
+    index_path = tmp_path / "corpus.index"
+    assert cli.main(["embed", "text", TEXTS[0], "--backend", "approximate", "--quiet"]) == 1
+    assert "--backend is how an index is searched: give it with --index FILE" in capsys.readouterr().err
+    args = ["embed", "text", str(corpus), "--index", str(index_path), "--backend", "approximate", "--quiet"]
+    assert cli.main(args) == 0
+    assert SimilarityIndex.load(index_path).backend == "approximate"
+    assert (
+        cli.main(
+            ["search", str(index_path), "Share prices dropped", "-k", "1", "--format", "json", "--quiet"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)[0]["item"] in TEXTS[3:]
+    for backend in similarity.BACKENDS:  # `flash embed --backend` offers every backend
+        assert cli.build_parser().parse_args(["embed", "text", "x", "--backend", backend]).backend == backend

@@ -112,6 +112,12 @@ def _embed_arguments(parser: argparse.ArgumentParser) -> None:
         "for `flash search`, instead of writing the embeddings",
     )
     parser.add_argument(
+        "--backend",
+        choices=("exact", "approximate", "auto"),  # similarity.BACKENDS, without importing torch here
+        help="with --index: how `flash search` searches it (default: exact; approximate needs "
+        'pip install "flash-finetune[ann]")',
+    )
+    parser.add_argument(
         "--out", metavar="FILE", help="write the embeddings to FILE (.npy: a NumPy array) instead of printing"
     )
     parser.add_argument(
@@ -125,6 +131,8 @@ def run_embed(args: argparse.Namespace) -> int:
     out = _check_out(args.out, args.force)
     if index_path is not None and out is not None:
         raise ValueError("Give either --index (a similarity index) or --out (the embeddings), not both.")
+    if args.backend is not None and index_path is None:
+        raise ValueError("--backend is how an index is searched: give it with --index FILE.")
     task = load_embedder(args.model, args.accelerator)
     names, inputs = _read_inputs(task, args.inputs)
     if index_path is not None:
@@ -132,7 +140,13 @@ def run_embed(args: argparse.Namespace) -> int:
 
         texts = list(inputs) if all(isinstance(x, str) for x in inputs) and list(inputs) != names else None
         index = SimilarityIndex.build(
-            task, inputs, ids=names, batch_size=args.batch_size, source=_model_source(args.model), items=texts
+            task,
+            inputs,
+            ids=names,
+            batch_size=args.batch_size,
+            source=_model_source(args.model),
+            items=texts,
+            backend=args.backend or "exact",
         )
         index.save(index_path, overwrite=args.force)
         print(f"Indexed {len(index)} items ({index.dim}-long embeddings) into {index_path}", file=sys.stderr)

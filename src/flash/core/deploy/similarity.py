@@ -1,14 +1,20 @@
-"""Similarity search over embeddings: :class:`SimilarityIndex`, exact cosine search in torch.
+"""Similarity search over embeddings: :class:`SimilarityIndex`, cosine search, exact in torch or
+approximate with an HNSW graph.
 
 An index holds a corpus of L2-normalised vectors with an id each, and remembers the modality
 (the embedder's ``domain``) and a fingerprint of the embedder that made them, so that queries
 embedded by another model, or of another modality, are refused instead of silently giving
-meaningless neighbours. Search is one matrix product per chunk of queries: exact, and quick for
-corpora up to about a million vectors on a CPU.
+meaningless neighbours. The ``"exact"`` backend searches with one matrix product per chunk of
+queries: exact, and quick for corpora up to about a million vectors on a CPU. The
+``"approximate"`` backend (the ``ann`` extra: the usearch library) walks an HNSW graph instead:
+much faster per query on large corpora, but it can miss a neighbour now and then. The scores of
+the hits it finds are recomputed exactly, so both backends return the same kind of results.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,14 +24,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flash.core.utils.extras import require
 from flash.core.utils.jsonable import to_json
 from flash.core.utils.validation import check_int
 
-INDEX_FORMAT = 1
-"""The version of the saved index layout."""
+INDEX_FORMAT = 2
+"""The version of the saved index layout: 2 adds the approximate backend's graph. An exact index
+is still written as format 1, which older flash versions read."""
+
+BACKENDS = ("exact", "approximate", "auto")
+"""The search backends: ``"exact"`` (torch), ``"approximate"`` (an HNSW graph, the ``ann`` extra)
+and ``"auto"`` (approximate from :data:`AUTO_MIN_SIZE` items on when the ``ann`` extra is
+installed, else exact)."""
+
+AUTO_MIN_SIZE = 100_000
+"""The corpus size from which ``backend="auto"`` searches approximately (when it can)."""
 
 _KEY = "flash_similarity_index"
 _QUERY_CHUNK = 1024
+_BUILD_THREADS = 0
+"""Threads that build a search graph: 0, every core. Only a graph built on one thread is the same
+from run to run (the order in which threads insert items shapes it)."""
 _SAME_MODEL = 0.99
 """The cosine similarity an embedder's fingerprint must reach to count as the index's model."""
 
@@ -51,8 +70,38 @@ def _as_matrix(vectors: Any, what: str, normalize: bool = True) -> torch.Tensor:
     return F.normalize(vectors, dim=1) if normalize else vectors
 
 
+def _check_backend(backend: Any, size: int) -> str:
+    """The backend ``backend`` names, with ``"auto"`` resolved for a corpus of ``size`` items."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not a search backend; choose one of {', '.join(BACKENDS)}.")
+    if backend == "auto":
+        installed = importlib.util.find_spec("usearch") is not None
+        return "approximate" if installed and size >= AUTO_MIN_SIZE else "exact"
+    return backend
+
+
+def _new_graph(vectors: torch.Tensor, saved: torch.Tensor | None = None) -> Any:
+    """An HNSW graph over ``vectors`` (inner product, keys: their positions, the library's
+    recommended settings), or the one ``saved`` holds."""
+    require("usearch", "ann", 'The "approximate" search backend')
+    usearch = importlib.import_module("usearch.index")
+    if saved is not None:
+        damaged = "The saved search graph does not match the index's embeddings: the file is damaged"
+        try:
+            graph = usearch.Index.restore(saved.numpy())
+        except Exception as error:  # the library's own errors for a buffer it cannot read
+            raise ValueError(f"{damaged} ({error}).") from error
+        if graph is None or len(graph) != len(vectors) or graph.ndim != vectors.shape[1]:
+            raise ValueError(f"{damaged}.")
+        return graph
+    graph = usearch.Index(ndim=int(vectors.shape[1]), metric="ip")
+    graph.add(np.arange(len(vectors), dtype=np.uint64), vectors.numpy(), threads=_BUILD_THREADS)
+    return graph
+
+
 class SimilarityIndex:
-    """Exact nearest-neighbour search by cosine similarity over a corpus of embeddings.
+    """Nearest-neighbour search by cosine similarity over a corpus of embeddings: exact, or
+    approximate with ``backend="approximate"``.
 
     Build one from an embedder and a corpus with :meth:`build` (or from vectors with the
     constructor), query it with :meth:`search`, and keep it with :meth:`save` / :meth:`load`.
@@ -68,6 +117,10 @@ class SimilarityIndex:
         fingerprint: the embedder's embedding of its own example input (see :meth:`build`),
             checked against a query embedder's; ``None`` skips the check.
         normalize: L2-normalise ``embeddings`` (``False`` keeps vectors that already are, bit for bit).
+        backend: how :meth:`search` finds neighbours, one of :data:`BACKENDS`: ``"exact"``
+            (every item compared, in torch), ``"approximate"`` (an HNSW graph built here: faster
+            queries on large corpora, may miss a neighbour; needs ``pip install "flash-finetune[ann]"``)
+            or ``"auto"`` (approximate from :data:`AUTO_MIN_SIZE` items on if that is installed).
     """
 
     def __init__(
@@ -80,10 +133,12 @@ class SimilarityIndex:
         model: Mapping[str, Any] | None = None,
         fingerprint: Any = None,
         normalize: bool = True,
+        backend: str = "exact",
     ) -> None:
         vectors = _as_matrix(embeddings, "The corpus embeddings", normalize)
         if len(vectors) == 0:
             raise ValueError("The corpus is empty: an index needs at least one item.")
+        resolved = _check_backend(backend, len(vectors))
         if ids is None:
             ids = list(range(len(vectors)))
         ids = list(ids)
@@ -108,6 +163,9 @@ class SimilarityIndex:
         self.modality = modality
         self.model: dict[str, Any] = dict(to_json(dict(model or {})))
         self.fingerprint = None if fingerprint is None else _as_matrix(fingerprint, "The fingerprint")[0]
+        self.backend = resolved
+        """The search backend in use: ``"exact"`` or ``"approximate"``."""
+        self._graph = _new_graph(vectors) if resolved == "approximate" else None
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -119,6 +177,7 @@ class SimilarityIndex:
         batch_size: int = 32,
         source: str | None = None,
         items: Sequence[str] | None = None,
+        backend: str = "exact",
     ) -> SimilarityIndex:
         """Embed ``corpus`` with ``embedder`` (an embedding task) and index it.
 
@@ -130,6 +189,7 @@ class SimilarityIndex:
             source: where the embedder comes from (a checkpoint path, a backbone name), recorded
                 for ``flash search``.
             items: one string per item to return with each hit (e.g. the texts).
+            backend: ``"exact"``, ``"approximate"`` or ``"auto"`` (see :class:`SimilarityIndex`).
         """
         if not callable(getattr(embedder, "embed", None)):
             raise TypeError(
@@ -137,6 +197,7 @@ class SimilarityIndex:
             )
         if isinstance(corpus, list | tuple) and not corpus:
             raise ValueError("The corpus is empty: give at least one item to index.")
+        _check_backend(backend, 0)  # a misspelt backend fails before the corpus is embedded
         vectors = embedder.embed(corpus, batch_size=batch_size)
         model = {"task": type(embedder).__name__, "backbone": str(getattr(embedder, "backbone_name", ""))}
         if source is not None:
@@ -149,6 +210,7 @@ class SimilarityIndex:
             model=model,
             fingerprint=embedder.example_embedding(),
             normalize=False,  # an embedder's vectors are unit length already: kept as embed() gave them
+            backend=backend,
         )
 
     # -- size -----------------------------------------------------------------------------------
@@ -161,7 +223,10 @@ class SimilarityIndex:
         return int(self.embeddings.shape[1])
 
     def __repr__(self) -> str:
-        return f"SimilarityIndex({len(self)} items, dim={self.dim}, modality={self.modality!r})"
+        return (
+            f"SimilarityIndex({len(self)} items, dim={self.dim}, modality={self.modality!r}, "
+            f"backend={self.backend!r})"
+        )
 
     # -- searching ------------------------------------------------------------------------------
     def check_embedder(self, embedder: Any) -> None:
@@ -202,8 +267,9 @@ class SimilarityIndex:
 
         Returns:
             For one query, a list of ``{"id", "score", "position"}`` dicts (``score``: the cosine
-            similarity, ``position``: the item's place in the index; ``"item"`` too when the index
-            holds items); for several, one such list per query.
+            similarity, computed exactly with either backend, ``position``: the item's place in
+            the index; ``"item"`` too when the index holds items); for several, one such list per
+            query.
         """
         check_int(k, "k", 1)
         if k > len(self):
@@ -228,10 +294,26 @@ class SimilarityIndex:
             )
         results: list[list[dict[str, Any]]] = []
         for start in range(0, len(matrix), _QUERY_CHUNK):
-            scores, positions = (matrix[start : start + _QUERY_CHUNK] @ self.embeddings.T).topk(k, dim=1)
+            scores, positions = self._top_k(matrix[start : start + _QUERY_CHUNK], k)
             for row_scores, row_positions in zip(scores.tolist(), positions.tolist()):
                 results.append([self._hit(int(p), float(s)) for s, p in zip(row_scores, row_positions)])
         return results[0] if single else results
+
+    def _top_k(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores and positions of the ``k`` best items for each query, best first."""
+        if self._graph is None:
+            return (queries @ self.embeddings.T).topk(k, dim=1)
+        matches = self._graph.search(queries.numpy(), k)
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
+        counts = np.atleast_1d(getattr(matches, "counts", keys.shape[1]))
+        positions = torch.zeros(len(queries), k, dtype=torch.long)
+        full = torch.from_numpy(counts >= k)
+        positions[full] = torch.from_numpy(keys[:, :k][counts >= k])
+        if not full.all():  # the graph walk found fewer than k items: search those queries exactly
+            positions[~full] = (queries[~full] @ self.embeddings.T).topk(k, dim=1).indices
+        scores = torch.einsum("nd,nkd->nk", queries, self.embeddings[positions])
+        scores, order = scores.sort(dim=1, descending=True)
+        return scores, positions.gather(1, order)
 
     def _hit(self, position: int, score: float) -> dict[str, Any]:
         hit: dict[str, Any] = {"id": self.ids[position], "score": score, "position": position}
@@ -250,23 +332,34 @@ class SimilarityIndex:
             raise IsADirectoryError(f"{path} is a folder; give a file path for the index.")
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
-            _KEY: INDEX_FORMAT,
+            _KEY: INDEX_FORMAT if self._graph is not None else 1,
             "embeddings": self.embeddings,
             "ids": self.ids,
             "items": self.items,
             "modality": self.modality,
             "model": self.model,
             "fingerprint": self.fingerprint,
+            "backend": self.backend,
         }
+        if self._graph is not None:
+            state["graph"] = torch.frombuffer(bytearray(self._graph.save()), dtype=torch.uint8)
         temporary = path.with_name(path.name + ".partial")
         torch.save(state, temporary)
         os.replace(temporary, path)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SimilarityIndex:
-        """Read an index written by :meth:`save` (loaded with ``weights_only=True``: no code runs)."""
+    def load(cls, path: str | os.PathLike, backend: str | None = None) -> SimilarityIndex:
+        """Read an index written by :meth:`save` (loaded with ``weights_only=True``: no code runs).
+
+        Args:
+            path: the index file.
+            backend: the search backend (see :class:`SimilarityIndex`); default: the one it was
+                saved with (``"exact"`` for files of older flash versions).
+        """
         path = Path(path)
+        if backend is not None:
+            _check_backend(backend, 0)
         if not path.is_file():
             raise FileNotFoundError(f"No index at {path}: the file does not exist.")
         try:
@@ -281,7 +374,7 @@ class SimilarityIndex:
             raise ValueError(
                 f"{path} was written by a newer flash (index format {state[_KEY]}); upgrade flash."
             )
-        return cls(
+        index = cls(
             state["embeddings"],
             state["ids"],
             items=state.get("items"),
@@ -290,3 +383,9 @@ class SimilarityIndex:
             fingerprint=state.get("fingerprint"),
             normalize=False,
         )
+        index.backend = _check_backend(
+            state.get("backend", "exact") if backend is None else backend, len(index)
+        )
+        if index.backend == "approximate":  # the saved graph when there is one, else built now
+            index._graph = _new_graph(index.embeddings, state.get("graph"))
+        return index

@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart"),
     "export": ("onnx", "onnxruntime", "onnxscript"),
     "parquet": ("pyarrow",),
+    "ann": ("usearch",),
 }
 """The modules each of core's extras in ``pyproject.toml`` provides (import names, not package
 names); a task family's extra (its backbones' packages) is named by the family when it calls
