@@ -29,8 +29,10 @@ import argparse
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -160,6 +162,7 @@ def run_setfit(cr_dir: str, shots: int, seeds: list[int]) -> list[dict[str, Any]
     from flash.text.backbones import packaged_minilm_path
 
     train, test = load(cr_dir)
+    scratch = tempfile.mkdtemp(prefix="setfit-")  # SetFit writes its checkpoints to output_dir
     results = []
     for seed in seeds:
         start = time.perf_counter()
@@ -173,6 +176,8 @@ def run_setfit(cr_dir: str, shots: int, seeds: list[int]) -> list[dict[str, Any]
             seed=seed,
             report_to="none",
             show_progress_bar=False,
+            output_dir=scratch,
+            save_strategy="no",
         )
         dataset = Dataset.from_dict({"text": rows["sentence"].tolist(), "label": rows["label"].tolist()})
         Trainer(model=model, args=arguments, train_dataset=dataset).train()
@@ -181,6 +186,7 @@ def run_setfit(cr_dir: str, shots: int, seeds: list[int]) -> list[dict[str, Any]
         results.append(
             {"seed": seed, "accuracy": accuracy, "seconds": time.perf_counter() - start, "train_s": trained}
         )
+    shutil.rmtree(scratch, ignore_errors=True)
     return results
 
 
