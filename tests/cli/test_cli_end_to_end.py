@@ -177,6 +177,34 @@ def test_text_finetune_predict_replay(tmp_path):
     assert_replay_matches(tmp_path / "run", tmp_path / "replay")
 
 
+def test_text_few_shot_from_zero_shot_with_the_contrastive_strategy(tmp_path, monkeypatch, capsys):
+    write_reviews(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "finetune", "text", "--train-file", "train.csv", "--input-field", "sentence", "--target-field",
+        "label", "--epochs", "2", "--batch-size", "16", "--strategy", "contrastive", "--max-length", "16",
+        "--zero-shot", "This film review is {}.", "--out", "run", "--quiet",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    options = config["options"]
+    assert options["zero_shot"] == "This film review is {}." and options["strategy"] == "contrastive"
+    capsys.readouterr()
+    assert cli.main(["predict", "run/model.ckpt", "I loved it so much", "--quiet"]) == 0
+    assert capsys.readouterr().out.split()[-1] in {"pos", "neg"}
+
+
+def test_zero_shot_refuses_a_template_without_a_slot(tmp_path, monkeypatch, capsys):
+    write_reviews(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "finetune", "text", "--train-file", "train.csv", "--input-field", "sentence", "--target-field",
+        "label", "--zero-shot", "no slot", "--out", "run", "--quiet",
+    ]  # fmt: skip
+    assert cli.main(argv) != 0
+    assert "exactly one {}" in capsys.readouterr().err
+
+
 # -- image --------------------------------------------------------------------------------------
 def write_insects(folder: Path) -> None:
     from PIL import Image

@@ -38,6 +38,13 @@ def _text_task(options: dict[str, Any], data: Any) -> Any:
     from flash.text import TextClassifier
 
     extra = {"max_length": options["max_length"]} if options.get("max_length") is not None else {}
+    template = options.get("zero_shot")
+    if template is not None:
+        if data.multi_label:
+            raise ValueError("--zero-shot builds a single-label classifier; this data is multi-label.")
+        return TextClassifier.zero_shot(
+            [str(label) for label in data.labels], template, **domains.task_kwargs(options, **extra)
+        )
     return TextClassifier(
         num_classes=data.num_classes,
         multi_label=bool(data.multi_label),
@@ -103,6 +110,12 @@ TEXT = register_domain(
                 metavar="NAME",
             ),
             Option("--drop-empty", "drop rows without text instead of stopping with an error", kind="flag"),
+            Option(
+                "--zero-shot",
+                "start from a zero-shot classifier: each class's text is TEMPLATE with the class name "
+                "for {}, e.g. 'This review is {}.' (few-shot data: with --strategy contrastive)",
+                metavar="TEMPLATE",
+            ),
             *domains.LOADING,
         ),
         build_data=_text_data,
