@@ -23,7 +23,9 @@ run is its own fresh process (:func:`benchmarks.common.run_isolated`), seeded wi
 Prints every run's final validation accuracy and wall time, then mean and standard deviation per
 contender. ``--flash-args`` (``name=value`` pairs) passes settings to ``ImageClassifier`` and
 ``--train-bn`` passes ``train_bn`` to ``finetune``, to compare a changed setting with the defaults;
-a strategy may carry its argument after a colon (``freeze_unfreeze:0``).
+a strategy may carry its argument after a colon (``freeze_unfreeze:0``). ``--data DIR`` runs
+flash on other images (``DIR/train/<class>``, ``DIR/val/<class>``) with ``--epochs``,
+``--image-size`` and ``--hflip``, e.g. to check a changed default on photos.
 """
 
 from __future__ import annotations
@@ -48,10 +50,22 @@ CROP_SCALE = (0.8, 1.0)
 STRATEGIES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones")
 
 
+def _setup(setup: dict[str, Any] | None) -> tuple[int, int, float]:
+    """Epochs, image size and flip probability: digits' unless ``--data`` set others."""
+    setup = setup or {}
+    return setup.get("epochs", EPOCHS), setup.get("image_size", IMAGE_SIZE), setup.get("hflip", 0.0)
+
+
 def flash_run(
-    data_dir: str, strategy: str, seed: int, task_args: dict[str, Any], train_bn: bool | None = None
+    data_dir: str,
+    strategy: str,
+    seed: int,
+    task_args: dict[str, Any],
+    train_bn: bool | None = None,
+    setup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One flash run with the defaults (plus ``task_args``, ``train_bn``); final accuracy and every epoch's."""
+    epochs, image_size, hflip = _setup(setup)
     import lightning.pytorch as pl
 
     import flash
@@ -62,14 +76,14 @@ def flash_run(
         train_folder=f"{data_dir}/train",
         val_folder=f"{data_dir}/val",
         batch_size=BATCH_SIZE,
-        image_size=IMAGE_SIZE,
-        hflip=0.0,
+        image_size=image_size,
+        hflip=hflip,
         seed=seed,
     )
     task = ImageClassifier(num_classes=data.num_classes, **task_args)
     with tempfile.TemporaryDirectory() as out:
         trainer = flash.Trainer(
-            max_epochs=EPOCHS, enable_progress_bar=False, enable_model_summary=False, default_root_dir=out
+            max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False, default_root_dir=out
         )
         name, _, argument = strategy.partition(":")
         chosen = (name, ast.literal_eval(argument)) if argument else name
@@ -179,7 +193,14 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="finetune's train_bn (auto: None)",
     )
+    parser.add_argument("--data", help="flash only: a folder with train/ and val/ class folders instead")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="with --data")
+    parser.add_argument("--image-size", type=int, default=None, help="with --data (default: the backbone's)")
+    parser.add_argument("--hflip", type=float, default=0.5, help="with --data")
     args = parser.parse_args(argv)
+    if args.data and args.only != "flash":
+        parser.error("--data runs flash only: add --only flash")
+    setup = {"epochs": args.epochs, "image_size": args.image_size, "hflip": args.hflip} if args.data else None
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -202,19 +223,21 @@ def main(argv: list[str] | None = None) -> None:
     if "probe" in only:
         contenders.append(("linear probe", linear_probe, ""))
 
-    print(
-        f"digits, {EPOCHS} epochs, {IMAGE_SIZE} px, batch {BATCH_SIZE}, no flips; seeds {seeds}", flush=True
-    )
+    epochs, image_size, hflip = _setup(setup)
+    print(f"{args.data or 'digits'}, {epochs} epochs, {image_size or 'default'} px, batch {BATCH_SIZE}, "
+          f"flip probability {hflip}; seeds {seeds}", flush=True)  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         from flash.image.demo import render_digits
 
-        data_dir = str(render_digits(Path(scratch) / "digits"))
+        data_dir = (
+            str(Path(args.data).resolve()) if args.data else str(render_digits(Path(scratch) / "digits"))
+        )
         for name, fn, strategy in contenders:
             accuracies, walls = [], []
             for seed in seeds:
                 start = time.strftime("%H:%M:%S")
-                extra = (train_bn,) if fn is flash_run else ()
+                extra = (train_bn, setup) if fn is flash_run else ()
                 result, seconds, _ = run_isolated(fn, data_dir, strategy, seed, task_args, *extra)
                 accuracies.append(result["accuracy"])
                 walls.append(seconds)
