@@ -1,7 +1,7 @@
 """Every finetuning strategy on a domain far from ImageNet, next to a hand-written loop and a probe.
 
     python benchmarks/far_domain.py [--strategies no_freeze,freeze,...] [--seeds 0,1,2]
-        [--only flash,hand,probe] [--flash-args learning_rate=...,backbone_lr_factor=...]
+        [--only flash,hand,probe,probe-bn] [--flash-args learning_rate=...,backbone_lr_factor=...]
         [--train-bn auto|true|false]
 
 scikit-learn's handwritten digits rendered as image files (:func:`flash.image.demo.render_digits`:
@@ -18,7 +18,9 @@ run is its own fresh process (:func:`benchmarks.common.run_isolated`), seeded wi
   step with AdamW (lr 1e-3, weight decay 0.01) under a per-step cosine schedule, BatchNorm in train
   mode.
 - ``linear probe``: scikit-learn's ``LogisticRegression`` on the frozen backbone's pooled features
-  of centre crops.
+  of centre crops; ``probe-bn`` (not run by default): the same after one pass of the training
+  images through the backbone in training mode, which re-estimates its BatchNorm statistics as
+  training BatchNorm layers do in the first epoch, with every weight unchanged.
 
 Prints every run's final validation accuracy and wall time, then mean and standard deviation per
 contender. ``--flash-args`` (``name=value`` pairs) passes settings to ``ImageClassifier`` and
@@ -136,8 +138,13 @@ def hand_written(data_dir: str, strategy: str, seed: int, task_args: dict[str, A
     return {"accuracy": epochs[-1], "epochs": epochs}
 
 
-def linear_probe(data_dir: str, strategy: str, seed: int, task_args: dict[str, Any]) -> dict[str, Any]:
-    """Logistic regression on the frozen backbone's pooled features of centre crops."""
+def linear_probe(
+    data_dir: str, strategy: str, seed: int, task_args: dict[str, Any], restatistics: bool = False
+) -> dict[str, Any]:
+    """Logistic regression on the frozen backbone's pooled features of centre crops; with
+    ``restatistics``, after one pass of the training images (shuffled, batch 32) through the
+    backbone in training mode: what trained BatchNorm layers do to their running statistics in
+    the first epoch, without any weight changing."""
     import numpy as np
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -163,10 +170,25 @@ def linear_probe(data_dir: str, strategy: str, seed: int, task_args: dict[str, A
                 ys.append(y.numpy())
         return np.concatenate(xs), np.concatenate(ys)
 
+    if restatistics:
+        torch.manual_seed(seed)
+        folder = datasets.ImageFolder(f"{data_dir}/train", tf)
+        model.train()
+        with torch.no_grad():
+            for x, _ in torch.utils.data.DataLoader(folder, BATCH_SIZE, shuffle=True):
+                model(x)
+        model.eval()
     x_train, y_train = features("train")
     x_val, y_val = features("val")
     probe = LogisticRegression(max_iter=3000, random_state=seed).fit(x_train, y_train)
     return {"accuracy": float(probe.score(x_val, y_val)), "epochs": []}
+
+
+def linear_probe_restatistics(
+    data_dir: str, strategy: str, seed: int, task_args: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`linear_probe` after re-estimating the BatchNorm statistics on the training images."""
+    return linear_probe(data_dir, strategy, seed, task_args, restatistics=True)
 
 
 def _parse_args(text: str) -> dict[str, Any]:
@@ -185,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="flash strategies to run")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--only", default="flash,hand,probe", help="comma-separated: flash, hand, probe")
+    parser.add_argument(
+        "--only", default="flash,hand,probe", help="comma-separated: flash, hand, probe, probe-bn"
+    )
     parser.add_argument("--flash-args", default="", help="ImageClassifier settings, name=value,...")
     parser.add_argument(
         "--train-bn",
@@ -206,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if (
         not seeds
-        or only - {"flash", "hand", "probe"}
+        or only - {"flash", "hand", "probe", "probe-bn"}
         or {s.partition(":")[0] for s in strategies} - set(STRATEGIES)
     ):
         parser.error(f"--seeds takes whole numbers; --only flash, hand, probe; --strategies {STRATEGIES}")
@@ -222,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         contenders.append(("hand-written (AdamW 1e-3, cosine)", hand_written, ""))
     if "probe" in only:
         contenders.append(("linear probe", linear_probe, ""))
+    if "probe-bn" in only:
+        name = "linear probe, BatchNorm statistics re-estimated on the training images"
+        contenders.append((name, linear_probe_restatistics, ""))
 
     epochs, image_size, hflip = _setup(setup)
     print(f"{args.data or 'digits'}, {epochs} epochs, {image_size or 'default'} px, batch {BATCH_SIZE}, "
