@@ -105,7 +105,7 @@ class ImageClassifier(PipelineImageInputs, ClassificationTask):
     statistics follow within the first epoch: on a domain far from the backbone's pretraining data
     that changes every layer's output at once, and at the backbone's learning rate (a tenth of the
     head's) six epochs did not recover from it. On scikit-learn's digits at 64 px
-    (``benchmarks/far_domain.py``) ``no_freeze`` reached 0.80 to 0.85 with trained BatchNorm and 0.96
+    (``benchmarks/far_domain.py``) ``no_freeze`` reached 0.80 to 0.85 with trained BatchNorm and 0.965
     with the pretrained statistics; see docs/studies.md.
     """
 
