@@ -82,6 +82,33 @@ def test_no_freeze_trains_everything():
     assert changed(before, after, params) == set(params)
 
 
+class PretrainedNormsToy(ToyClassifier):
+    no_freeze_train_bn = False
+
+
+@pytest.mark.parametrize(
+    ("task_class", "train_bn", "bn_trains"),
+    [
+        (ToyClassifier, None, True),  # tasks without no_freeze_train_bn: BatchNorm trains
+        (PretrainedNormsToy, None, False),  # the task's choice when train_bn is left at None
+        (PretrainedNormsToy, True, True),  # an explicit train_bn wins
+        (ToyClassifier, False, False),
+    ],
+)
+def test_no_freeze_trains_batchnorm_as_train_bn_says(task_class, train_bn, bn_trains):
+    pl.seed_everything(0)
+    model, data = task_class(), toy_data()
+    before = snapshot(model.backbone)
+    trainer(max_epochs=1).finetune(model, data, strategy="no_freeze", train_bn=train_bn)
+    moved = changed(before, snapshot(model.backbone))
+    bn = {k for k in before if is_bn_key(k, model.backbone)}
+    assert moved - bn == set(before) - bn, "every other backbone weight trains"
+    if bn_trains:
+        assert {k for k in moved & bn if "running" in k}, "BatchNorm statistics should follow the batches"
+    else:
+        assert moved & bn == set(), "BatchNorm weights and statistics must stay as pretrained"
+
+
 def test_freeze_unfreeze_changes_backbone_only_from_unfreeze_epoch():
     pl.seed_everything(0)
     model, data = ToyClassifier(), toy_data()

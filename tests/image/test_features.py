@@ -149,3 +149,18 @@ def test_resume_in_the_frozen_phase_matches_the_uninterrupted_run(folders, tmp_p
     run(tmp_path / "part", stop_after=0)
     resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "part" / "last.ckpt"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_no_freeze_trains_the_convolutions_around_the_pretrained_batchnorm(folders):
+    pl.seed_everything(0)
+    task, data = ImageClassifier(num_classes=2), _data(folders)
+    before = {k: v.clone() for k, v in task.backbone.state_dict().items()}
+    flash.Trainer(max_epochs=1, **TRAINER_ARGS).finetune(task, data, strategy="no_freeze")
+    after = task.backbone.state_dict()
+    norms = {f"{name}.{key}" for name, m in task.backbone.named_modules()
+             if isinstance(m, torch.nn.BatchNorm2d) for key in m.state_dict()}  # fmt: skip
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert norms and not moved & norms, "BatchNorm statistics and weights stay as pretrained"
+    assert {k for k, p in task.backbone.named_parameters() if p.ndim == 4} <= moved, (
+        "every convolution trains"
+    )

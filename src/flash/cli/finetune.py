@@ -123,7 +123,8 @@ COMMON_OPTIONS = (
     Option(
         "--train-bn",
         "BatchNorm layers of frozen parts keep training (true), stay frozen (false), or the task's "
-        "choice (auto: image tasks freeze them, so frozen features are computed once)",
+        "choice (auto: image tasks freeze them, so frozen features are computed once); under "
+        "no_freeze, whether they train with the rest (auto: the image classifier keeps them as pretrained)",
         default="auto",
         choices=TRAIN_BN_CHOICES,
     ),

@@ -23,6 +23,8 @@ Lightning :class:`~lightning.pytorch.callbacks.BaseFinetuning`.
 ``train_bn=True`` keeps BatchNorm layers of a frozen part training. With ``train_bn=False`` they
 are frozen too and held in eval mode, so their running statistics stay bit-identical. Left at
 ``None`` (the default) it is the task's ``default_train_bn``, and ``True`` for tasks without one.
+Under ``no_freeze`` nothing else is frozen: there ``train_bn`` says whether the BatchNorm layers
+train with the rest, and ``None`` means the task's ``no_freeze_train_bn`` (``True`` without one).
 
 Every parameter is in the optimizer from the start, in stable named groups; freezing only toggles
 ``requires_grad`` and BatchNorm mode. So LR schedulers (OneCycle, cosine, ReduceLROnPlateau) cover
@@ -292,10 +294,22 @@ def _check_epoch(name: str, value: Any) -> int:
 
 
 class NoFreeze(FlashBaseFinetuning):
-    """Train everything from the first epoch."""
+    """Train everything from the first epoch.
+
+    BatchNorm layers train too, unless ``train_bn`` is ``False``: then they keep their pretrained
+    statistics and weights, held in eval mode, while every other weight trains (as the backbone
+    trains after unfreezing in the other strategies). Left at ``None``, ``train_bn`` is the
+    task's ``no_freeze_train_bn`` (``True`` for tasks without one), not its ``default_train_bn``,
+    which is about frozen parts.
+    """
+
+    def resolve_train_bn(self, pl_module: nn.Module) -> None:
+        if self.train_bn is None:
+            self.train_bn = bool(getattr(pl_module, "no_freeze_train_bn", True))
 
     def freeze_before_training(self, pl_module: LightningModule) -> None:
-        unfreeze(self._modules(pl_module), train_bn=True)
+        self.resolve_train_bn(pl_module)
+        unfreeze(self._modules(pl_module), train_bn=bool(self.train_bn))
 
 
 class Freeze(FlashBaseFinetuning):

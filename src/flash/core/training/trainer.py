@@ -161,6 +161,8 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
                 :mod:`flash.core.training.finetuning`.
             train_bn: keep BatchNorm layers of frozen parts training; ``None``: the task's
                 ``default_train_bn`` (``True`` for tasks without one; image tasks keep them frozen).
+                Under ``no_freeze``: whether BatchNorm layers train with the rest; ``None``: the
+                task's ``no_freeze_train_bn`` (``True`` for tasks without one).
             ckpt_path: resume from this checkpoint.
 
         Raises:
