@@ -1,6 +1,6 @@
 """Semantic segmentation on a CPU: flash next to a hand-written PyTorch loop, same recipe.
 
-    python benchmarks/segmentation_cpu.py DATA_DIR [--only flash,hand] [--epochs 3]
+    python benchmarks/segmentation_cpu.py DATA_DIR [--only flash,hand] [--epochs 3] [--seeds 0,1,2]
 
 DATA_DIR holds ``train/images/*.jpg`` with ``train/masks/*.png`` (same stem, one class index per
 pixel), the same under ``val/``, and ``classes.txt`` (e.g. CamVid at 240x180, 11 classes, label
@@ -31,7 +31,15 @@ Both scores come from the same function: mean IoU over the classes (void pixels 
 absent from both the predictions and the masks of the whole validation set is not counted) and
 pixel accuracy, from the final masks at the images' own size. Also printed: wall time, CPU time
 (workers included), peak resident memory of the main process, and each wall time as a ratio of
-the hand-written loop's.
+the hand-written loop's in the same seed.
+
+``--seeds`` runs both contenders once per seed (one seed after the other, both contenders of a
+seed back to back, so a change in the machine's load falls on both). A seed fixes everything
+random in a run: the decoder's initial weights, the shuffle and the augmentation (flash:
+``seed_everything(seed)`` and the data module's ``seed=``; the loop: ``torch.manual_seed`` and
+``random.seed``, which also seed its loader processes). On a validation set of 101 images the
+mean IoU moves from seed to seed, so with more than one seed a summary gives each contender's mean
+and sample standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import mean, stdev
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,15 +91,15 @@ def _val_masks(data_dir: str) -> tuple[list[str], list[Any]]:
     return images, masks
 
 
-def flash_run(data_dir: str, epochs: int) -> dict[str, Any]:
-    """flash as a user writes it (progress bar off, logs in a temp folder)."""
+def flash_run(data_dir: str, epochs: int, seed: int) -> dict[str, Any]:
+    """flash as a user writes it (progress bar off, logs in a temp folder), seeded with ``seed``."""
     cpu0 = _cpu_seconds()
     import lightning.pytorch as pl
 
     import flash
     from flash.image import SemanticSegmentation, SemanticSegmentationData
 
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(seed, verbose=False)
     names, void = _classes(data_dir)
     data = SemanticSegmentationData.from_folders(
         train_folder=f"{data_dir}/train/images",
@@ -100,6 +109,7 @@ def flash_run(data_dir: str, epochs: int) -> dict[str, Any]:
         ignore_index=void,
         image_size=IMAGE_SIZE,
         batch_size=BATCH_SIZE,
+        seed=seed,  # the shuffle's seed
     )
     task = SemanticSegmentation(num_classes=data.num_classes, learning_rate=LEARNING_RATE)
     with tempfile.TemporaryDirectory() as out:
@@ -217,8 +227,8 @@ class PairDataset:
         return tensor, torch.from_numpy(np.array(mask, dtype=np.int64))
 
 
-def hand_written(data_dir: str, epochs: int) -> dict[str, Any]:
-    """A plain PyTorch training loop, the way tutorials write it."""
+def hand_written(data_dir: str, epochs: int, seed: int) -> dict[str, Any]:
+    """A plain PyTorch training loop, the way tutorials write it, seeded with ``seed``."""
     cpu0 = _cpu_seconds()
     import random
 
@@ -226,8 +236,8 @@ def hand_written(data_dir: str, epochs: int) -> dict[str, Any]:
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
-    random.seed(0)
+    torch.manual_seed(seed)  # also seeds the loader processes' torch and random generators
+    random.seed(seed)
     names, void = _classes(data_dir)
     train = PairDataset(f"{data_dir}/train", True, void)
     val = PairDataset(f"{data_dir}/val", False, void)
@@ -264,6 +274,39 @@ CONTENDERS = {
 }
 
 
+def _seeds(text: str) -> list[int]:
+    seeds = [int(part) for part in text.split(",") if part.strip()]
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(text)
+    return seeds
+
+
+def _spread(values: list[float], digits: int) -> str:
+    """``mean ± sd`` (sample standard deviation; just the value for one run)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
+
+
+def summary(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """One row per contender: mean ± sd over the seeds of every column of the per-seed rows."""
+    out = []
+    for name in names:
+        mine = [r for r in rows if r["contender"] == name]
+        row: dict[str, Any] = {"contender": name, "seeds": len(mine)}
+        for column, digits in (
+            ("val mean IoU", 3),
+            ("pixel accuracy", 3),
+            ("wall s", 1),
+            ("cpu s", 1),
+            ("wall / hand-written", 2),
+        ):
+            values = [r[column] for r in mine if r[column] != ""]
+            row[column] = _spread(values, digits) if values else ""
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -273,7 +316,18 @@ def main(argv: list[str] | None = None) -> None:
         "--only", default=",".join(CONTENDERS), help=f"comma-separated: {', '.join(CONTENDERS)}"
     )
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated seeds; both contenders run once per seed (e.g. 0,1,2)"
+    )
     args = parser.parse_args(argv)
+    try:
+        seeds = _seeds(args.seeds)
+    except ValueError:
+        parser.error(
+            f"--seeds takes distinct whole numbers >= 0, comma-separated (e.g. 0,1,2), got {args.seeds!r}"
+        )
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
     data_dir = str(Path(args.data_dir).resolve())
     for part in ("train/images", "train/masks", "val/images", "val/masks", "classes.txt"):
         if not Path(data_dir, part).exists():
@@ -284,30 +338,59 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
 
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.epochs} epochs, batch "
-          f"{BATCH_SIZE}, crops {IMAGE_SIZE} px, FPN {DECODER_CHANNELS}", flush=True)  # fmt: skip
+          f"{BATCH_SIZE}, crops {IMAGE_SIZE} px, FPN {DECODER_CHANNELS}, seeds {seeds}", flush=True)  # fmt: skip
     rows = []
-    for key in chosen:
-        name, fn = CONTENDERS[key]
-        start = time.strftime("%H:%M:%S")
-        result, seconds, peak_mb = run_isolated(fn, data_dir, args.epochs)
-        row = {
-            "contender": name,
-            "val mean IoU": round(result["mean_iou"], 3),
-            "pixel accuracy": round(result["pixel_accuracy"], 3),
-            "wall s": round(seconds, 1),
-            "cpu s": round(result["cpu_s"], 1),
-            "peak MB": round(peak_mb),
-        }
-        rows.append(row)
-        print(f"[{start}] {row} (load average {os.getloadavg()[0]:.1f})", flush=True)
-    baseline = next((r for r in rows if r["contender"] == CONTENDERS["hand"][0]), None)
-    for row in rows:
-        row["wall / hand-written"] = round(row["wall s"] / baseline["wall s"], 2) if baseline else ""
+    for seed in seeds:
+        seed_rows = []
+        for key in chosen:
+            name, fn = CONTENDERS[key]
+            start = time.strftime("%H:%M:%S")
+            result, seconds, peak_mb = run_isolated(fn, data_dir, args.epochs, seed)
+            row = {
+                "seed": seed,
+                "contender": name,
+                "val mean IoU": round(result["mean_iou"], 3),
+                "pixel accuracy": round(result["pixel_accuracy"], 3),
+                "wall s": round(seconds, 1),
+                "cpu s": round(result["cpu_s"], 1),
+                "peak MB": round(peak_mb),
+            }
+            seed_rows.append(row)
+            print(f"[{start}] {row} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        baseline = next((r for r in seed_rows if r["contender"] == CONTENDERS["hand"][0]), None)
+        for row in seed_rows:
+            row["wall / hand-written"] = round(row["wall s"] / baseline["wall s"], 2) if baseline else ""
+        rows += seed_rows
     print()
     print_table(
         rows,
-        ["contender", "val mean IoU", "pixel accuracy", "wall s", "cpu s", "peak MB", "wall / hand-written"],
+        [
+            "seed",
+            "contender",
+            "val mean IoU",
+            "pixel accuracy",
+            "wall s",
+            "cpu s",
+            "peak MB",
+            "wall / hand-written",
+        ],
     )
+    if len(seeds) > 1:
+        print()
+        print(f"mean ± sample standard deviation over {len(seeds)} seeds:")
+        print()
+        print_table(
+            summary(rows, [CONTENDERS[key][0] for key in chosen]),
+            [
+                "contender",
+                "seeds",
+                "val mean IoU",
+                "pixel accuracy",
+                "wall s",
+                "cpu s",
+                "wall / hand-written",
+            ],
+        )
 
 
 if __name__ == "__main__":
