@@ -59,6 +59,7 @@ def start_hanging_run(tmp_path, out, hang_at=1, extra=()):
             process.kill()
             pytest.fail(f"the run did not reach epoch {hang_at}: {process.communicate()[1]}")
         time.sleep(0.1)
+    time.sleep(0.5)  # the marker is written just before the wait: signal the run inside it
     return process
 
 
