@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import os
 import resource
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -52,3 +55,17 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
+
+
+def quiet_contender(threads_variable: str) -> None:
+    """Set a contender process up: torch threads from the environment variable ``threads_variable``
+    (when set and non-zero), no warnings or Lightning info lines, flash quiet and offline."""
+    threads = int(os.environ.get(threads_variable, "0"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("FLASH_QUIET", "1")

@@ -26,7 +26,6 @@ gives mean and standard deviation over the seeds.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import shutil
@@ -34,12 +33,11 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import print_table, run_isolated
+from benchmarks.common import print_table, quiet_contender, run_isolated
 
 CONTENDERS = ("zero-shot", "probe", "flash", "flash-fresh-head", "setfit")
 BATCH_SIZE = 16
@@ -67,15 +65,7 @@ def draw(train: Any, shots: int, seed: int) -> Any:
 
 
 def _quiet() -> None:
-    threads = int(os.environ.get("FEWSHOT_BENCH_THREADS", "0"))
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("FLASH_QUIET", "1")
+    quiet_contender("FEWSHOT_BENCH_THREADS")
 
 
 def _accuracy(predictions: Any, truth: Any) -> float:

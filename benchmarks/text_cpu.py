@@ -19,16 +19,14 @@ reading the CSVs to the validation accuracy (model loading and tokenization incl
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import print_table, run_isolated
+from benchmarks.common import print_table, quiet_contender, run_isolated
 
 SEED = 0
 
@@ -44,15 +42,7 @@ def load(sst2_dir: str, rows: int) -> tuple[Any, Any]:
 
 
 def _quiet() -> None:
-    threads = int(os.environ.get("TEXT_BENCH_THREADS", "0"))
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("FLASH_QUIET", "1")
+    quiet_contender("TEXT_BENCH_THREADS")
 
 
 def run_hand_written(

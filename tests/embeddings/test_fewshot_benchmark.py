@@ -3,25 +3,19 @@ it reads, the K-shot draws, the nearest-neighbour vote, the prototype rule and i
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from embedding_fixtures import colour_image
+from tests.scripts import loaded_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fewshot_image.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("fewshot_image_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from loaded_script("fewshot_image")
 
 
 def _unit(degrees: list[float]) -> np.ndarray:

@@ -152,6 +152,15 @@ def check_pairs(
         )
 
 
+def check_training_pairs(datamodule: Any, learner: str = "an embedder", remedy: str = "") -> None:
+    """:func:`check_pairs` on the training targets of a flash data module (nothing to check when
+    the data is something else or its training split has no targets)."""
+    splits = getattr(datamodule, "splits", None)
+    train = splits.get("train") if isinstance(splits, dict) else None
+    if train is not None and train.targets is not None:
+        check_pairs(train.targets, getattr(datamodule, "labels", None), learner, remedy)
+
+
 class EmbeddingTask(Task):
     """A task whose output is one L2-normalised embedding per input: ``normalize(head(backbone(x)))``.
 
@@ -212,11 +221,7 @@ class EmbeddingTask(Task):
 
     def on_fit_start(self) -> None:
         """Check that every training class has a pair of examples before the first step."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        splits = getattr(datamodule, "splits", None)
-        train = splits.get("train") if isinstance(splits, dict) else None
-        if train is not None and train.targets is not None:
-            check_pairs(train.targets, getattr(datamodule, "labels", None))
+        check_training_pairs(getattr(self.trainer, "datamodule", None))
 
     # -- outputs --------------------------------------------------------------------------------
     def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:

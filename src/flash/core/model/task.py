@@ -238,7 +238,8 @@ class Task(LightningModule):
 
     head_is_prior: bool = False
     """Whether the head's weights already hold knowledge to keep (a zero-shot classifier's): the
-    ``contrastive`` strategy then fits the head towards them rather than towards zero."""
+    ``contrastive`` strategy then adds the head's class vectors to its training batches and to the
+    head's fit as one example per class."""
 
     training_objective: Callable[[Batch], torch.Tensor] | None = None
     """A loss that replaces the supervised one in training steps while a strategy sets it (the

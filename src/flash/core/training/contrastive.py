@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-from flash.core.model.embedding import check_pairs, supervised_contrastive_loss
+from flash.core.model.embedding import check_training_pairs, supervised_contrastive_loss
 from flash.core.model.task import input_and_target
 from flash.core.training.finetuning import FlashBaseFinetuning
 from flash.core.utils.progress import progress
@@ -53,10 +53,9 @@ class Contrastive(FlashBaseFinetuning):
         temperature: similarities are divided by this in the contrastive loss (0.05: scale 20, the
             softmax temperature sentence encoders are trained with).
         head_l2: strength of the head's L2 regularisation: scikit-learn's ``1 / C`` for a
-            multinomial logistic regression on features of unit length. 0.25 (``C = 4``): as
-            accurate as scikit-learn's default ``C = 1`` after contrastive training, and less
-            under-confident (its probabilities of the predicted class average closer to the
-            accuracy).
+            multinomial logistic regression on features of unit length. 0.25 (``C = 4``) pulls
+            the weights towards zero less than scikit-learn's default ``C = 1``, whose
+            probabilities on a few-shot set sit close to uniform.
         train_bn: keep BatchNorm layers training (nothing is frozen; kept for the common signature).
 
     Every class needs at least two training examples (one is enough with a prior head), and the
@@ -102,13 +101,9 @@ class Contrastive(FlashBaseFinetuning):
         super().on_fit_start(trainer, pl_module)
         prior = bool(getattr(pl_module, "head_is_prior", False))
         self._class_vectors = class_vectors(pl_module.head, pl_module.num_classes) if prior else None
-        datamodule = getattr(trainer, "datamodule", None)
-        splits = getattr(datamodule, "splits", None)
-        train = splits.get("train") if isinstance(splits, dict) else None
-        if self._class_vectors is None and train is not None and train.targets is not None:
-            check_pairs(
-                train.targets,
-                getattr(datamodule, "labels", None),
+        if self._class_vectors is None:
+            check_training_pairs(
+                getattr(trainer, "datamodule", None),
                 "the contrastive strategy",
                 remedy=" (or start from a classifier whose head is a prior, such as a zero-shot one)",
             )
