@@ -125,3 +125,10 @@ def test_bad_arguments_fail_before_training(tmp_path):
     with pytest.raises(TypeError, match="not a task"):
         trainer.cross_validate(lambda: "model", data, folds=2, verbose=False)
     assert not (tmp_path / "cross_validation").exists()
+
+
+def test_data_that_fits_preprocessing_needs_a_task_that_can_be_rebuilt(tmp_path):
+    data = toy_data(n=20)
+    data.fold_needs_fresh_task = True
+    with pytest.raises(TypeError, match=r"pass a function, e\.g\. model=lambda data"):
+        flash.Trainer(default_root_dir=tmp_path, **QUIET).cross_validate(ToyClassifier(), data, folds=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import flash
 from flash.tabular import TabularClassificationData, TabularClassifier, TabularRegressionData
@@ -29,11 +30,20 @@ def test_fold_preprocessing_sees_only_the_folds_training_rows(table):
     assert regression.target_mean[0] == pytest.approx(regression.frames["train"]["amount"].mean(), rel=1e-5)
 
 
-def test_a_task_instance_is_refused_and_a_factory_runs(table, tmp_path):
+def test_a_task_is_rebuilt_per_fold_and_a_factory_runs_too(table, tmp_path):
     data = _data(table)
     trainer = flash.Trainer(default_root_dir=tmp_path, max_epochs=1, enable_progress_bar=False)
-    with pytest.raises(TypeError, match="TabularClassifier.from_data"):
-        trainer.cross_validate(TabularClassifier.from_data(data), data)
-    result = trainer.cross_validate(lambda d: TabularClassifier.from_data(d), data, folds=2, verbose=False)
+    task = TabularClassifier.from_data(data, learning_rate=1e-3, backbone_kwargs={"k": 4})
+    fold = data.fold(list(range(40)), list(range(40, 80)))
+    rebuilt = task.fresh_for(fold)
+    assert rebuilt.hparams["preprocessing"] == fold.preprocessing_state() != task.hparams["preprocessing"]
+    assert rebuilt.learning_rate == 1e-3 and rebuilt.hparams["backbone_kwargs"]["k"] == 4
+    result = trainer.cross_validate(task, data, folds=2, verbose=False)
     assert result.outputs.shape == (1, 80, 2)
-    assert len(result.folds) == 2 and "val_accuracy" in result.metrics
+    by_factory = trainer.cross_validate(
+        lambda d: TabularClassifier.from_data(d), data, folds=2, verbose=False
+    )
+    assert len(by_factory.folds) == 2 and "val_accuracy" in by_factory.metrics
+    custom = TabularClassifier.from_data(data, optimizer=torch.optim.SGD)
+    with pytest.raises(TypeError, match="custom class"):
+        trainer.cross_validate(custom, data, folds=2, verbose=False)

@@ -133,10 +133,10 @@ def cross_validate(
     Python's, NumPy's and torch's global generators are put back afterwards.
 
     Args:
-        model: a task (each fold trains a copy of it as it is now) or a function returning a
-            fresh task, called with the fold's data module when it takes an argument (needed
-            where the data fits preprocessing on its training items, as tables do:
-            ``lambda data: Task.from_data(data)``).
+        model: a task (each fold trains a copy of it as it is now; a task built from its data's
+            fitted preprocessing, as tables are, is rebuilt per fold with the same options by its
+            :meth:`~flash.core.model.task.Task.fresh_for`) or a function returning a fresh task,
+            called with the fold's data module when it takes an argument.
         datamodule: a flash data module with labelled training data.
         folds: folds per repeat (at least 2, at most the smallest class's items).
         repeats: how many times to repeat with fresh folds (seeds ``seed``, ``seed + 1``, ...).
@@ -152,6 +152,7 @@ def cross_validate(
         ValueError, TypeError: for bad arguments or data, before any training.
     """
     from flash.core.data.datamodule import DataModule
+    from flash.core.model.task import Task
     from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
 
     if not isinstance(datamodule, DataModule):
@@ -160,7 +161,11 @@ def cross_validate(
     check_int(seed, "seed", 0)
     if not (isinstance(model, pl.LightningModule) or callable(model)):
         raise TypeError(f"model must be a task or a function returning one, got {type(model).__name__}.")
-    if isinstance(model, pl.LightningModule) and datamodule.fold_needs_fresh_task:
+    if (
+        isinstance(model, pl.LightningModule)
+        and datamodule.fold_needs_fresh_task
+        and type(model).fresh_for is Task.fresh_for
+    ):
         raise TypeError(
             f"{type(datamodule).__name__} fits its preprocessing on the training items, so every fold "
             f"needs a task built from that fold's data: pass a function, e.g. "
@@ -242,7 +247,8 @@ def _fresh_task(
     model: pl.LightningModule | TaskFactory, template: pl.LightningModule | None, data: Any
 ) -> pl.LightningModule:
     if template is not None:
-        return copy.deepcopy(template)
+        rebuilt = template.fresh_for(data) if data.fold_needs_fresh_task else None
+        return rebuilt if rebuilt is not None else copy.deepcopy(template)
     assert callable(model)
     task = model(data) if _takes_argument(model) else model()
     if not isinstance(task, pl.LightningModule):
