@@ -104,6 +104,13 @@ class TabularTask:
             }
         )
 
+    def auto_candidates(self) -> tuple[Any, ...]:
+        """What ``strategy="auto"`` tries: the network trains from scratch, so freezing it makes no
+        sense; the learning rate is what to choose (a third of the task's, the task's, three times it)."""
+        from flash.core.training.auto import Candidate
+
+        return tuple(Candidate("no_freeze", factor) for factor in (1 / 3, 1.0, 3.0))
+
     _DATA_ARGUMENTS = ("num_classes", "preprocessing", "labels", "target_fields", "num_targets",
                        "target_mean", "target_std")  # fmt: skip
 

@@ -48,6 +48,11 @@ def check_folds(targets: np.ndarray | None, folds: int, groups: Sequence[Any] | 
     if is_stratifiable(targets):
         counts = Counter(targets.tolist())
         smallest, size = min(counts.items(), key=lambda kv: kv[1])
+        if size < 2:
+            raise ValueError(
+                f"Class {smallest} has only {size} training item: every class needs at least 2 for "
+                "cross-validation (one to train on, one to hold out). Add examples of it, or drop it."
+            )
         if size < folds:
             raise ValueError(
                 f"folds={folds} but class {smallest} has only {size} training item(s), so some folds "

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from flash.core.training.auto import AutoResult, auto_options, run_auto
 from flash.core.training.chatter import QuietRun, lightning_chatter_hidden
 from flash.core.training.cross_validation import cross_validate
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
@@ -121,6 +122,8 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs = self._pop_resume_from_checkpoint(map_legacy_trainer_arguments(kwargs))
         self._given_arguments = (args, dict(kwargs))
+        self.auto_result: AutoResult | None = None
+        """The leaderboard of the last ``finetune(..., strategy="auto")``."""
         if (
             kwargs.get("max_epochs") is None
             and kwargs.get("max_steps", -1) == -1
@@ -153,7 +156,7 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
         *,
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
-    ) -> None:
+    ) -> AutoResult | None:
         """Finetune ``model`` on ``datamodule`` with a finetuning ``strategy``.
 
         Args:
@@ -161,7 +164,10 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
             datamodule: a data module (or a training DataLoader).
             strategy: ``"no_freeze"``, ``"freeze"``, ``"freeze_unfreeze"``, ``"unfreeze_milestones"``,
                 a ``(name, argument)`` tuple, or a ``BaseFinetuning`` callback; see
-                :mod:`flash.core.training.finetuning`.
+                :mod:`flash.core.training.finetuning`. ``"auto"`` (or ``("auto", {options})``)
+                chooses the strategy and learning rate by cross-validation first
+                (:func:`flash.core.training.auto.run_auto`), returns its leaderboard
+                (:class:`~flash.core.training.auto.AutoResult`) and keeps it in ``auto_result``.
             train_bn: keep BatchNorm layers of frozen parts training; ``None``: the task's
                 ``default_train_bn`` (``True`` for tasks without one; image tasks keep them frozen).
                 Under ``no_freeze``: whether BatchNorm layers train with the rest; ``None``: the
@@ -173,6 +179,16 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
         """
         if not isinstance(model, pl.LightningModule):
             raise TypeError(f"finetune needs a LightningModule (a flash task), got {type(model).__name__}.")
+        if strategy == "auto" or (isinstance(strategy, tuple) and strategy[:1] == ("auto",)):
+            if len(strategy) > 2 and isinstance(strategy, tuple):
+                raise ValueError('strategy="auto" takes one argument: ("auto", {"time_limit": 600, ...}).')
+            options = auto_options(
+                strategy[1] if isinstance(strategy, tuple) and len(strategy) == 2 else None
+            )
+            if ckpt_path is not None or train_dataloaders is not None or val_dataloaders is not None:
+                raise ValueError('strategy="auto" takes a data module, and cannot resume from a checkpoint.')
+            self.auto_result = run_auto(self, model, datamodule, train_bn=train_bn, **options)
+            return self.auto_result
         callback = resolve_strategy(strategy, train_bn=train_bn)
         if isinstance(callback, FlashBaseFinetuning):
             callback.validate(model, self.max_epochs)
