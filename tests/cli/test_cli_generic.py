@@ -339,7 +339,7 @@ def test_names_the_command_mirrors_match_the_library():
     from flash.core.training.optimizers import OPTIMIZERS, SCHEDULERS
     from flash.core.training.trainer import DEFAULT_MAX_EPOCHS
 
-    assert tuple(STRATEGIES) == STRATEGY_NAMES
+    assert (*STRATEGIES, "auto") == STRATEGY_NAMES  # auto: a search over the named ones
     assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
     assert DEFAULT_EPOCHS == DEFAULT_MAX_EPOCHS

@@ -238,3 +238,22 @@ def test_loggers_precision_and_devices(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main([*argv, "--devices", "0"])
     assert "a number of devices >= 1" in capsys.readouterr().err
+
+
+def test_strategy_auto_cross_validates_then_trains_the_chosen_setting(tmp_path, capsys):
+    out = tmp_path / "auto"
+    argv = [a for a in ARGV if a != "--quiet"]
+    argv[argv.index("freeze_unfreeze:1")] = "auto"
+    argv += ["--folds", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    results = json.loads((out / "results.json").read_text())
+    board = results["auto"]["leaderboard"]
+    assert board[0]["candidate"] == "linear probe (freeze)" and len(board) == 4
+    assert sum(row["chosen"] for row in board) == 1 and results["auto"]["chosen"] in printed.out
+    assert "<- chosen" in printed.err and "fold 2/2" in printed.err
+    assert (out / "model.ckpt").is_file() and not list((out / "cross_validation").rglob("*.ckpt"))
+    assert results["epochs"] == 3
+    assert cli.main([*argv, "--out", str(tmp_path / "other"), "--lr", "auto"]) != 0
+    assert "drop --lr auto" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -36,12 +36,13 @@ from flash.cli.rails import (
     run_callbacks,
 )
 
-STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones", "contrastive")
+STRATEGY_NAMES = ("no_freeze", "freeze", "freeze_unfreeze", "unfreeze_milestones", "contrastive", "auto")
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULER_NAMES = ("constant", "cosine", "onecycle", "linear_warmup", "reduce_on_plateau")
 DEFAULT_EPOCHS = 10
 DEFAULT_SEED = 42
 DEFAULT_LR_FIND_STEPS = 100
+DEFAULT_FOLDS = 5
 TRAIN_BN_CHOICES = ("auto", "true", "false")
 
 RUN_FILES = (
@@ -52,6 +53,7 @@ RUN_FILES = (
     "plots",
     CHECKPOINTS,
     "lightning_logs",
+    "cross_validation",
     "mlruns",
     "wandb",
 )
@@ -63,7 +65,7 @@ def parse_strategy(text: str) -> str:
     """Check a ``--strategy`` value; the text is kept (it is what the config file records).
 
     Forms: ``no_freeze``, ``freeze``, ``freeze_unfreeze[:EPOCH]``, ``unfreeze_milestones[:M1,M2,N]``,
-    ``contrastive``.
+    ``contrastive``, ``auto``.
     """
     strategy_value(text)
     return text
@@ -72,7 +74,7 @@ def parse_strategy(text: str) -> str:
 def strategy_value(text: str) -> Any:
     """A ``--strategy`` text as :func:`flash.core.training.finetuning.resolve_strategy` takes it."""
     name, _, argument = text.partition(":")
-    forms = "no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N], contrastive"
+    forms = "no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N], contrastive, auto"
     if name not in STRATEGY_NAMES:
         raise argparse.ArgumentTypeError(f"unknown strategy {name!r}; choose one of {forms}.")
     if not argument:
@@ -92,7 +94,7 @@ def strategy_value(text: str) -> Any:
                 f"{text!r}: the first milestone ({m1}) comes after the second ({m2}); use M1 <= M2."
             )
         return (name, ((m1, m2), layers))
-    if name in ("no_freeze", "freeze", "contrastive"):
+    if name in ("no_freeze", "freeze", "contrastive", "auto"):
         raise argparse.ArgumentTypeError(f"strategy {name!r} takes no argument; write just {name}.")
     expected = "EPOCH (a whole number)" if name == "freeze_unfreeze" else "M1,M2,N (three whole numbers)"
     raise argparse.ArgumentTypeError(f"{text!r}: {name} takes {expected}, e.g. {_example(name)}.")
@@ -115,10 +117,17 @@ COMMON_OPTIONS = (
     Option(
         "--strategy",
         "finetuning strategy: no_freeze, freeze, freeze_unfreeze[:EPOCH], unfreeze_milestones[:M1,M2,N], "
-        "contrastive (few-shot classifiers)",
+        "contrastive (few-shot classifiers), auto (chosen by cross-validation, see --folds, then trained)",
         parse_strategy,
         "no_freeze",
         metavar="NAME[:ARGS]",
+    ),
+    Option(
+        "--folds",
+        "cross-validation folds of --strategy auto (at least 2)",
+        positive_int,
+        DEFAULT_FOLDS,
+        metavar="N",
     ),
     Option(
         "--train-bn",
@@ -521,6 +530,17 @@ def _train(
     from flash.core.training.lr_finder import apply_learning_rate
 
     strategy = strategy_value(options["strategy"])
+    if strategy == "auto":
+        if options["lr"] == "auto":
+            raise ValueError(
+                "--strategy auto chooses the learning rate among multiples of the task's; drop --lr auto "
+                "(or give --lr a number to scale)."
+            )
+        if resume:
+            raise ValueError("--strategy auto runs cannot be resumed: start the run again.")
+        if options["folds"] < 2:
+            raise ValueError(f"--folds {options['folds']}: cross-validation needs at least 2 folds.")
+        strategy = ("auto", {"verbose": not quiet, "folds": options["folds"]})
     pl.seed_everything(options["seed"], workers=True, verbose=False)
     say(f"Loading {spec.name} data ...")
     data = spec.build_data(options)
@@ -596,6 +616,14 @@ def _train(
         warnings.simplefilter("ignore", NoValidationDataWarning)  # said above, in the command's words
         _fit(trainer, task, data, strategy, train_bn, ckpt_path, out)
     run["history"] = trainer.history
+    if trainer.auto_result is not None:
+        options["lr"] = float(task.learning_rate)
+        run["auto"] = {
+            "chosen": trainer.auto_result.chosen.label,
+            "monitor": trainer.auto_result.monitor,
+            "leaderboard": trainer.auto_result.leaderboard,
+            "skipped": trainer.auto_result.skipped,
+        }
     run["best"] = _keep_best(task, best, run["history"]) if best is not None else None
     return run
 
@@ -740,6 +768,7 @@ def _results(run: dict[str, Any]) -> dict[str, Any]:
         "backbone": run["options"]["backbone"],
         "learning_rate": run["options"]["lr"],
         "lr_finder": run["lr_finder"],
+        "auto": run.get("auto"),
         "epochs": len(history),
         "final": _metrics(history[-1]) if history else {},
         "kept": "best" if run.get("best") else "last",
@@ -784,8 +813,11 @@ def summary(run: dict[str, Any], out: Path) -> str:
     if history:
         lines.append(_kept_line(run, history))
     lr_note = " (learning-rate finder)" if run.get("lr_finder") and run["lr_finder"]["suggestion"] else ""
+    strategy = options["strategy"]
+    if run.get("auto"):
+        strategy = f"auto, chose {run['auto']['chosen']} by cross-validation"
     lines.append(
-        f"{type(run['task']).__name__} on {options['backbone']}, strategy {options['strategy']}, "
+        f"{type(run['task']).__name__} on {options['backbone']}, strategy {strategy}, "
         f"learning rate {options['lr']:.3g}{lr_note}, {run['wall_time_s']:.1f} s"
     )
     lines.append(f"run folder: {out}")

@@ -128,8 +128,7 @@ def cross_validate(
     class for single-label data; items sharing a ``groups`` value stay in one fold). For every
     fold, a fresh task trains on the other folds with this trainer's settings and ``strategy``
     (as :meth:`finetune` would), then is evaluated on the held-out fold. Fold runs write their
-    logs under ``<default_root_dir>/cross_validation/``; they save no checkpoints unless the
-    trainer was given a checkpoint callback. Each fold is seeded from ``(seed, repeat, fold)``;
+    logs under ``<default_root_dir>/cross_validation/``; they save no checkpoints. Each fold is seeded from ``(seed, repeat, fold)``;
     Python's, NumPy's and torch's global generators are put back afterwards.
 
     Args:

@@ -211,17 +211,18 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
     def fold_trainer(self, directory: str | os.PathLike) -> Trainer:
         """A fresh trainer with this one's settings for one run of a search or cross-validation
         (:meth:`cross_validate`): its logs go to ``directory``, user callbacks are copies, and it
-        saves no checkpoints unless this trainer was given a checkpoint callback."""
+        saves no checkpoints (checkpoint callbacks are left out)."""
         args, kwargs = self._given_arguments
         kwargs = dict(kwargs)
         callbacks = kwargs.get("callbacks") or []
         callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
-        kwargs["callbacks"] = [copy.deepcopy(c) for c in callbacks]
+        kwargs["callbacks"] = [
+            copy.deepcopy(c) for c in callbacks if not isinstance(c, pl.callbacks.Checkpoint)
+        ]
         kwargs["default_root_dir"] = str(directory)
+        kwargs["enable_checkpointing"] = False
         if kwargs.get("logger", True) not in (False, None):
             kwargs["logger"] = CSVLogger(str(directory), name="lightning_logs")
-        if not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):
-            kwargs["enable_checkpointing"] = False
         return type(self)(*args, **kwargs)
 
     def _install_finetuning(self, callback: BaseFinetuning) -> None:
