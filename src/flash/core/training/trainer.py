@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from flash.core.training.calibration import calibrate as calibrate_temperature
 from flash.core.training.chatter import QuietRun, lightning_chatter_hidden
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
 from flash.core.training.legacy import LegacyTrainerEntryPoints, map_legacy_trainer_arguments
@@ -187,6 +188,7 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
         )
 
     lr_find = find_learning_rate
+    calibrate = calibrate_temperature
 
     def _install_finetuning(self, callback: BaseFinetuning) -> None:
         kept = [c for c in self.callbacks if not isinstance(c, BaseFinetuning)]
