@@ -47,7 +47,8 @@ def check_calibratable(model: Any) -> None:
 
 
 def held_out_logits(model: Any, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's logits and the true classes over ``datamodule``'s validation data, in eval mode.
+    """The model's logits (its ``forward`` output, as ``predict`` gets it) and the true classes over
+    ``datamodule``'s validation data, in eval mode.
 
     Raises:
         ValueError: the data module has no validation data.
@@ -70,11 +71,10 @@ def held_out_logits(model: Any, datamodule: Any) -> tuple[torch.Tensor, torch.Te
         with torch.inference_mode():
             for batch in progress(loader, desc="Calibrating on the validation set"):
                 batch = model.transfer_batch_to_device(batch, model.device, 0)
-                if not isinstance(batch, dict) or "target" not in batch:
-                    inputs, target = input_and_target(batch)
-                    batch = {"input": inputs, "target": target}
-                logits.append(model.step_output(batch, "val").float().cpu())
-                targets.append(torch.as_tensor(batch["target"]).cpu())
+                inputs, target = input_and_target(batch)
+                # forward's output: what the task's probabilities() turn into predictions
+                logits.append(model(inputs).float().cpu())
+                targets.append(torch.as_tensor(target).cpu())
     finally:
         model.train(was_training)
     if not logits:
