@@ -48,7 +48,8 @@ def check_calibratable(model: Any) -> None:
 
 def held_out_logits(model: Any, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits (its ``forward`` output, as ``predict`` gets it) and the true classes over
-    ``datamodule``'s validation data, in eval mode.
+    ``datamodule``'s validation data, in eval mode, each batch passed through the task's
+    batch-transfer hooks first (as in training).
 
     Raises:
         ValueError: the data module has no validation data.
@@ -70,7 +71,9 @@ def held_out_logits(model: Any, datamodule: Any) -> tuple[torch.Tensor, torch.Te
     try:
         with torch.inference_mode():
             for batch in progress(loader, desc="Calibrating on the validation set"):
+                batch = model.on_before_batch_transfer(batch, 0)
                 batch = model.transfer_batch_to_device(batch, model.device, 0)
+                batch = model.on_after_batch_transfer(batch, 0)
                 inputs, target = input_and_target(batch)
                 # forward's output: what the task's probabilities() turn into predictions
                 logits.append(model(inputs).float().cpu())
