@@ -346,13 +346,14 @@ def _draw_reliability(ax: Any, bins: ReliabilityBins) -> None:
     ax.bar(left, accuracy, width=width[filled], align="edge", edgecolor="black", label="accuracy")
     ax.bar(
         left,
-        confidence - accuracy,
-        bottom=accuracy,
+        np.abs(confidence - accuracy),
+        bottom=np.minimum(accuracy, confidence),
         width=width[filled],
         align="edge",
-        color="red",
-        alpha=0.3,
-        label="gap to confidence",
+        facecolor=(1.0, 0.0, 0.0, 0.15),
+        edgecolor="red",
+        hatch="//",
+        label="gap to the mean confidence",
     )
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="calibrated")
     ax.set_xlim(0, 1)
