@@ -585,6 +585,15 @@ class ImageClassificationData(DataModule):
             task.use_eval_transform(self.transform)
         self.channels_last = bool(getattr(task, "channels_last", True))
 
+    def fold(self, train_indices: Sequence[int], val_indices: Sequence[int]) -> ImageClassificationData:
+        """A cross-validation fold (see :meth:`~flash.core.data.datamodule.DataModule.fold`) with its
+        own frozen-feature cache; decoded images stay shared with this data."""
+        clone = super().fold(train_indices, val_indices)
+        assert isinstance(clone, ImageClassificationData)
+        clone.on_device = set()
+        clone.frozen_features = FrozenFeatures(clone)
+        return clone
+
     def setup(self, stage: str) -> None:
         """Attach the trainer's task and install the frozen-feature cache for this run."""
         super().setup(stage)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -397,6 +397,66 @@ class TabularData(DataModule):
             task.attach_targets(self)
         self.preprocessor = task_preprocessor
 
+    fold_needs_fresh_task = True
+    fold_task_example = "lambda data: TabularClassifier.from_data(data)"
+
+    def pooled_training(self) -> Split:
+        """The training rows, then the validation rows: positions into :meth:`pooled_frame`."""
+        pooled = super().pooled_training()
+        return Split(list(range(len(pooled))), pooled.targets)
+
+    def pooled_frame(self) -> pd.DataFrame:
+        """The training and validation rows as one table, in :meth:`pooled_training`'s order."""
+        parts = [
+            self.frames[stage].iloc[split.inputs]
+            for stage in ("train", "val")
+            if (split := self.splits.get(stage)) is not None and self.frames.get(stage) is not None
+        ]
+        return pd.concat(parts, ignore_index=True)
+
+    def fold(self, train_indices: Sequence[int], val_indices: Sequence[int]) -> TabularData:
+        """A cross-validation fold whose preprocessing (imputation, scaling, categories) and target
+        scaling are fitted on the fold's training rows only; build its task with ``from_data``."""
+        pooled, frame = self.pooled_training(), self.pooled_frame()
+        train, val = pooled.subset(train_indices), pooled.subset(val_indices)
+        frames = {
+            "train": frame.iloc[train.inputs].reset_index(drop=True),
+            "val": frame.iloc[val.inputs].reset_index(drop=True),
+            "test": self.frames.get("test"),
+            "predict": None,
+        }
+        splits = {
+            "train": Split(list(range(len(train))), train.targets),
+            "val": Split(list(range(len(val))), val.targets),
+            "test": self.splits.get("test"),
+            "predict": None,
+        }
+        fitted = self.preprocessor
+        scalings = [column.scaling for column in fitted.numerical.values()]
+        preprocessor = TabularPreprocessor.fit(
+            frames["train"],
+            fitted.categorical_fields,
+            fitted.numerical_fields,
+            scalings[0] if scalings else "quantile",
+        )
+        mean = std = None
+        if self.is_regression:
+            values = np.asarray(train.targets)
+            mean = [float(v) for v in values.mean(axis=0)]
+            std = [float(v) or 1.0 for v in values.std(axis=0)]
+        return type(self)(
+            frames,
+            splits,
+            preprocessor=preprocessor,
+            target_fields=list(self.target_fields),
+            labels=self.labels,
+            target_mean=mean,
+            target_std=std,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            seed=self.seed,
+        )
+
     def make_dataset(self, split: Split, stage: str) -> Dataset:
         frame = self.frames[stage]
         assert frame is not None
@@ -430,3 +490,4 @@ class TabularRegressionData(TabularData):
     """Tabular data whose target column(s) hold numbers."""
 
     is_regression = True
+    fold_task_example = "lambda data: TabularRegressor.from_data(data)"

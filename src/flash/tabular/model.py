@@ -104,6 +104,21 @@ class TabularTask:
             }
         )
 
+    _DATA_ARGUMENTS = ("num_classes", "preprocessing", "labels", "target_fields", "num_targets",
+                       "target_mean", "target_std")  # fmt: skip
+
+    def fresh_for(self, data: Any) -> Any:
+        """An untrained task with this one's options for ``data`` (a cross-validation fold), its
+        preprocessing and targets fitted on that data's training rows (``from_data``)."""
+        options = {k: v for k, v in self.hparams.items() if k not in self._DATA_ARGUMENTS}
+        custom = [k for k in ("optimizer", "lr_scheduler") if options.get(k) == "custom"]
+        if custom:
+            raise TypeError(
+                f"This task's {custom[0]} is a custom class, which cannot be rebuilt for each fold: pass a "
+                f"function that builds the task, e.g. model=lambda data: {type(self).__name__}.from_data(data, ...)."
+            )
+        return type(self).from_data(data, **options)  # type: ignore[attr-defined]
+
     # -- the network ---------------------------------------------------------------------------
     def members(self, x: torch.Tensor) -> torch.Tensor:
         """Every ensemble member's output, ``(batch, k, outputs)``."""

@@ -150,6 +150,14 @@ class TextClassificationData(DataModule):
             self._token_ids[key] = tokenize(split.inputs, tokenizer, self.token_limit, _STAGE_WORDS[stage])
         return self._token_ids[key]
 
+    def fold(self, train_indices: Sequence[int], val_indices: Sequence[int]) -> TextClassificationData:
+        """A cross-validation fold (see :meth:`~flash.core.data.datamodule.DataModule.fold`); its
+        texts are tokenized afresh (the token cache is keyed by stage)."""
+        clone = super().fold(train_indices, val_indices)
+        assert isinstance(clone, TextClassificationData)
+        clone._token_ids = {}
+        return clone
+
     # -- DataModule hooks ---------------------------------------------------------------------------
     def make_dataset(self, split: Split, stage: str) -> Dataset:
         ids = self.token_ids(stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -188,6 +189,48 @@ class DataModule(LightningDataModule):
         self.labels = list(range(num_classes))
         self._datasets.clear()
         return True
+
+    # -- cross-validation -------------------------------------------------------------------------
+    fold_needs_fresh_task: bool = False
+    """Whether each cross-validation fold needs a task built from that fold's data (data whose
+    preprocessing is fitted on the training items, which a fold changes)."""
+
+    fold_task_example: str = "lambda data: MyTask.from_data(data)"
+    """How such data's users build a task per fold, quoted by the error that asks for a factory."""
+
+    def pooled_training(self) -> Split:
+        """The labelled items cross-validation folds are drawn from: the training items, then the
+        validation items (when given)."""
+        train, val = self.splits.get("train"), self.splits.get("val")
+        if train is None or train.targets is None or "train" in self._pending_targets:
+            raise ValueError("Cross-validation needs training data with labels.")
+        if val is None:
+            return train
+        if val.targets is None or "val" in self._pending_targets:
+            raise ValueError("The validation data has no labels; cross-validation pools it with training.")
+        targets = np.concatenate([np.asarray(train.targets), np.asarray(val.targets)])
+        return Split([*train.inputs, *val.inputs], targets)
+
+    def fold(self, train_indices: Sequence[int], val_indices: Sequence[int]) -> DataModule:
+        """A copy of this data whose training and validation items are the given positions of
+        :meth:`pooled_training`; test data is kept, prediction inputs are dropped.
+
+        Domains with state tied to their splits (caches keyed by stage, fitted preprocessing)
+        extend this.
+        """
+        pooled = self.pooled_training()
+        clone = copy.copy(self)
+        clone.splits = {
+            "train": pooled.subset(train_indices),
+            "val": pooled.subset(val_indices),
+            "test": self.splits.get("test"),
+            "predict": None,
+        }
+        clone._datasets = {}
+        clone._pending_targets = {}
+        clone.task = None
+        clone.trainer = None
+        return clone
 
     # -- domain hooks -------------------------------------------------------------------------
     def make_dataset(self, split: Split, stage: str) -> Dataset:

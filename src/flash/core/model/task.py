@@ -179,6 +179,12 @@ class Task(LightningModule):
             if value is not None and not isinstance(value, str)
         ]
 
+    def fresh_for(self, data: Any) -> Task | None:
+        """An untrained task like this one, built for ``data`` (a cross-validation fold), for tasks
+        built from their data's fitted preprocessing; ``None`` (the default): a copy of this task
+        as it is serves every fold."""
+        return None
+
     # -- structure ------------------------------------------------------------------------------
     @property
     def backbone_blocks(self) -> list[nn.Module]:

@@ -41,6 +41,9 @@ _SCRATCH_CHATTER = re.compile(
 )
 """What a run the user did not ask for (the learning-rate finder's) says about its own checkpoint."""
 
+_FOLD_CHATTER = re.compile(r"\s*`Trainer.fit` stopped:")
+"""Lightning's line at the end of every fit, once per cross-validation fold."""
+
 
 class _ChatterFilter(logging.Filter):
     def __init__(self, *patterns: re.Pattern[str]) -> None:
@@ -53,10 +56,12 @@ class _ChatterFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def lightning_chatter_hidden(scratch: bool = False) -> Iterator[None]:
+def lightning_chatter_hidden(scratch: bool = False, fold: bool = False) -> Iterator[None]:
     """Drop Lightning's adverts and accelerator lines from its logs inside the block; with
-    ``scratch``, also the lines about the checkpoint a scratch run saves and restores."""
-    chatter = _ChatterFilter(_CHATTER, *([_SCRATCH_CHATTER] if scratch else []))
+    ``scratch``, also the lines about the checkpoint a scratch run saves and restores; with
+    ``fold``, the end-of-training line of each cross-validation fold (its own summary says it)."""
+    extra = [*([_SCRATCH_CHATTER] if scratch else []), *([_FOLD_CHATTER] if fold else [])]
+    chatter = _ChatterFilter(_CHATTER, *extra)
     names = (*_RANK_ZERO_LOGGERS, *([_CHECKPOINT_LOGGER] if scratch else []))
     loggers = [logging.getLogger(name) for name in names]
     for logger in loggers:

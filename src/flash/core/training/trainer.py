@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from flash.core.training.calibration import calibrate as calibrate_temperature
 from flash.core.training.chatter import QuietRun, lightning_chatter_hidden
+from flash.core.training.cross_validation import cross_validate
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
 from flash.core.training.legacy import LegacyTrainerEntryPoints, map_legacy_trainer_arguments
 from flash.core.training.lr_finder import find_learning_rate
@@ -119,6 +121,7 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs = self._pop_resume_from_checkpoint(map_legacy_trainer_arguments(kwargs))
+        self._given_arguments = (args, dict(kwargs))
         if (
             kwargs.get("max_epochs") is None
             and kwargs.get("max_steps", -1) == -1
@@ -188,7 +191,24 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
         )
 
     lr_find = find_learning_rate
+    cross_validate = cross_validate
     calibrate = calibrate_temperature
+
+    def fold_trainer(self, directory: str | os.PathLike) -> Trainer:
+        """A fresh trainer with this one's settings for one run of a search or cross-validation
+        (:meth:`cross_validate`): its logs go to ``directory``, user callbacks are copies, and it
+        saves no checkpoints unless this trainer was given a checkpoint callback."""
+        args, kwargs = self._given_arguments
+        kwargs = dict(kwargs)
+        callbacks = kwargs.get("callbacks") or []
+        callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+        kwargs["callbacks"] = [copy.deepcopy(c) for c in callbacks]
+        kwargs["default_root_dir"] = str(directory)
+        if kwargs.get("logger", True) not in (False, None):
+            kwargs["logger"] = CSVLogger(str(directory), name="lightning_logs")
+        if not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):
+            kwargs["enable_checkpointing"] = False
+        return type(self)(*args, **kwargs)
 
     def _install_finetuning(self, callback: BaseFinetuning) -> None:
         kept = [c for c in self.callbacks if not isinstance(c, BaseFinetuning)]
