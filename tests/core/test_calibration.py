@@ -217,6 +217,18 @@ def test_calibrate_takes_out_of_fold_logits_instead_of_a_data_module(trained):
     assert task.temperature.item() == pytest.approx(report.temperature)
 
 
+def test_calibrate_takes_the_out_of_fold_logits_of_a_cross_validation(tmp_path):
+    trainer = flash.Trainer(default_root_dir=tmp_path, max_epochs=2, **QUIET)
+    data = toy_data(n=40)
+    result = trainer.cross_validate(ToyClassifier(), data, folds=2, strategy="freeze", verbose=False)
+    task = ToyClassifier()
+    report = trainer.calibrate(task, logits=result.outputs[0], targets=result.targets)
+    assert report.items == 60  # every pooled item, once, from the fold that held it out
+    assert task.temperature.item() == pytest.approx(report.temperature)
+    with pytest.raises(ValueError, match="must be 2-D"):
+        trainer.calibrate(task, logits=result.outputs, targets=result.targets)
+
+
 def test_the_temperature_survives_a_checkpoint(trained):
     loaded = ToyClassifier.load_from_checkpoint(trained.path, device="cpu")
     assert loaded.temperature.item() == pytest.approx(trained.report.temperature)
