@@ -170,7 +170,7 @@ def trained(tmp_path_factory):
     pl.seed_everything(0)
     task, data = ToyClassifier(learning_rate=0.1), toy_data(n=128)
     folder = tmp_path_factory.mktemp("calibrated")
-    trainer = flash.Trainer(max_epochs=15, default_root_dir=folder, enable_checkpointing=False, **QUIET)
+    trainer = flash.Trainer(max_epochs=5, default_root_dir=folder, enable_checkpointing=False, **QUIET)
     trainer.fit(task, data)
     uncalibrated = {k: v.clone() for k, v in task.state_dict().items()}
     task.train()
