@@ -182,6 +182,13 @@ COMMON_OPTIONS = (
         positive_int,
         metavar="PATIENCE",
     ),
+    Option(
+        "--calibrate",
+        "after training, fit a softmax temperature on the validation data so the predicted probabilities "
+        "match how often the model is right (single-label classifiers; needs validation data); "
+        "model.ckpt keeps it and plots/reliability.png shows the effect",
+        kind="flag",
+    ),
 )
 
 
@@ -436,7 +443,7 @@ def absolute_paths(spec: DomainSpec, options: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- running --------------------------------------------------------------------------------------
-RESUMABLE = ("epochs", "accelerator", "devices", "precision")
+RESUMABLE = ("epochs", "accelerator", "devices", "precision", "calibrate")
 """Options that ``--resume`` may change; the others would make it another run."""
 
 
@@ -553,6 +560,8 @@ def _train(
             "no validation data was given, so the run reports training metrics only and keeps the last "
             "epoch; hold out part of the training data with --val-split 0.2 (or give validation data)."
         )
+    if options.get("calibrate"):
+        _check_calibration(task, has_val)
     monitor = task.monitor if has_val else None
     callbacks, best = run_callbacks(
         out / CHECKPOINTS,
@@ -625,7 +634,27 @@ def _train(
             "skipped": trainer.auto_result.skipped,
         }
     run["best"] = _keep_best(task, best, run["history"]) if best is not None else None
+    if options.get("calibrate"):
+        say("Calibrating the probabilities on the validation data ...")
+        run["calibration"] = trainer.calibrate(task, data)
+        say(f"  {run['calibration']}")
     return run
+
+
+def _check_calibration(task: Any, has_val: bool) -> None:
+    """Refuse ``--calibrate``, before training, where it cannot run."""
+    from flash.core.training.calibration import check_calibratable
+
+    try:
+        check_calibratable(task)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--calibrate: {error}") from None
+    if not has_val:
+        raise ValueError(
+            "--calibrate fits the temperature on validation data, and this run has none: give validation "
+            "data (--val-file/--val-folder) or --val-split FRACTION (calibrating on the training data would "
+            "make the model more over-confident)."
+        )
 
 
 def _fit(
@@ -696,6 +725,8 @@ def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
         files["metrics"] = write_metrics(out / "metrics.csv", history)
         files["training curves"] = plot_training_curves(history, plots / "curves.png")
     files.update(_evaluation_plots(spec, task, data, plots))
+    if run.get("calibration") is not None:
+        files["reliability diagram"] = run["calibration"].plot(plots / "reliability.png")
     for logs in ("lightning_logs", "mlruns", "wandb"):
         if (out / logs).is_dir():
             files[f"{logs} (--logger)"] = out / logs
@@ -774,9 +805,17 @@ def _results(run: dict[str, Any]) -> dict[str, Any]:
         "kept": "best" if run.get("best") else "last",
         "monitor": run.get("monitor"),
         "best": run.get("best"),
+        "calibration": _calibration_results(run.get("calibration")),
         "wall_time_s": run["wall_time_s"],
         "files": {name: str(path) for name, path in run["files"].items()},
     }
+
+
+def _calibration_results(report: Any) -> dict[str, Any] | None:
+    """The calibration's numbers for ``results.json`` (the bins are in the reliability diagram)."""
+    if report is None:
+        return None
+    return {k: v for k, v in report.to_dict().items() if not k.startswith("bins_")}
 
 
 def _kept_line(run: dict[str, Any], history: list[dict[str, float]]) -> str:
@@ -812,6 +851,12 @@ def summary(run: dict[str, Any], out: Path) -> str:
     options = run["options"]
     if history:
         lines.append(_kept_line(run, history))
+    if run.get("calibration") is not None:
+        report = run["calibration"]
+        lines.append(
+            f"calibrated: temperature {report.temperature:.3f}, ECE {report.ece_before:.4f} -> "
+            f"{report.ece_after:.4f} on {report.items} validation items"
+        )
     lr_note = " (learning-rate finder)" if run.get("lr_finder") and run["lr_finder"]["suggestion"] else ""
     strategy = options["strategy"]
     if run.get("auto"):

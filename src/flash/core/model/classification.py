@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,6 +104,51 @@ class ClassificationTask(Task):
         self.multi_label = bool(multi_label)
         self.multi_label_threshold = float(multi_label_threshold)
         self.labels = list(labels) if labels is not None else None
+        self.register_buffer("temperature", torch.ones((), dtype=torch.float32), persistent=True)
+
+    temperature: torch.Tensor
+    """The scalar the logits are divided by before the softmax (single-label tasks; 1 until
+    :meth:`flash.Trainer.calibrate` fits it on held-out data). It is saved in checkpoints and used
+    by :meth:`probabilities`, so by ``predict(output="probabilities")``, serving and the ONNX
+    export's ``probabilities``; the predicted labels do not depend on it."""
+
+    def set_temperature(self, temperature: float) -> None:
+        """Divide the logits by ``temperature`` before the softmax from now on (``1.0``: undo calibration).
+
+        Raises:
+            ValueError: for a temperature that is not a positive finite number, or a multi-label
+                task (its sigmoid outputs keep temperature 1).
+        """
+        if self.multi_label:
+            raise ValueError(
+                "Temperature scaling is for single-label classifiers; this task is multi-label, whose "
+                "per-class sigmoid probabilities keep temperature 1."
+            )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not math.isfinite(temperature)
+            or temperature <= 0
+        ):
+            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}.")
+        self.temperature.fill_(float(temperature))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Checkpoints saved before tasks had a temperature are uncalibrated: they load with T = 1.
+        if prefix + "temperature" not in state_dict:
+            state_dict[prefix + "temperature"] = torch.ones((), dtype=torch.float32)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def metric_input(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output) if self.multi_label else output
@@ -111,8 +157,11 @@ class ClassificationTask(Task):
         return target.float() if self.multi_label else target
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities: ``sigmoid(logits)`` (multi-label) or ``softmax(logits / temperature)``."""
         logits = logits.float()
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        if self.multi_label:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits / self.temperature.to(device=logits.device, dtype=logits.dtype), dim=-1)
 
     def class_name(self, index: int) -> Any:
         return self.labels[index] if self.labels is not None else index
@@ -140,7 +189,8 @@ class ClassificationTask(Task):
         activation = "sigmoid" if self.multi_label else "softmax"
         return {
             "logits": "one logit per class, (batch, classes)",
-            "probabilities": f"{activation} of the logits, (batch, classes), class i named labels[i]",
+            "probabilities": f"{activation} of the logits{'' if self.multi_label else ' / temperature'}, "
+            "(batch, classes), class i named labels[i]",
         }
 
     def export_metadata(self) -> dict[str, Any]:
@@ -149,6 +199,7 @@ class ClassificationTask(Task):
             "labels": to_json(self.labels),
             "multi_label": self.multi_label,
             "multi_label_threshold": self.multi_label_threshold,
+            "temperature": float(self.temperature),
         }
 
     def attach_labels(self, labels: Sequence[str] | None, multi_label: bool | None = None) -> None:

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from flash.core.training.auto import AutoResult, auto_options, run_auto
+from flash.core.training.calibration import calibrate as calibrate_temperature
 from flash.core.training.chatter import QuietRun, lightning_chatter_hidden
 from flash.core.training.cross_validation import cross_validate
 from flash.core.training.finetuning import FlashBaseFinetuning, resolve_strategy
@@ -207,6 +208,7 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
 
     lr_find = find_learning_rate
     cross_validate = cross_validate
+    calibrate = calibrate_temperature
 
     def fold_trainer(self, directory: str | os.PathLike) -> Trainer:
         """A fresh trainer with this one's settings for one run of a search or cross-validation
