@@ -18,7 +18,7 @@ from flash.core.data.splits import encode_multi_hot_columns, encode_splits
 from flash.core.utils.validation import check_folder, check_optional_int, check_probability
 from flash.image.backbones import DEFAULT_BACKBONE, IMAGE_BACKBONES
 from flash.image.dataset import DecodedImageCache, ImageDataset
-from flash.image.features import FrozenFeatures
+from flash.image.features import FrozenFeatures, SharedFeatures
 from flash.image.io import IMAGE_EXTENSIONS, is_image_file, list_images, predict_folder_images
 from flash.image.preprocessing import ImagePreprocessing
 from flash.image.transforms import DEFAULT_CROP_SCALE, ImageCollate, ImagePipeline, UserTransform
@@ -271,6 +271,7 @@ class ImageClassificationData(DataModule):
         self.on_device: set[str] = set()
         """Stages whose batches come from the GPU input path (no CPU cache, no frozen features)."""
         self.frozen_features = FrozenFeatures(self)
+        self._fold_features: SharedFeatures | None = None
         """The frozen-backbone feature cache, installed on the trainer by :meth:`setup`."""
 
     # -- constructors ---------------------------------------------------------------------------
@@ -587,11 +588,16 @@ class ImageClassificationData(DataModule):
 
     def fold(self, train_indices: Sequence[int], val_indices: Sequence[int]) -> ImageClassificationData:
         """A cross-validation fold (see :meth:`~flash.core.data.datamodule.DataModule.fold`) with its
-        own frozen-feature cache; decoded images stay shared with this data."""
+        own frozen-feature cache, filled from features the other folds of this data computed with
+        the same frozen backbone (:class:`~flash.image.features.SharedFeatures`); decoded images
+        stay shared with this data."""
         clone = super().fold(train_indices, val_indices)
         assert isinstance(clone, ImageClassificationData)
         clone.on_device = set()
-        clone.frozen_features = FrozenFeatures(clone)
+        if self._fold_features is None:
+            self._fold_features = SharedFeatures()
+        positions = {"train": [int(i) for i in train_indices], "val": [int(i) for i in val_indices]}
+        clone.frozen_features = FrozenFeatures(clone, self._fold_features, positions)
         return clone
 
     def setup(self, stage: str) -> None:

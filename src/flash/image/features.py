@@ -10,6 +10,7 @@ backbone (or training BatchNorm) invalidates everything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -90,6 +91,39 @@ class FeatureCache:
                 module.training = training
 
 
+def backbone_fingerprint(backbone: nn.Module) -> tuple[float, ...]:
+    """A summary of the backbone's weights and buffers (sums and sums of squares, in float64)
+    that tells two backbones apart unless they hold the same values."""
+    with torch.no_grad():
+        parts = []
+        for tensor in backbone.state_dict().values():
+            if tensor.is_floating_point():
+                values = tensor.detach().double()
+                parts += [float(values.sum()), float(values.square().sum())]
+    return tuple(parts)
+
+
+class SharedFeatures:
+    """Evaluation-crop features of the pooled training items of one data module, by pooled
+    position, for one backbone and preprocessing at a time: the cross-validation folds of that
+    data reuse them, so a frozen backbone sees every image once however many folds there are."""
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._store: dict[int, torch.Tensor] = {}
+
+    def get(self, key: Any, positions: Sequence[int]) -> torch.Tensor | None:
+        if key != self._key or not all(int(p) in self._store for p in positions):
+            return None
+        return torch.stack([self._store[int(p)] for p in positions])
+
+    def put(self, key: Any, positions: Sequence[int], features: torch.Tensor) -> None:
+        if key != self._key:
+            self._key, self._store = key, {}
+        for position, feature in zip(positions, features.detach().cpu()):
+            self._store[int(position)] = feature.clone()
+
+
 class FrozenFeatures(Callback):
     """The frozen-backbone feature cache of one image data module, for the runs it takes part in.
 
@@ -101,9 +135,47 @@ class FrozenFeatures(Callback):
     ones included) see it from the next item they make.
     """
 
-    def __init__(self, data: ImageClassificationData) -> None:
+    def __init__(
+        self,
+        data: ImageClassificationData,
+        shared: SharedFeatures | None = None,
+        positions: dict[str, Sequence[int]] | None = None,
+    ) -> None:
         self.data = data
         self.cache = FeatureCache()
+        self.shared = shared
+        """Features shared with the other cross-validation folds of the same data, if any."""
+        self.positions = dict(positions or {})
+        """Each stage's items as positions of the pooled data (``shared``'s keys)."""
+        self._key: Any = None
+
+    # -- features shared across cross-validation folds ---------------------------------------------
+    def _shared_key(self, task: Any) -> Any:
+        return (repr(self.data.preprocessing), backbone_fingerprint(task.backbone))
+
+    def _positions(self, stage: str, dataset: ImageDataset) -> Sequence[int] | None:
+        positions = self.positions.get(stage)
+        if self.shared is None or positions is None or len(positions) != len(dataset):
+            return None  # not a fold, or items were dropped (unreadable images)
+        return positions
+
+    def _from_shared(self, stage: str, dataset: ImageDataset) -> bool:
+        """Fill ``stage``'s cache from the other folds' features; whether it could."""
+        positions = self._positions(stage, dataset)
+        if positions is None or self._key is None:
+            return False
+        found = self.shared.get(self._key, positions)  # type: ignore[union-attr]
+        if found is None:
+            return False
+        self.cache.put(stage, dataset.token, torch.arange(len(dataset)), found)
+        return True
+
+    def _to_shared(
+        self, stage: str, dataset: ImageDataset, indices: torch.Tensor, features: torch.Tensor
+    ) -> None:
+        positions = self._positions(stage, dataset)
+        if positions is not None and self._key is not None:
+            self.shared.put(self._key, [positions[i] for i in indices.tolist()], features)  # type: ignore[union-attr]
 
     # -- which data, which task ------------------------------------------------------------------
     def _dataset(self, stage: str) -> ImageDataset | None:
@@ -132,9 +204,15 @@ class FrozenFeatures(Callback):
         if not self._fixed(trainer, pl_module):
             dataset.pixels = True
             return
-        if not self.cache.complete("train", dataset.token, len(dataset)):
+        self._key = self._shared_key(pl_module) if self.shared is not None else None
+        if not self.cache.complete("train", dataset.token, len(dataset)) and not self._from_shared(
+            "train", dataset
+        ):
             loader = self.data.eval_loader("train")
             self.cache.fill("train", dataset.token, pl_module.backbone, loader, pl_module.device)
+            if self._positions("train", dataset) is not None:
+                every = torch.arange(len(dataset))
+                self._to_shared("train", dataset, every, self.cache.get("train", dataset.token, every))
         dataset.pixels = False
         if trainer.current_epoch == 0:  # so a run resumed from a checkpoint continues as it would have
             self._probe_head(pl_module, dataset)
@@ -157,6 +235,10 @@ class FrozenFeatures(Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dataset = self._dataset("val")
         if dataset is not None and self._wanted(trainer, pl_module) and not trainer.sanity_checking:
+            fixed = backbone_is_fixed(pl_module.backbone)
+            self._key = self._shared_key(pl_module) if fixed and self.shared is not None else None
+            if fixed and not self.cache.complete("val", dataset.token, len(dataset)):
+                self._from_shared("val", dataset)
             dataset.pixels = not self.cache.complete("val", dataset.token, len(dataset))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -202,6 +284,8 @@ class FrozenFeatures(Callback):
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 features = task.backbone(batch["input"])
             self.cache.put(stage, dataset.token, indices, features.float())
+            if backbone_is_fixed(task.backbone):
+                self._to_shared(stage, dataset, indices, features.float())
             batch = {**batch, "features": features}
         return batch
 

@@ -23,7 +23,9 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 _CHATTER = re.compile(
     r"\s*(💡 Tip:"
     r"|GPU available:|TPU available:|HPU available:|IPU available:"
-    r"|Loading `train_dataloader` to estimate number of stepping batches)"
+    r"|Loading `train_dataloader` to estimate number of stepping batches"
+    r"|The following callbacks returned in `LightningModule.configure_callbacks` will override existing "
+    r"callbacks passed to Trainer: FreedMemoryReuse$)"
 )
 """Lightning's informational lines that a flash run drops (adverts and the accelerator census)."""
 
