@@ -93,10 +93,33 @@ def test_a_run_with_report_writes_one_self_contained_page_with_what_reproduces_i
     assert "<th>val_accuracy</th>" in page and "<h3>Per epoch</h3>" in page
 
 
-def test_report_is_off_by_default_and_force_removes_an_earlier_one(tmp_path):
-    assert cli.main([*ARGV, "--epochs", "1", "--report", "--out", "run"]) == 0
-    assert (tmp_path / "run" / "report.html").is_file()
-    assert cli.main([*ARGV, "--epochs", "1", "--force", "--out", "run"]) == 0
+def test_the_report_embeds_every_plot_and_the_calibration_and_force_removes_it(tmp_path):
+    extra = [
+        "--epochs",
+        "1",
+        "--calibrate",
+        "--lr",
+        "auto",
+        "--lr-find-steps",
+        "8",
+        "--report",
+        "--out",
+        "run",
+    ]
+    assert cli.main([*ARGV, *extra]) == 0
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    plots = sorted(p.name for p in (tmp_path / "run" / "plots").glob("*.png"))
+    assert plots == ["confusion_matrix.png", "curves.png", "lr_finder.png", "reliability.png"]
+    assert page.count('src="data:image/png;base64,') == len(plots)
+    for name in plots:
+        assert f"<code>plots/{name}</code>" in page
+    assert "Reliability diagram" in page and "Learning-rate finder" in page
+    calibration = json.loads((tmp_path / "run" / "results.json").read_text())["calibration"]
+    assert "<h2>Calibration</h2>" in page
+    assert f"<tr><th>temperature</th><td>{calibration['temperature']:.4g}</td></tr>" in page
+
+    assert cli.main([*ARGV, "--epochs", "1", "--force", "--out", "run"]) == 0  # --report is off by default
     assert not (tmp_path / "run" / "report.html").exists()
     assert "report" not in json.loads((tmp_path / "run" / "results.json").read_text())["files"]
 

@@ -2,7 +2,8 @@
 
 A run folder holds the checkpoint (``model.ckpt``), the run's configuration (``config.json``,
 which ``flash finetune --config`` replays), the metrics per epoch (``metrics.csv``), a summary
-of the results (``results.json``) and the plots (``plots/*.png``). While the run trains, it also
+of the results (``results.json``), the plots (``plots/*.png``) and, with ``--report``, the
+whole run on one HTML page (``report.html``, see :mod:`flash.cli.report`). While the run trains, it also
 holds ``checkpoints/last.ckpt`` (the state after the last finished epoch, from which
 ``flash finetune --resume DIR`` continues a run that was stopped or killed) and
 ``checkpoints/best.ckpt``; they are removed once the run has finished.
@@ -224,7 +225,8 @@ def add_finetune_parser(add_command: Callable[..., argparse.ArgumentParser]) -> 
         "finetune",
         "finetune a pretrained model on your data and save a run folder",
         "Finetune a task on your data. Writes into --out: model.ckpt, config.json (replay it with "
-        "`flash finetune --config FILE`), metrics.csv, results.json and plots/*.png.",
+        "`flash finetune --config FILE`), metrics.csv, results.json and plots/*.png (and report.html "
+        "with --report).",
     )
     parser.add_argument(
         "--config",
