@@ -336,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             parser.exit(2, f"flash: error: {error}\n")
         print(f"Lightning Flash Zero command; running: flash {' '.join(argv)}", file=sys.stderr)
+    command = list(argv)  # as given (Flash Zero's translated): the command that reproduces the run
     command_at = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
     try:
         if command_at is not None and argv[command_at] == "finetune":
@@ -356,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with command_messages(quiet=bool(getattr(args, "quiet", False))):
             if args.command == "finetune":
-                return run_finetune(args, _subparser(parser, "finetune", args.domain))
+                return run_finetune(args, _subparser(parser, "finetune", args.domain), command)
             if args.command in RUNNERS:
                 return RUNNERS[args.command](args, parser)
             return next(c for s in DOMAINS.values() for c in s.commands if c.name == args.command).run(args)

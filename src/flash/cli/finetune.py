@@ -2,7 +2,8 @@
 
 A run folder holds the checkpoint (``model.ckpt``), the run's configuration (``config.json``,
 which ``flash finetune --config`` replays), the metrics per epoch (``metrics.csv``), a summary
-of the results (``results.json``) and the plots (``plots/*.png``). While the run trains, it also
+of the results (``results.json``), the plots (``plots/*.png``) and, with ``--report``, the
+whole run on one HTML page (``report.html``, see :mod:`flash.cli.report`). While the run trains, it also
 holds ``checkpoints/last.ckpt`` (the state after the last finished epoch, from which
 ``flash finetune --resume DIR`` continues a run that was stopped or killed) and
 ``checkpoints/best.ckpt``; they are removed once the run has finished.
@@ -50,6 +51,7 @@ RUN_FILES = (
     "config.json",
     "results.json",
     "metrics.csv",
+    "report.html",
     "plots",
     CHECKPOINTS,
     "lightning_logs",
@@ -189,6 +191,12 @@ COMMON_OPTIONS = (
         "model.ckpt keeps it and plots/reliability.png shows the effect",
         kind="flag",
     ),
+    Option(
+        "--report",
+        "also write report.html: one self-contained page with the data, the search's leaderboard "
+        "(--strategy auto), the metrics, the plots, and the command, seed and versions that reproduce the run",
+        kind="flag",
+    ),
 )
 
 
@@ -217,7 +225,8 @@ def add_finetune_parser(add_command: Callable[..., argparse.ArgumentParser]) -> 
         "finetune",
         "finetune a pretrained model on your data and save a run folder",
         "Finetune a task on your data. Writes into --out: model.ckpt, config.json (replay it with "
-        "`flash finetune --config FILE`), metrics.csv, results.json and plots/*.png.",
+        "`flash finetune --config FILE`), metrics.csv, results.json and plots/*.png (and report.html "
+        "with --report).",
     )
     parser.add_argument(
         "--config",
@@ -443,14 +452,17 @@ def absolute_paths(spec: DomainSpec, options: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- running --------------------------------------------------------------------------------------
-RESUMABLE = ("epochs", "accelerator", "devices", "precision", "calibrate")
+RESUMABLE = ("epochs", "accelerator", "devices", "precision", "calibrate", "report")
 """Options that ``--resume`` may change; the others would make it another run."""
 
 
-def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run_finetune(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> int:
     """Train, save and summarise a run from parsed ``flash finetune DOMAIN`` arguments.
 
-    The run folder is written once the data and the task are ready: ``config.json`` first, then
+    ``argv`` is the command's own arguments (after ``flash``), which ``--report`` quotes as the
+    command that reproduces the run. The run folder is written once the data and the task are ready: ``config.json`` first, then
     ``checkpoints/last.ckpt`` after every epoch; a run that fails before training leaves an
     earlier run (``--force``) as it was. Ctrl-C stops after saying how to resume.
     """
@@ -469,6 +481,7 @@ def run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     started = time.perf_counter()
     run = _train(spec, options, say, quiet=args.quiet, out=out, resume=resume is not None, logger=args.logger)
     run["wall_time_s"] = round(time.perf_counter() - started, 2)
+    run["argv"] = list(argv) if argv is not None else None
     _write_run(spec, run, out)
     print(summary(run, out))
     return 0
@@ -730,10 +743,17 @@ def _write_run(spec: DomainSpec, run: dict[str, Any], out: Path) -> None:
     for logs in ("lightning_logs", "mlruns", "wandb"):
         if (out / logs).is_dir():
             files[f"{logs} (--logger)"] = out / logs
+    if run["options"].get("report"):
+        files["report"] = out / "report.html"
     run["files"] = files
     write_config(files["config"], spec, run["options"])
-    (out / "results.json").write_text(json.dumps(_results(run), indent=2) + "\n", encoding="utf-8")
+    results = _results(run)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # model.ckpt holds the weights kept
+    if "report" in files:
+        from flash.cli.report import write_report
+
+        write_report(files["report"], run, results=results, argv=run.get("argv"), domain=spec.name)
 
 
 def _evaluation_plots(spec: DomainSpec, task: Any, data: Any, folder: Path) -> dict[str, Path]:
@@ -772,7 +792,7 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> Path:
     """The per-epoch metrics as CSV, one row per epoch (``epoch`` counts from 1)."""
     import csv
 
-    columns = ["epoch", *sorted({k for row in history for k in row if k != "epoch"}, key=_metric_order)]
+    columns = metric_columns(history)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -780,6 +800,11 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> Path:
             values = {**row, "epoch": int(row["epoch"]) + 1}
             writer.writerow(["" if values.get(c) is None else values[c] for c in columns])
     return path
+
+
+def metric_columns(history: list[dict[str, float]]) -> list[str]:
+    """``epoch``, then every metric of ``history``: training, validation, test; losses first."""
+    return ["epoch", *sorted({k for row in history for k in row if k != "epoch"}, key=_metric_order)]
 
 
 def _metric_order(name: str) -> tuple[int, str]:
@@ -845,7 +870,7 @@ def summary(run: dict[str, Any], out: Path) -> str:
     history = run.get("history") or []
     lines = []
     if history:
-        columns = ["epoch", *sorted({k for row in history for k in row if k != "epoch"}, key=_metric_order)]
+        columns = metric_columns(history)
         rows = [{**row, "epoch": int(row["epoch"]) + 1} for row in history]
         lines += [table(rows, columns), ""]
     options = run["options"]

@@ -683,6 +683,29 @@ class ImageClassificationData(DataModule):
         """One batch of ``stage`` as the task receives it (after augmentation and normalisation)."""
         return next(iter(self._loader(stage)))
 
+    describe_limit = 200
+    """Training images whose size :meth:`describe` reads, at most (spread evenly over the split)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Image width and height (min, median, max) over at most :attr:`describe_limit` training
+        images: a file's size is read from its header, an array's from its shape; images that
+        cannot be sized are skipped."""
+        from flash.core.data.describe import number_summary
+
+        train = self.splits.get("train")
+        if train is None or len(train) == 0:
+            return {}
+        count = min(len(train), self.describe_limit)
+        positions = np.unique(np.linspace(0, len(train) - 1, count).round().astype(int))
+        sizes = [size for i in positions if (size := _image_size(train.inputs[i])) is not None]
+        if not sizes:
+            return {"images sized": f"0 of {len(positions)} sampled (none could be read)"}
+        return {
+            "image width": number_summary(w for w, _ in sizes),
+            "image height": number_summary(h for _, h in sizes),
+            "images sized": f"{len(sizes)} sampled of {len(train)} training images",
+        }
+
 
 def _array_items(data: Any, kind: str, what: str) -> list[Any]:
     """Split a stacked array/tensor (or a list of them) into one item per image, checking shapes."""
@@ -719,6 +742,27 @@ def _array_items(data: Any, kind: str, what: str) -> list[Any]:
         if np.issubdtype(np.asarray(item).dtype, np.floating) and not np.isfinite(np.asarray(item)).all():
             raise ValueError(f"{what}[{i}] has NaN or infinite pixel values.")
     return items
+
+
+def _image_size(item: Any) -> tuple[int, int] | None:
+    """``(width, height)`` of an image path (from its header), PIL image, channels-last array or
+    channels-first tensor; ``None`` when it cannot be read."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return item.size
+    if isinstance(item, torch.Tensor):
+        shape = tuple(item.shape)
+        return (shape[-1], shape[-2]) if len(shape) in (2, 3) else None
+    if isinstance(item, np.ndarray):
+        return (item.shape[1], item.shape[0]) if item.ndim in (2, 3) else None
+    if isinstance(item, str | os.PathLike):
+        try:
+            with Image.open(item) as image:
+                return image.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None
+    return None
 
 
 __all__ = ["ImageClassificationData", "is_image_file"]

@@ -470,6 +470,26 @@ class TabularData(DataModule):
             f"categorical={self.categorical_fields}, target={self.target_fields}, batch_size={self.batch_size})"
         )
 
+    def describe(self) -> dict[str, Any]:
+        """Rows per split, the numerical and categorical columns, and the fraction of missing
+        values per column of the training rows (inputs and targets)."""
+        rows = {stage: len(split) for stage in ("train", "val", "test") if (split := self.splits.get(stage))}
+        description: dict[str, Any] = {
+            "rows": rows,
+            "numerical columns": self.numerical_fields,
+            "categorical columns": self.categorical_fields,
+            "target columns": list(self.target_fields),
+        }
+        frame, train = self.frames.get("train"), self.splits.get("train")
+        if frame is not None and train is not None and len(train):
+            columns = dict.fromkeys([*self.numerical_fields, *self.categorical_fields, *self.target_fields])
+            present = [c for c in columns if c in frame.columns]
+            missing = frame.iloc[train.inputs][present].isna().mean()
+            description["missing (fraction of training rows)"] = {
+                column: round(float(missing[column]), 4) for column in present
+            }
+        return description
+
 
 def _target_fields(target_fields: Any, target_field: Any) -> Any:
     """``target_fields``, or Lightning Flash's singular ``target_field``."""

@@ -366,6 +366,16 @@ class TextClassificationData(DataModule):
             **options,
         )
 
+    def describe(self) -> dict[str, Any]:
+        """Text length in words (min, median, 95th percentile, max) over the training texts."""
+        from flash.core.data.describe import number_summary
+
+        train = self.splits.get("train")
+        if train is None or len(train) == 0:
+            return {}
+        words = [len(str(text).split()) for text in train.inputs]
+        return {"words per text": number_summary(words, (50, 95)), "texts": len(words)}
+
 
 def _stage_files(train: Any, val: Any, test: Any, predict: Any, valid: Any) -> dict[str, str | Path]:
     if valid is not None:

@@ -295,3 +295,10 @@ class DataModule(LightningDataModule):
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items() if v is not None)
         return f"{type(self).__name__}({sizes}, num_classes={self.num_classes}, batch_size={self.batch_size})"
+
+    def describe(self) -> dict[str, Any]:
+        """The data's own statistics for a run report (``flash finetune ... --report``): image
+        sizes, text lengths, columns ... as plain values, by name. Cheap: it reads headers and
+        samples, never decodes a whole data set. Empty here; domains override it.
+        """
+        return {}
