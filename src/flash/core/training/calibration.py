@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from flash.core.model.calibration import DEFAULT_BINS, CalibrationReport, calibration_report
-from flash.core.model.task import input_and_target
-from flash.core.utils.progress import progress
+from flash.core.model.evaluation import outputs_over
 
 __all__ = ["calibrate", "check_calibratable", "held_out_logits"]
 
@@ -63,28 +62,17 @@ def held_out_logits(model: Any, datamodule: Any) -> tuple[torch.Tensor, torch.Te
         )
     if getattr(datamodule, "task", None) is not model and hasattr(datamodule, "attach_task"):
         datamodule.attach_task(model)
-    loader = datamodule.val_dataloader()
-    logits: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
-    was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
-            for batch in progress(loader, desc="Calibrating on the validation set"):
-                batch = model.on_before_batch_transfer(batch, 0)
-                batch = model.transfer_batch_to_device(batch, model.device, 0)
-                batch = model.on_after_batch_transfer(batch, 0)
-                inputs, target = input_and_target(batch)
-                # forward's output: what the task's probabilities() turn into predictions
-                logits.append(model(inputs).float().cpu())
-                targets.append(torch.as_tensor(target).cpu())
-    finally:
-        model.train(was_training)
-    if not logits:
+        logits, targets = outputs_over(
+            model, datamodule.val_dataloader(), desc="Calibrating on the validation set"
+        )
+    except ValueError:
         raise ValueError(
             "The validation loader gave no batches; calibrate needs validation items (val_split= or val data)."
-        )
-    return torch.cat(logits), torch.cat(targets)
+        ) from None
+    if targets is None:
+        raise ValueError("The validation batches carry no targets; calibrate needs labelled validation data.")
+    return logits.cpu(), targets.cpu()
 
 
 def calibrate(

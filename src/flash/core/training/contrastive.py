@@ -36,9 +36,8 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
 from flash.core.model.embedding import check_training_pairs, supervised_contrastive_loss
-from flash.core.model.task import input_and_target
+from flash.core.model.evaluation import outputs_over
 from flash.core.training.finetuning import FlashBaseFinetuning
-from flash.core.utils.progress import progress
 
 
 class Contrastive(FlashBaseFinetuning):
@@ -167,23 +166,10 @@ def class_vectors(head: nn.Module, num_classes: int) -> torch.Tensor | None:
 def backbone_features(pl_module: LightningModule, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The backbone's features (eval mode, no gradients) and the targets of every batch of ``loader``,
     each batch passed through the task's batch-transfer hooks first."""
-    was_training = pl_module.training
-    pl_module.eval()
-    features, targets = [], []
-    try:
-        with torch.no_grad():
-            for batch in progress(loader, desc="Fitting the head"):
-                batch = pl_module.on_before_batch_transfer(batch, 0)
-                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                batch = pl_module.on_after_batch_transfer(batch, 0)
-                inputs, target = (
-                    (batch["input"], batch["target"]) if isinstance(batch, dict) else input_and_target(batch)
-                )
-                features.append(pl_module.backbone(inputs).float())
-                targets.append(pl_module.step_target(target))
-    finally:
-        pl_module.train(was_training)
-    return torch.cat(features), torch.cat(targets)
+    features, targets = outputs_over(pl_module, loader, pl_module.backbone, desc="Fitting the head")
+    if targets is None:
+        raise ValueError("The training batches carry no targets; the head is fitted on labelled examples.")
+    return features, pl_module.step_target(targets.to(features.device))
 
 
 def fit_logistic_head(

@@ -19,7 +19,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from flash.core.data.folds import make_folds
+from flash.core.model.evaluation import outputs_over
 from flash.core.training.chatter import lightning_chatter_hidden
 from flash.core.utils.validation import check_int
 
@@ -269,20 +270,9 @@ def _takes_argument(factory: Callable[..., Any]) -> bool:
 def _held_out_outputs(task: pl.LightningModule, data: Any) -> np.ndarray:
     """The task's outputs (its ``forward``: logits, as ``predict`` sees them) for the fold's held-out
     items, in their order."""
-    was_training = task.training
-    task.eval()
-    chunks: list[torch.Tensor] = []
-    try:
-        with torch.inference_mode():
-            for batch in data.val_dataloader():
-                batch = task.transfer_batch_to_device(batch, task.device, 0)
-                if not isinstance(batch, Mapping):
-                    batch = {"input": batch[0]}
-                chunks.append(task(batch["input"]).float().cpu())
-    finally:
-        task.train(was_training)
+    outputs, _ = outputs_over(task, data.val_dataloader())
     order = getattr(data.dataset("val"), "order", None)  # position -> item, where a dataset reorders
-    stacked = torch.cat(chunks).numpy()
+    stacked = outputs.cpu().numpy()
     if order is not None:
         restored = np.empty_like(stacked)
         restored[np.asarray(order)] = stacked
