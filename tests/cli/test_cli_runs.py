@@ -249,7 +249,7 @@ def test_strategy_auto_cross_validates_then_trains_the_chosen_setting(tmp_path, 
     printed = capsys.readouterr()
     results = json.loads((out / "results.json").read_text())
     board = results["auto"]["leaderboard"]
-    assert board[0]["candidate"] == "linear probe (freeze)" and len(board) == 4
+    assert board[0]["candidate"] == "linear probe (freeze)" and len(board) == 3
     assert sum(row["chosen"] for row in board) == 1 and results["auto"]["chosen"] in printed.out
     assert "<- chosen" in printed.err and "fold 2/2" in printed.err
     assert (out / "model.ckpt").is_file() and not list((out / "cross_validation").rglob("*.ckpt"))

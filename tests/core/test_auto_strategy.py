@@ -50,7 +50,7 @@ def test_time_limit_skips_what_does_not_fit_and_says_so(tmp_path):
             strategy=("auto", {"folds": 2, "time_limit": 1e-3, "verbose": False}),
         )
     assert len(result.leaderboard) == 1 and result.leaderboard[0]["chosen"]
-    assert len(result.skipped) == 3
+    assert len(result.skipped) == 2
 
 
 def test_bad_auto_input_is_refused_before_training(tmp_path):
@@ -72,6 +72,38 @@ def test_bad_auto_input_is_refused_before_training(tmp_path):
     with pytest.raises(TypeError, match="has none"):
         trainer.finetune(model, data, strategy="auto")
     assert not (tmp_path / "cross_validation").exists()
+
+
+def test_candidates_set_both_rates_and_duplicates_run_once(tmp_path):
+    model = ToyClassifier(learning_rate=1e-2, backbone_lr_factor=0.1)
+    candidates = [
+        Candidate("freeze"),
+        Candidate("freeze", backbone_lr_factor=0.1),
+        Candidate("no_freeze", 2.0, backbone_lr_factor=1.0),
+    ]
+    trainer = flash.Trainer(default_root_dir=tmp_path, **QUIET)
+    result = trainer.finetune(
+        model, toy_data(n=20), strategy=("auto", {"folds": 2, "candidates": candidates, "verbose": False})
+    )
+    assert [row["candidate"] for row in result.leaderboard] == [
+        "freeze",
+        "no_freeze, lr x2, backbone at x1 the head's rate",
+    ]
+    if result.chosen.strategy == "no_freeze":
+        assert (model.learning_rate, model.backbone_lr_factor) == (pytest.approx(2e-2), 1.0)
+    else:
+        assert (model.learning_rate, model.backbone_lr_factor) == (pytest.approx(1e-2), 0.1)
+    with pytest.raises(ValueError, match="must be positive"):
+        trainer.finetune(model, toy_data(n=20), strategy=("auto", {"candidates": [Candidate("freeze", 0.0)]}))
+
+
+def test_image_classifiers_also_try_the_backbone_at_the_heads_rate():
+    from flash.core.training.auto import DEFAULT_CANDIDATES
+    from flash.image import ImageClassifier
+
+    candidates = ImageClassifier.auto_candidates(None)
+    assert candidates[: len(DEFAULT_CANDIDATES)] == DEFAULT_CANDIDATES
+    assert candidates[-1] == Candidate("no_freeze", backbone_lr_factor=1.0)
 
 
 def test_table_tasks_search_learning_rates_not_freezing():

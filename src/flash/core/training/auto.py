@@ -40,30 +40,42 @@ class Candidate:
     Attributes:
         strategy: a strategy name or ``(name, argument)`` tuple, as :meth:`finetune` takes.
         lr_factor: the task's learning rate is multiplied by this.
-        name: how the leaderboard shows it (default: the strategy and factor).
+        name: how the leaderboard shows it (default: the strategy and factors).
+        backbone_lr_factor: the backbone's rate as a multiple of the head's (the task's
+            ``backbone_lr_factor``); ``None`` keeps the task's.
     """
 
     strategy: Any
     lr_factor: float = 1.0
     name: str = ""
+    backbone_lr_factor: float | None = None
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
         rate = "" if self.lr_factor == 1 else f", lr x{self.lr_factor:.3g}"
+        if self.backbone_lr_factor is not None:
+            rate += f", backbone at x{self.backbone_lr_factor:.3g} the head's rate"
         return f"{self.strategy}{rate}"
+
+    def apply(self, task: Any, base_rate: float) -> None:
+        """Give ``task`` this candidate's learning rates (``base_rate``: the task's own rate)."""
+        task.learning_rate = base_rate * self.lr_factor
+        task.hparams["learning_rate"] = task.learning_rate
+        if self.backbone_lr_factor is not None:
+            task.backbone_lr_factor = self.backbone_lr_factor
+            task.hparams["backbone_lr_factor"] = self.backbone_lr_factor
 
 
 DEFAULT_CANDIDATES = (
     Candidate("freeze", name="linear probe (freeze)"),
     Candidate("freeze_unfreeze"),
-    Candidate("no_freeze", 1 / 3),
     Candidate("no_freeze"),
 )
 """What ``auto`` tries on a task with a pretrained backbone, cheapest first: a linear probe on the
-frozen backbone (the head alone trains), ``freeze_unfreeze``, and ``no_freeze`` at a third of the
-task's learning rate and at the rate itself."""
+frozen backbone (the head alone trains), ``freeze_unfreeze`` and ``no_freeze``, with the task's
+learning rates. A task adds or replaces candidates with an ``auto_candidates()`` method."""
 
 
 @dataclass
@@ -165,13 +177,29 @@ def run_auto(
     listed = list(candidates) if candidates is not None else list(_task_candidates(model))
     if not listed:
         raise ValueError("auto needs at least one candidate.")
-    chosen_from = [c if isinstance(c, Candidate) else Candidate(c) for c in listed]
+    chosen_from: list[Candidate] = []
+    seen: set[tuple[str, float, float]] = set()
+    for entry in listed:
+        candidate = entry if isinstance(entry, Candidate) else Candidate(entry)
+        backbone_factor = candidate.backbone_lr_factor
+        if backbone_factor is None:
+            backbone_factor = getattr(model, "backbone_lr_factor", 1.0)
+        settings = (repr(candidate.strategy), float(candidate.lr_factor), float(backbone_factor))
+        if settings not in seen:  # e.g. the backbone at the head's rate, where that is the task's default
+            seen.add(settings)
+            chosen_from.append(candidate)
     for candidate in chosen_from:
         callback = resolve_strategy(candidate.strategy, train_bn=train_bn)
         if isinstance(callback, FlashBaseFinetuning):
             callback.validate(model, trainer.max_epochs)
-        if not candidate.lr_factor > 0:
-            raise ValueError(f"Candidate {candidate.label}: lr_factor must be positive.")
+        factors = [
+            candidate.lr_factor,
+            1.0 if candidate.backbone_lr_factor is None else candidate.backbone_lr_factor,
+        ]
+        if not all(isinstance(f, int | float) and math.isfinite(f) and f > 0 for f in factors):
+            raise ValueError(
+                f"Candidate {candidate.label}: lr_factor and backbone_lr_factor must be positive."
+            )
     if not isinstance(datamodule, DataModule):
         raise TypeError(f'strategy="auto" needs a flash data module, got {type(datamodule).__name__}.')
     make_folds(datamodule.pooled_training().targets, folds, seed, groups)  # impossible folds fail here
@@ -190,7 +218,7 @@ def run_auto(
             print(f"auto: cross-validating {candidate.label}", file=sys.stderr, flush=True)
         began = time.perf_counter()
         results[candidate.label] = trainer.cross_validate(
-            _with_learning_rate(model, candidate.lr_factor),
+            _with_learning_rates(model, candidate),
             datamodule,
             folds=folds,
             seed=seed,
@@ -216,9 +244,7 @@ def run_auto(
     if verbose:
         print(str(result), file=sys.stderr, flush=True)
     winner = result.chosen
-    rate = model.learning_rate * winner.lr_factor
-    model.learning_rate = rate
-    model.hparams["learning_rate"] = rate
+    winner.apply(model, model.learning_rate)
     trainer.finetune(model, datamodule, strategy=winner.strategy, train_bn=train_bn)
     return result
 
@@ -269,17 +295,13 @@ def _task_candidates(model: Any) -> Sequence[Candidate]:
     return own() if callable(own) else DEFAULT_CANDIDATES
 
 
-def _with_learning_rate(model: pl.LightningModule, factor: float) -> pl.LightningModule:
-    """A copy of ``model`` (as it is, untrained by the search) with its learning rate times ``factor``."""
+def _with_learning_rates(model: pl.LightningModule, candidate: Candidate) -> pl.LightningModule:
+    """A copy of ``model`` (as it is, untrained by the search) with ``candidate``'s learning rates."""
     trainer = model._trainer
     model._trainer = None
     try:
         copied = copy.deepcopy(model)
     finally:
         model._trainer = trainer
-    rate = copied.learning_rate * factor
-    if not math.isfinite(rate):
-        raise ValueError(f"learning rate x{factor} is not finite.")
-    copied.learning_rate = rate
-    copied.hparams["learning_rate"] = rate
+    candidate.apply(copied, model.learning_rate)
     return copied
