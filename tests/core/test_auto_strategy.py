@@ -35,6 +35,9 @@ def test_auto_cross_validates_each_candidate_then_trains_the_chosen_one(tmp_path
     assert chosen["mean"] >= best["mean"] - best["standard_error"]
     assert model.learning_rate == pytest.approx(1e-2 * result.chosen.lr_factor)
     assert trainer.history and trainer.history[-1]["epoch"] == 1  # the chosen setting trained the task
+    assert (
+        result.results["freeze"].outputs.shape[1] == 40
+    )  # the 40 training items; the 20 validation ones stay out
     assert "<- chosen" in str(result) and len(result.to_frame()) == 3
     for row in result.leaderboard:  # every candidate saw the same folds: paired differences
         folds = result.results[row["candidate"]].fold_of
@@ -63,9 +66,9 @@ def test_bad_auto_input_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="Unknown finetuning strategy"):
         trainer.finetune(ToyClassifier(), data, strategy=("auto", {"candidates": ["frozen"]}))
     with pytest.raises(ValueError, match="has only 1 training item"):
-        trainer.finetune(ToyClassifier(), toy_data(n=4), strategy=("auto", {"folds": 5}))
-    with pytest.raises(ValueError, match="Use folds <= 14"):
-        trainer.finetune(ToyClassifier(), data, strategy=("auto", {"folds": 15}))
+        trainer.finetune(ToyClassifier(), toy_data(n=6), strategy=("auto", {"folds": 2}))
+    with pytest.raises(ValueError, match="Use folds <= 10"):
+        trainer.finetune(ToyClassifier(), data, strategy=("auto", {"folds": 11}))
     model = ToyClassifier()
     del model.backbone
     model.backbone = None

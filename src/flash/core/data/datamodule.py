@@ -211,6 +211,16 @@ class DataModule(LightningDataModule):
         targets = np.concatenate([np.asarray(train.targets), np.asarray(val.targets)])
         return Split([*train.inputs, *val.inputs], targets)
 
+    def without_validation(self) -> DataModule:
+        """A copy of this data without its validation split: what ``strategy="auto"`` searches on,
+        so the validation items stay unseen until the chosen setting trains."""
+        clone = copy.copy(self)
+        clone.splits = {**self.splits, "val": None}
+        clone._datasets = {}
+        clone.task = None
+        clone.trainer = None
+        return clone
+
     def fold(self, train_indices: Sequence[int], val_indices: Sequence[int]) -> DataModule:
         """A copy of this data whose training and validation items are the given positions of
         :meth:`pooled_training`; test data is kept, prediction inputs are dropped.

@@ -147,7 +147,8 @@ def run_auto(
     groups: Sequence[Any] | None = None,
     verbose: bool = True,
 ) -> AutoResult:
-    """Cross-validate each candidate on ``datamodule``'s training data, choose one, train it on the data.
+    """Cross-validate each candidate on ``datamodule``'s training items (its validation items stay
+    out of the search), choose one, and train it on the data as :meth:`finetune` does.
 
     Args:
         candidates: what to try, cheapest first (:class:`Candidate` or strategy names); default:
@@ -157,7 +158,7 @@ def run_auto(
             expected time (that of the one before) would pass it is not started. The first
             candidate always runs.
         seed: seed of the folds and runs.
-        groups: as in :meth:`~flash.Trainer.cross_validate`.
+        groups: one group per training item (see :meth:`~flash.Trainer.cross_validate`).
         verbose: print each fold, and the leaderboard.
 
     Raises:
@@ -202,7 +203,8 @@ def run_auto(
             )
     if not isinstance(datamodule, DataModule):
         raise TypeError(f'strategy="auto" needs a flash data module, got {type(datamodule).__name__}.')
-    make_folds(datamodule.pooled_training().targets, folds, seed, groups)  # impossible folds fail here
+    searched = datamodule.without_validation() if datamodule.splits.get("val") is not None else datamodule
+    make_folds(searched.pooled_training().targets, folds, seed, groups)  # impossible folds fail here
     monitor = str(getattr(model, "monitor", None) or "val_loss")
     mode = str(getattr(model, "monitor_mode", "min"))
     results: dict[str, CrossValidationResult] = {}
@@ -219,7 +221,7 @@ def run_auto(
         began = time.perf_counter()
         results[candidate.label] = trainer.cross_validate(
             _with_learning_rates(model, candidate),
-            datamodule,
+            searched,
             folds=folds,
             seed=seed,
             groups=groups,
