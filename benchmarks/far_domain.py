@@ -25,7 +25,8 @@ run is its own fresh process (:func:`benchmarks.common.run_isolated`), seeded wi
 Prints every run's final validation accuracy and wall time, then mean and standard deviation per
 contender. ``--flash-args`` (``name=value`` pairs) passes settings to ``ImageClassifier`` and
 ``--train-bn`` passes ``train_bn`` to ``finetune``, to compare a changed setting with the defaults;
-a strategy may carry its argument after a colon (``freeze_unfreeze:0``). ``--data DIR`` runs
+a strategy may carry its argument after a colon (``freeze_unfreeze:0``); ``auto`` (with options
+as ``auto:{'folds':3}``) runs ``strategy="auto"`` and prints what it chose. ``--data DIR`` runs
 flash on other images (``DIR/train/<class>``, ``DIR/val/<class>``) with ``--epochs``,
 ``--image-size`` and ``--hflip``, e.g. to check a changed default on photos.
 """
@@ -89,9 +90,13 @@ def flash_run(
         )
         name, _, argument = strategy.partition(":")
         chosen = (name, ast.literal_eval(argument)) if argument else name
-        trainer.finetune(task, data, strategy=chosen, train_bn=train_bn)
+        search = trainer.finetune(task, data, strategy=chosen, train_bn=train_bn)
     epochs = [float(row["val_accuracy"]) for row in trainer.history if "val_accuracy" in row]
-    return {"accuracy": epochs[-1], "epochs": epochs}
+    result: dict[str, Any] = {"accuracy": epochs[-1], "epochs": epochs}
+    if search is not None:  # strategy "auto": what it chose, and its leaderboard
+        result["chosen"] = search.chosen.label
+        result["leaderboard"] = str(search)
+    return result
 
 
 def _backbone(num_classes: int):
@@ -231,9 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     if (
         not seeds
         or only - {"flash", "hand", "probe", "probe-bn"}
-        or {s.partition(":")[0] for s in strategies} - set(STRATEGIES)
+        or {s.partition(":")[0] for s in strategies} - {*STRATEGIES, "auto"}
     ):
-        parser.error(f"--seeds takes whole numbers; --only flash, hand, probe; --strategies {STRATEGIES}")
+        parser.error(
+            f"--seeds takes whole numbers; --only flash, hand, probe; --strategies {STRATEGIES} or auto"
+        )
     task_args = _parse_args(args.flash_args)
     train_bn = {"auto": None, "true": True, "false": False}[args.train_bn]
     settings = [args.flash_args] * bool(task_args) + [f"train_bn={train_bn}"] * (train_bn is not None)
@@ -271,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
                 per_epoch = " ".join(f"{a:.3f}" for a in result["epochs"])
                 print(f"[{start}] {name}, seed {seed}: {result['accuracy']:.3f} in {seconds:.0f} s"
                       + (f" (epochs: {per_epoch})" if per_epoch else ""), flush=True)  # fmt: skip
+                if "leaderboard" in result:
+                    print(f"  auto chose {result['chosen']}:\n{result['leaderboard']}", flush=True)
             sd = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
             rows.append(
                 {
