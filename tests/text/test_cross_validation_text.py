@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import sentiment_frame
 from flash.core.training.cross_validation import _held_out_outputs
 from flash.text import TextClassificationData, TextClassifier
+from text.conftest import sentiment_frame
 
 
 def test_held_out_outputs_follow_the_items_order_although_batches_are_sorted_by_length():
