@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -206,6 +210,26 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
             ckpt_path=ckpt_path,
         )
 
+    def fit(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``fit`` (see :class:`Trainer`); Ctrl-C handling is as before it afterwards."""
+        with sigint_kept():
+            return super().fit(*args, **kwargs)
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``validate``; Ctrl-C handling is as before it afterwards."""
+        with sigint_kept():
+            return super().validate(*args, **kwargs)
+
+    def test(self, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``test``; Ctrl-C handling is as before it afterwards."""
+        with sigint_kept():
+            return super().test(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``predict`` (with Lightning Flash's ``output=``); Ctrl-C handling is as before it afterwards."""
+        with sigint_kept():
+            return super().predict(*args, **kwargs)
+
     lr_find = find_learning_rate
     cross_validate = cross_validate
     calibrate = calibrate_temperature
@@ -232,6 +256,25 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
         checkpoints = [c for c in kept if isinstance(c, pl.callbacks.Checkpoint)]
         others = [c for c in kept if not isinstance(c, pl.callbacks.Checkpoint)]
         self.callbacks = [*others, callback, *checkpoints]
+
+
+@contextlib.contextmanager
+def sigint_kept() -> Iterator[None]:
+    """Put the process's Ctrl-C (SIGINT) handler back after the block.
+
+    On Ctrl-C, Lightning makes the process ignore SIGINT for its shutdown and leaves it so: the
+    user's next Ctrl-C would do nothing, and every subprocess started later would inherit the
+    ignored signal (Python then never raises KeyboardInterrupt in it).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if handler is not None and signal.getsignal(signal.SIGINT) != handler:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _quiet_defaults(kwargs: dict[str, Any], callbacks: list[Callback]) -> list[Callback]:
