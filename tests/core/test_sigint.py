@@ -1,4 +1,4 @@
-"""Ctrl-C during a run: Lightning ignores SIGINT for its shutdown; flash.Trainer puts the handler back."""
+"""Ctrl-C during a run: Lightning ignores SIGINT while it shuts down; flash.Trainer puts the handler back."""
 
 from __future__ import annotations
 

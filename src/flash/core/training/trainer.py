@@ -262,9 +262,11 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
 def sigint_kept() -> Iterator[None]:
     """Put the process's Ctrl-C (SIGINT) handler back after the block.
 
-    On Ctrl-C, Lightning makes the process ignore SIGINT for its shutdown and leaves it so: the
-    user's next Ctrl-C would do nothing, and every subprocess started later would inherit the
-    ignored signal (Python then never raises KeyboardInterrupt in it).
+    On Ctrl-C, Lightning makes the process ignore SIGINT while it shuts the run down, then puts
+    back the handlers its signal connector recorded when the run was set up; a Ctrl-C before that
+    set-up leaves SIGINT ignored. An ignored SIGINT would make the user's next Ctrl-C do nothing,
+    and every subprocess started later would inherit it (Python then never raises
+    KeyboardInterrupt there). flash puts back the handler from before the call in every case.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
