@@ -121,7 +121,7 @@ class SharedFeatures:
         if key != self._key:
             self._key, self._store = key, {}
         for position, feature in zip(positions, features.detach().cpu()):
-            self._store[int(position)] = feature.clone()
+            self._store[int(position)] = feature  # rows of a tensor nothing else writes to
 
 
 class FrozenFeatures(Callback):

@@ -9,7 +9,6 @@ setting (fewer trained weights) is the safer bet. The winner is then trained on 
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 import sys
@@ -23,7 +22,7 @@ import lightning.pytorch as pl
 from torch import nn
 
 from flash.core.data.folds import make_folds
-from flash.core.training.cross_validation import CrossValidationResult
+from flash.core.training.cross_validation import CrossValidationResult, untrained_copy
 from flash.core.utils.validation import check_int
 
 AUTO_OPTIONS = ("candidates", "folds", "time_limit", "seed", "groups", "verbose")
@@ -299,11 +298,6 @@ def _task_candidates(model: Any) -> Sequence[Candidate]:
 
 def _with_learning_rates(model: pl.LightningModule, candidate: Candidate) -> pl.LightningModule:
     """A copy of ``model`` (as it is, untrained by the search) with ``candidate``'s learning rates."""
-    trainer = model._trainer
-    model._trainer = None
-    try:
-        copied = copy.deepcopy(model)
-    finally:
-        model._trainer = trainer
+    copied = untrained_copy(model)
     candidate.apply(copied, model.learning_rate)
     return copied

@@ -15,7 +15,6 @@ import copy
 import inspect
 import math
 import os
-import random
 import statistics
 import sys
 import time
@@ -26,11 +25,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 
 from flash.core.data.folds import make_folds
 from flash.core.model.evaluation import outputs_over
 from flash.core.training.chatter import lightning_chatter_hidden
+from flash.core.training.lr_finder import rng_state, set_rng_state
 from flash.core.utils.validation import check_int
 
 TaskFactory = Callable[..., pl.LightningModule]
@@ -231,16 +230,19 @@ def cross_validate(
     return result
 
 
-def _template(model: pl.LightningModule | TaskFactory) -> pl.LightningModule | None:
-    """An untouched copy of a task given as an instance, so every fold starts from the same weights."""
-    if not isinstance(model, pl.LightningModule):
-        return None
+def untrained_copy(model: pl.LightningModule) -> pl.LightningModule:
+    """A copy of ``model`` as it is now (weights, settings), detached from any trainer."""
     trainer = model._trainer
     model._trainer = None
     try:
         return copy.deepcopy(model)
     finally:
         model._trainer = trainer
+
+
+def _template(model: pl.LightningModule | TaskFactory) -> pl.LightningModule | None:
+    """An untouched copy of a task given as an instance, so every fold starts from the same weights."""
+    return untrained_copy(model) if isinstance(model, pl.LightningModule) else None
 
 
 def _fresh_task(
@@ -284,20 +286,13 @@ def _held_out_outputs(task: pl.LightningModule, data: Any) -> np.ndarray:
 def _seeded(seed: int) -> Iterator[None]:
     """``seed_everything(seed)`` for the block; the global generators and ``PL_GLOBAL_SEED`` after it
     are as before."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    cuda = (
-        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    )
+    state = rng_state()
     env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     pl.seed_everything(seed, workers=True, verbose=False)
     try:
         yield
     finally:
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        torch.set_rng_state(state["torch"])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        set_rng_state(state)
         for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)

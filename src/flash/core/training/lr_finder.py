@@ -101,7 +101,7 @@ def find_learning_rate(
     _check_arguments(task, min_lr, max_lr, num_training, early_stop_threshold)
     train_loader = _train_loader(task, data)
     snapshot = _TaskSnapshot(task)
-    rng_state = _rng_state()
+    saved_rng = rng_state()
     try:
         with tempfile.TemporaryDirectory(prefix="flash_lr_find_") as scratch_dir, scratch_run_hidden():
             scratch = _scratch_trainer(trainer, scratch_dir, strategy, train_bn, task)
@@ -120,7 +120,7 @@ def find_learning_rate(
                 )
     finally:
         snapshot.restore()
-        _set_rng_state(rng_state)
+        set_rng_state(saved_rng)
     if finder is None:
         raise RuntimeError("The learning-rate finder did not run (is fast_dev_run set on the trainer?).")
     lrs = [float(x) for x in finder.results.get("lr", [])]
@@ -329,14 +329,16 @@ class _TaskSnapshot:
             setattr(task, name, value)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's (CPU, and CUDA where initialised) global generator states."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back the generator states :func:`rng_state` took."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

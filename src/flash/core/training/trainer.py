@@ -211,22 +211,22 @@ class Trainer(LegacyTrainerEntryPoints, pl.Trainer):
         )
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
-        """Lightning's ``fit`` (see :class:`Trainer`); Ctrl-C handling is as before it afterwards."""
+        """Lightning's ``fit``; the Ctrl-C handler is as before it afterwards (:func:`sigint_kept`)."""
         with sigint_kept():
             return super().fit(*args, **kwargs)
 
     def validate(self, *args: Any, **kwargs: Any) -> Any:
-        """Lightning's ``validate``; Ctrl-C handling is as before it afterwards."""
+        """Lightning's ``validate``; the Ctrl-C handler is as before it afterwards."""
         with sigint_kept():
             return super().validate(*args, **kwargs)
 
     def test(self, *args: Any, **kwargs: Any) -> Any:
-        """Lightning's ``test``; Ctrl-C handling is as before it afterwards."""
+        """Lightning's ``test``; the Ctrl-C handler is as before it afterwards."""
         with sigint_kept():
             return super().test(*args, **kwargs)
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
-        """Lightning's ``predict`` (with Lightning Flash's ``output=``); Ctrl-C handling is as before it afterwards."""
+        """Lightning's ``predict`` (with Lightning Flash's ``output=``); the Ctrl-C handler is as before."""
         with sigint_kept():
             return super().predict(*args, **kwargs)
 
