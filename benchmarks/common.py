@@ -10,6 +10,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from statistics import mean, stdev
 from typing import Any
 
 
@@ -69,3 +70,34 @@ def quiet_contender(threads_variable: str) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("FLASH_QUIET", "1")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` as ``[0, 1, 2]``; ValueError unless they are distinct whole numbers >= 0."""
+    seeds = [int(part) for part in text.split(",") if part.strip()]
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(text)
+    return seeds
+
+
+def spread(values: list[float], digits: int) -> str:
+    """``mean ± sd`` (sample standard deviation; just the value for one run)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
+
+
+def seed_summary(
+    rows: list[dict[str, Any]], names: list[str], columns: list[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """One row per contender of ``names``: ``mean ± sd`` over its per-seed ``rows`` of each
+    ``(column, digits)`` in ``columns``."""
+    out = []
+    for name in names:
+        mine = [r for r in rows if r["contender"] == name]
+        row: dict[str, Any] = {"contender": name, "seeds": len(mine)}
+        for column, digits in columns:
+            values = [r[column] for r in mine if r.get(column, "") != ""]
+            row[column] = spread(values, digits) if values else ""
+        out.append(row)
+    return out

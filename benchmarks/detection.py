@@ -1,7 +1,7 @@
 """Object detection on BCCD blood cells: flash next to a hand-written torchvision loop.
 
-    python benchmarks/detection.py DATA [--only flash,hand] [--epochs 8] [--unfreeze-epoch 3]
-                                       [--image-size 384] [--head fcos]
+    python benchmarks/detection.py DATA [--only flash,hand] [--epochs 12] [--unfreeze-epoch 1]
+                                       [--image-size 384] [--head fcos] [--seeds 0,1]
 
 DATA holds ``train/`` and ``val/``, each with ``images/*.jpg`` and ``annotations/*.xml`` (Pascal
 VOC; BCCD: 205 training and 87 validation images of 640x480, classes RBC, WBC and Platelets).
@@ -17,6 +17,11 @@ epochs, optimiser (AdamW, heads 1e-3, backbone 1e-4 once unfrozen, cosine decay)
   XML files and images, ``ToTensor`` and a random flip, a 2-worker ``DataLoader``, the torchvision
   model (its ``GeneralizedRCNNTransform`` resizes and normalises), a loop summing the loss dict,
   torchmetrics' ``MeanAveragePrecision`` on the validation images after every epoch.
+
+``--seeds`` runs both contenders once per seed, both contenders of a seed back to back, so a
+change in the machine's load falls on both (flash: ``seed_everything(seed)`` and the data module's
+``seed=``; the loop: ``torch.manual_seed(seed)``, which also seeds its loader processes); with more
+than one seed a summary gives each contender's mean and sample standard deviation.
 
 Prints mAP@0.5 and mAP@0.5:0.95 on the validation images after the last epoch, wall time, CPU
 time, peak resident memory of the main process, and wall time as a ratio of the hand-written loop's.
@@ -34,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import print_table, run_isolated
+from benchmarks.common import parse_seeds, print_table, run_isolated, seed_summary
 
 BATCH_SIZE = 8
 FPN_CHANNELS = 128
@@ -54,7 +59,7 @@ def _threads(threads: int) -> None:
 
 
 def flash_detector(
-    data_dir: str, epochs: int, unfreeze_epoch: int, image_size: int, head: str, threads: int
+    data_dir: str, epochs: int, unfreeze_epoch: int, image_size: int, head: str, threads: int, seed: int
 ) -> dict[str, Any]:
     """The detection page's example at this image size."""
     cpu0 = _cpu_seconds()
@@ -65,13 +70,14 @@ def flash_detector(
     from flash.core.training.finetuning import FreezeUnfreeze
     from flash.image import ObjectDetectionData, ObjectDetector
 
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(seed, verbose=False)
     data = ObjectDetectionData.from_voc(
         train_folder=f"{data_dir}/train",
         val_folder=f"{data_dir}/val",
         image_size=image_size,
         batch_size=BATCH_SIZE,
         on_bad_box="skip",  # BCCD has two zero-size boxes
+        seed=seed,
     )
     task = ObjectDetector(
         num_classes=data.num_classes, head=head, fpn_channels=FPN_CHANNELS, head_convs=HEAD_CONVS
@@ -189,7 +195,7 @@ def _hand_model(num_classes: int, image_size: int, head: str):
 
 
 def hand_written(
-    data_dir: str, epochs: int, unfreeze_epoch: int, image_size: int, head: str, threads: int
+    data_dir: str, epochs: int, unfreeze_epoch: int, image_size: int, head: str, threads: int, seed: int
 ) -> dict[str, Any]:
     """torchvision's detection-tutorial loop on the same network."""
     cpu0 = _cpu_seconds()
@@ -199,7 +205,7 @@ def hand_written(
     import torch
     from torchmetrics.detection import MeanAveragePrecision
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)  # also seeds the loader processes
     train_items, val_items = _voc_items(f"{data_dir}/train"), _voc_items(f"{data_dir}/val")
     classes = sorted({n for _, _, names in train_items for n in names})
 
@@ -260,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", default=",".join(CONTENDERS), help=f"comma-separated: {', '.join(CONTENDERS)}"
     )
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--unfreeze-epoch", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--unfreeze-epoch", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=384, help="longer side of the network's input")
     parser.add_argument("--head", choices=("fcos", "retinanet"), default="fcos")
     parser.add_argument(
@@ -270,7 +276,16 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="torch threads in each contender (default: torch's); 1 on a machine other jobs load",
     )
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated seeds; both contenders run once per seed (e.g. 0,1)"
+    )
     args = parser.parse_args(argv)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError:
+        parser.error(
+            f"--seeds takes distinct whole numbers >= 0, comma-separated (e.g. 0,1), got {args.seeds!r}"
+        )
     data_dir = str(Path(args.data_dir).resolve())
     for split in ("train", "val"):
         for sub in ("images", "annotations"):
@@ -281,33 +296,45 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
 
-    print(f"{os.cpu_count()} CPUs; {args.head}, {args.image_size} px longer side, {args.epochs} epochs, backbone "
-          f"frozen before epoch {args.unfreeze_epoch}, batch {BATCH_SIZE}, torch threads "
-          f"{args.threads or 'default'}", flush=True)  # fmt: skip
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.head}, {args.image_size} px "
+          f"longer side, {args.epochs} epochs, backbone frozen before epoch {args.unfreeze_epoch}, batch "
+          f"{BATCH_SIZE}, torch threads {args.threads or 'default'}, seeds {seeds}", flush=True)  # fmt: skip
     rows = []
-    for key in chosen:
-        name, fn = CONTENDERS[key]
-        start = time.strftime("%H:%M:%S")
-        result, seconds, peak_mb = run_isolated(
-            fn, data_dir, args.epochs, args.unfreeze_epoch, args.image_size, args.head, args.threads
-        )
-        row = {
-            "contender": name,
-            "mAP@0.5": round(result["map_50"], 3),
-            "mAP@0.5:0.95": round(result["map"], 3),
-            "wall s": round(seconds, 1),
-            "cpu s": round(result["cpu_s"], 1),
-            "peak MB": round(peak_mb),
-        }
-        rows.append(row)
-        print(f"[{start}] {row}", flush=True)
-    baseline = next((r for r in rows if r["contender"] == CONTENDERS["hand"][0]), None)
-    for row in rows:
-        row["wall / hand-written"] = round(row["wall s"] / baseline["wall s"], 2) if baseline else ""
+    for seed in seeds:
+        seed_rows = []
+        for key in chosen:
+            name, fn = CONTENDERS[key]
+            start = time.strftime("%H:%M:%S")
+            result, seconds, peak_mb = run_isolated(
+                fn, data_dir, args.epochs, args.unfreeze_epoch, args.image_size, args.head, args.threads, seed
+            )
+            row = {
+                "seed": seed,
+                "contender": name,
+                "mAP@0.5": round(result["map_50"], 3),
+                "mAP@0.5:0.95": round(result["map"], 3),
+                "wall s": round(seconds, 1),
+                "cpu s": round(result["cpu_s"], 1),
+                "peak MB": round(peak_mb),
+            }
+            seed_rows.append(row)
+            print(f"[{start}] {row} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        baseline = next((r for r in seed_rows if r["contender"] == CONTENDERS["hand"][0]), None)
+        for row in seed_rows:
+            row["wall / hand-written"] = round(row["wall s"] / baseline["wall s"], 2) if baseline else ""
+        rows += seed_rows
     print()
-    print_table(
-        rows, ["contender", "mAP@0.5", "mAP@0.5:0.95", "wall s", "cpu s", "peak MB", "wall / hand-written"]
-    )
+    columns = ["mAP@0.5", "mAP@0.5:0.95", "wall s", "cpu s", "peak MB", "wall / hand-written"]
+    print_table(rows, ["seed", "contender", *columns])
+    if len(seeds) > 1:
+        print()
+        print(f"mean ± sample standard deviation over {len(seeds)} seeds:")
+        print()
+        digits = [3, 3, 1, 1, 0, 2]
+        print_table(
+            seed_summary(rows, [CONTENDERS[key][0] for key in chosen], list(zip(columns, digits))),
+            ["contender", "seeds", *columns],
+        )
 
 
 if __name__ == "__main__":

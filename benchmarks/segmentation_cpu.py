@@ -50,12 +50,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import mean, stdev
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import print_table, run_isolated
+from benchmarks.common import parse_seeds, print_table, run_isolated, seed_summary
 
 BATCH_SIZE = 8
 IMAGE_SIZE = 180
@@ -274,37 +273,13 @@ CONTENDERS = {
 }
 
 
-def _seeds(text: str) -> list[int]:
-    seeds = [int(part) for part in text.split(",") if part.strip()]
-    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(text)
-    return seeds
-
-
-def _spread(values: list[float], digits: int) -> str:
-    """``mean ± sd`` (sample standard deviation; just the value for one run)."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
-
-
-def summary(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """One row per contender: mean ± sd over the seeds of every column of the per-seed rows."""
-    out = []
-    for name in names:
-        mine = [r for r in rows if r["contender"] == name]
-        row: dict[str, Any] = {"contender": name, "seeds": len(mine)}
-        for column, digits in (
-            ("val mean IoU", 3),
-            ("pixel accuracy", 3),
-            ("wall s", 1),
-            ("cpu s", 1),
-            ("wall / hand-written", 2),
-        ):
-            values = [r[column] for r in mine if r[column] != ""]
-            row[column] = _spread(values, digits) if values else ""
-        out.append(row)
-    return out
+SUMMARY_COLUMNS = [
+    ("val mean IoU", 3),
+    ("pixel accuracy", 3),
+    ("wall s", 1),
+    ("cpu s", 1),
+    ("wall / hand-written", 2),
+]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -321,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        seeds = _seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
     except ValueError:
         parser.error(
             f"--seeds takes distinct whole numbers >= 0, comma-separated (e.g. 0,1,2), got {args.seeds!r}"
@@ -380,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mean ± sample standard deviation over {len(seeds)} seeds:")
         print()
         print_table(
-            summary(rows, [CONTENDERS[key][0] for key in chosen]),
+            seed_summary(rows, [CONTENDERS[key][0] for key in chosen], SUMMARY_COLUMNS),
             [
                 "contender",
                 "seeds",
