@@ -44,6 +44,23 @@ def test_auto_cross_validates_each_candidate_then_trains_the_chosen_one(tmp_path
         assert (folds == result.results["freeze"].fold_of).all()
 
 
+def test_repeats_draw_fresh_folds_for_every_candidate(tmp_path):
+    trainer = flash.Trainer(default_root_dir=tmp_path, **QUIET)
+    candidates = [Candidate("freeze"), Candidate("no_freeze")]
+    result = trainer.finetune(
+        ToyClassifier(),
+        toy_data(n=30),
+        strategy=("auto", {"folds": 2, "repeats": 2, "candidates": candidates, "verbose": False}),
+    )
+    for label, cv in result.results.items():
+        assert len(cv.folds) == 4, label  # 2 folds x 2 repeats, each with its own score
+        assert cv.fold_of.shape == (2, 30)
+        assert (cv.fold_of == result.results["freeze"].fold_of).all()
+    assert not (result.results["freeze"].fold_of[0] == result.results["freeze"].fold_of[1]).all()
+    with pytest.raises(ValueError, match="repeats"):
+        trainer.finetune(ToyClassifier(), toy_data(n=30), strategy=("auto", {"repeats": 0}))
+
+
 def test_time_limit_skips_what_does_not_fit_and_says_so(tmp_path):
     trainer = flash.Trainer(default_root_dir=tmp_path, **QUIET)
     with pytest.warns(UserWarning, match="too small for one candidate"):

@@ -25,7 +25,7 @@ from flash.core.data.folds import make_folds
 from flash.core.training.cross_validation import CrossValidationResult, untrained_copy
 from flash.core.utils.validation import check_int
 
-AUTO_OPTIONS = ("candidates", "folds", "time_limit", "seed", "groups", "verbose")
+AUTO_OPTIONS = ("candidates", "folds", "repeats", "time_limit", "seed", "groups", "verbose")
 """What ``strategy=("auto", {...})`` takes."""
 
 DEFAULT_FOLDS = 5
@@ -141,6 +141,7 @@ def run_auto(
     train_bn: bool | None = None,
     candidates: Sequence[Candidate | str] | None = None,
     folds: int = DEFAULT_FOLDS,
+    repeats: int = 1,
     time_limit: float | None = None,
     seed: int = 0,
     groups: Sequence[Any] | None = None,
@@ -153,6 +154,8 @@ def run_auto(
         candidates: what to try, cheapest first (:class:`Candidate` or strategy names); default:
             the task's ``auto_candidates`` or :data:`DEFAULT_CANDIDATES`.
         folds: folds per candidate (the same folds for all).
+        repeats: how many times the folds are drawn afresh (more scores per candidate, for a
+            choice less at the mercy of one split; each repeat costs another ``folds`` runs).
         time_limit: seconds for the search (the final training is not counted): a candidate whose
             expected time (that of the one before) would pass it is not started. The first
             candidate always runs.
@@ -172,6 +175,7 @@ def run_auto(
             "train it with a named strategy."
         )
     check_int(folds, "folds", 2)
+    check_int(repeats, "repeats", 1)
     if time_limit is not None and (not isinstance(time_limit, int | float) or time_limit <= 0):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}.")
     listed = list(candidates) if candidates is not None else list(_task_candidates(model))
@@ -222,6 +226,7 @@ def run_auto(
             _with_learning_rates(model, candidate),
             searched,
             folds=folds,
+            repeats=repeats,
             seed=seed,
             groups=groups,
             strategy=candidate.strategy,
