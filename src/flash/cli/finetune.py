@@ -667,7 +667,7 @@ def _train(
     return run
 
 
-def _check_calibration(task: Any, has_val: bool, data: Any = None, coverage: float | None = None) -> None:
+def _check_calibration(task: Any, has_val: bool, data: Any, coverage: float | None) -> None:
     """Refuse ``--calibrate`` (and ``--coverage``), before training, where it cannot run."""
     from flash.core.model.conformal import min_items
     from flash.core.training.calibration import check_calibratable

@@ -162,7 +162,8 @@ class ConformalReport:
 
     The threshold is fitted on all the items. Coverage measured on those same items would be
     optimistic, so the empirical numbers come from ``splits`` random half splits: the threshold
-    fitted on one half, measured on the other.
+    fitted on one half, measured on the other. They describe thresholds fitted on half as many
+    items as the one kept, whose coverage varies less from one held-out set to another.
 
     Attributes:
         coverage: the coverage asked for.
