@@ -113,8 +113,10 @@ class ClassificationTask(Task):
         self.multi_label_threshold = float(multi_label_threshold)
         self.labels = list(labels) if labels is not None else None
         self.register_buffer("temperature", torch.ones((), dtype=torch.float32), persistent=True)
-        for name in _CONFORMAL_BUFFERS:
-            self.register_buffer(name, torch.full((), math.nan, dtype=torch.float32), persistent=True)
+        for (
+            name
+        ) in _CONFORMAL_BUFFERS:  # 0 until fitted (not NaN: state dicts stay comparable with torch.equal)
+            self.register_buffer(name, torch.zeros((), dtype=torch.float32), persistent=True)
 
     temperature: torch.Tensor
     """The scalar the logits are divided by before the softmax (single-label tasks; 1 until
@@ -123,17 +125,18 @@ class ClassificationTask(Task):
     export's ``probabilities``; the predicted labels do not depend on it."""
 
     conformal_threshold: torch.Tensor
-    """The conformal threshold ``q`` on ``1 - probability`` (single-label tasks; NaN until
-    :meth:`flash.Trainer.calibrate` fits it with ``coverage=``): ``predict(output="set")`` gives
-    each item the classes whose calibrated probability is at least ``1 - q``. Saved in checkpoints."""
+    """The conformal threshold ``q`` on ``1 - probability`` (single-label tasks; fitted by
+    :meth:`flash.Trainer.calibrate` with ``coverage=``): ``predict(output="set")`` gives each item
+    the classes whose calibrated probability is at least ``1 - q``. Saved in checkpoints."""
 
     conformal_coverage: torch.Tensor
-    """The coverage the :attr:`conformal_threshold` was fitted for (NaN until it is fitted)."""
+    """The coverage the :attr:`conformal_threshold` was fitted for, in ``(0, 1)``; 0 while none is
+    fitted (as in checkpoints saved before conformal sets existed)."""
 
     @property
     def has_conformal_sets(self) -> bool:
         """Whether a conformal threshold is fitted, so ``predict(output="set")`` works."""
-        return bool(torch.isfinite(self.conformal_threshold))
+        return float(self.conformal_coverage) > 0
 
     def set_conformal_threshold(self, threshold: float | None, coverage: float | None = None) -> None:
         """Keep a conformal threshold fitted for ``coverage`` on this task's calibrated probabilities
@@ -147,8 +150,8 @@ class ClassificationTask(Task):
         from flash.core.utils.validation import check_number
 
         if threshold is None:
-            self.conformal_threshold.fill_(math.nan)
-            self.conformal_coverage.fill_(math.nan)
+            self.conformal_threshold.zero_()
+            self.conformal_coverage.zero_()
             return
         if self.multi_label:
             raise ValueError(_MULTI_LABEL_SETS)
@@ -199,7 +202,7 @@ class ClassificationTask(Task):
         # ... and checkpoints saved before conformal sets have none fitted.
         for name in _CONFORMAL_BUFFERS:
             if prefix + name not in state_dict:
-                state_dict[prefix + name] = torch.full((), math.nan, dtype=torch.float32)
+                state_dict[prefix + name] = torch.zeros((), dtype=torch.float32)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
