@@ -98,6 +98,8 @@ def test_the_report_embeds_every_plot_and_the_calibration_and_force_removes_it(t
         "--epochs",
         "1",
         "--calibrate",
+        "--coverage",
+        "0.8",
         "--lr",
         "auto",
         "--lr-find-steps",
@@ -118,6 +120,10 @@ def test_the_report_embeds_every_plot_and_the_calibration_and_force_removes_it(t
     calibration = json.loads((tmp_path / "run" / "results.json").read_text())["calibration"]
     assert "<h2>Calibration</h2>" in page
     assert f"<tr><th>temperature</th><td>{calibration['temperature']:.4g}</td></tr>" in page
+    sets = calibration["conformal"]
+    assert "<tr><th>prediction sets: coverage asked</th><td>0.8</td></tr>" in page
+    assert f"<td>{sets['empirical_coverage']:.4g} ± {sets['empirical_coverage_sd']:.4g}</td>" in page
+    assert f"<tr><th>mean set size</th><td>{sets['mean_set_size']:.4g}</td></tr>" in page
 
     assert cli.main([*ARGV, "--epochs", "1", "--force", "--out", "run"]) == 0  # --report is off by default
     assert not (tmp_path / "run" / "report.html").exists()

@@ -24,6 +24,13 @@ from flash.core.model.calibration import (
     fit_temperature,
     reliability_bins,
 )
+from flash.core.model.conformal import (
+    conformal_report,
+    conformal_scores,
+    fit_conformal_threshold,
+    min_items,
+    prediction_sets,
+)
 from flash.core.model.regression import RegressionTask
 from flash.core.training.calibration import held_out_logits
 from toy import ToyClassifier, toy_data
@@ -341,4 +348,253 @@ def test_flash_finetune_refuses_calibrate_without_validation_data_before_trainin
     argv = ["finetune", "toy", "--rows", "32", "--epochs", "1", "--no-val", "--calibrate", "--quiet"]
     assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 1
     assert "--calibrate fits the temperature on validation data" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+# -- conformal prediction sets ----------------------------------------------------------------------
+def _two_class(scores: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``[1 - s, s]`` with true class 0: the scores are ``s`` exactly."""
+    scores = torch.tensor(scores, dtype=torch.float64)
+    return torch.stack([1 - scores, scores], dim=1), torch.zeros(len(scores), dtype=torch.long)
+
+
+def test_the_conformal_threshold_of_a_hand_worked_case():
+    probabilities, targets = _two_class([0.9, 0.0, 0.3, 0.5, 0.1, 0.7, 0.2, 0.6, 0.4, 0.8])
+    assert conformal_scores(probabilities, targets).tolist() == pytest.approx(
+        [0.9, 0.0, 0.3, 0.5, 0.1, 0.7, 0.2, 0.6, 0.4, 0.8]
+    )
+    # n = 10: coverage 0.7 takes the ceil(11 * 0.7) = 8th smallest score, 0.9 the 10th, 0.5 the 6th
+    assert fit_conformal_threshold(probabilities, targets, 0.7) == pytest.approx(0.7)
+    assert fit_conformal_threshold(probabilities, targets, 0.9) == pytest.approx(0.9)
+    assert fit_conformal_threshold(probabilities, targets, 0.5) == pytest.approx(0.5)
+    # ceil(11 * 0.95) = 11 > 10: no finite threshold; 19 items are the fewest that give one
+    assert [min_items(c) for c in (0.5, 0.8, 0.9, 0.95, 0.99)] == [1, 4, 9, 19, 99]
+    with pytest.raises(ValueError, match="needs at least 19 held-out items.*got 10"):
+        fit_conformal_threshold(probabilities, targets, 0.95)
+
+
+def test_prediction_sets_hold_the_classes_above_one_minus_the_threshold_by_probability_and_are_never_empty():
+    probabilities = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.25, 0.35, 0.4], [0.3, 0.3, 0.4]])
+    assert prediction_sets(probabilities, 0.7) == [[0, 1], [1], [2, 1], [2, 0, 1]]
+    # at threshold 0.1 no class reaches 0.9: each set is the top class alone
+    assert prediction_sets(probabilities, 0.1) == [[0], [1], [2], [2]]
+    assert prediction_sets(probabilities, 1.0) == [[0, 1, 2], [1, 0, 2], [2, 1, 0], [2, 0, 1]]
+    generator = torch.Generator().manual_seed(0)
+    random = torch.softmax(3 * torch.randn(200, 6, generator=generator), dim=1)
+    for threshold in (0.0, 0.05, 0.5):
+        sets = prediction_sets(random, threshold)
+        assert all(sets) and [row[0] for row in sets] == random.argmax(dim=1).tolist()
+
+
+def test_the_reported_coverage_of_well_specified_probabilities_is_the_coverage_asked():
+    # classes drawn from softmax(logits): those probabilities are calibrated by construction
+    logits, targets = tempered_sample(1.0, items=4000, classes=5)
+    probabilities = torch.softmax(logits, dim=1)
+    state = torch.get_rng_state()
+    report = conformal_report(probabilities, targets, 0.9)
+    assert torch.equal(torch.get_rng_state(), state)  # its splits use their own generator
+    assert report.items == 4000 and report.splits == 20 and report.coverage == 0.9
+    assert abs(report.empirical_coverage - 0.9) <= 0.02
+    assert 0 < report.empirical_coverage_sd < 0.02
+    assert report.threshold == pytest.approx(fit_conformal_threshold(probabilities, targets, 0.9))
+    # the threshold holds on new items from the same distribution too
+    new_logits, new_targets = tempered_sample(1.0, items=4000, classes=5, seed=1)
+    sets = prediction_sets(torch.softmax(new_logits, dim=1), report.threshold)
+    covered = np.mean([t in row for t, row in zip(new_targets.tolist(), sets)])
+    assert abs(covered - 0.9) <= 0.02
+    assert np.mean([len(row) for row in sets]) == pytest.approx(report.mean_set_size, abs=0.1)
+    assert 1 < report.mean_set_size < 5
+    assert len(report.class_coverage) == 5 and all(0.5 < c <= 1 for c in report.class_coverage)
+    assert report.class_items == torch.bincount(targets, minlength=5).tolist()
+    assert report.to_dict()["empirical_coverage"] == report.empirical_coverage
+
+
+def test_the_reported_coverage_is_measured_on_the_half_the_threshold_was_not_fitted_on():
+    logits, targets = tempered_sample(1.0, items=101, classes=3, seed=2)
+    probabilities = torch.softmax(logits, dim=1)
+    report = conformal_report(probabilities, targets, 0.8, splits=1, seed=7)
+    order = torch.randperm(101, generator=torch.Generator().manual_seed(7))
+    fit, measure = order[:50], order[50:]
+    threshold = fit_conformal_threshold(probabilities[fit], targets[fit], 0.8)
+    sets = prediction_sets(probabilities[measure], threshold)
+    hits = [t in row for t, row in zip(targets[measure].tolist(), sets)]
+    assert report.empirical_coverage == pytest.approx(np.mean(hits))
+    assert report.mean_set_size == pytest.approx(np.mean([len(row) for row in sets]))
+    assert report.empirical_coverage_sd == 0.0  # one split
+    # a class with no items has no coverage to report
+    only_two = conformal_report(torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]] * 10), [0, 1] * 10, 0.8)
+    assert only_two.class_coverage[2] is None and only_two.class_items == [10, 10, 0]
+    assert (
+        conformal_report(probabilities, targets, 0.8).to_dict()
+        == conformal_report(probabilities, targets, 0.8).to_dict()
+    )  # seeded
+
+
+@pytest.mark.parametrize("coverage", [0, 1, 1.5, -0.1, float("nan"), True, "0.9"])
+def test_conformal_refuses_a_coverage_outside_zero_one(coverage):
+    probabilities, targets = _two_class([0.1] * 40)
+    refused = pytest.raises(ValueError, match=r"coverage must be a (number|fraction) in \(0, 1\)")
+    with refused:
+        fit_conformal_threshold(probabilities, targets, coverage)
+    with refused:
+        conformal_report(probabilities, targets, coverage)
+    task = ServableToy()
+    with refused:  # before the model runs: nothing is set
+        flash.Trainer(**QUIET).calibrate(task, logits=torch.randn(40, 2), targets=targets, coverage=coverage)
+    assert task.temperature.item() == 1.0 and not task.has_conformal_sets
+
+
+def test_conformal_refuses_a_percentage_and_too_few_items_saying_how_many():
+    probabilities, targets = _two_class([0.1] * 17)
+    with pytest.raises(ValueError, match="pass 0.9"):
+        fit_conformal_threshold(probabilities, targets, 90)
+    with pytest.raises(ValueError, match=r"at least 18 held-out items \(half of them fit"):
+        conformal_report(probabilities, targets, 0.9)
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        prediction_sets(probabilities, 1.5)
+
+
+def test_predict_gives_conformal_sets_after_calibrate_with_a_coverage():
+    task = ServableToy()
+    rows = torch.randn(12, 4, generator=torch.Generator().manual_seed(3))
+    assert not task.has_conformal_sets
+    with pytest.raises(
+        ValueError, match=r"needs a conformal threshold.*calibrate\(task, datamodule, coverage=0.9\)"
+    ):
+        task.predict(rows, output="set")
+    assert task.export_metadata()["conformal_threshold"] is None
+    logits, targets = tempered_sample(2.0, items=2000, classes=2, seed=4)
+    report = flash.Trainer(**QUIET).calibrate(task, logits=logits, targets=targets, coverage=0.9)
+    sets_report = report.conformal
+    assert sets_report is not None and task.has_conformal_sets
+    assert task.conformal_threshold.item() == pytest.approx(sets_report.threshold, abs=1e-6)
+    assert task.conformal_coverage.item() == pytest.approx(0.9)
+    # the threshold is fitted on the calibrated probabilities: softmax(logits / T)
+    calibrated = torch.softmax(logits.double() / report.temperature, dim=1)
+    assert sets_report.threshold == pytest.approx(fit_conformal_threshold(calibrated, targets, 0.9))
+    assert abs(sets_report.empirical_coverage - 0.9) <= 0.03
+    assert "conformal sets at coverage 0.9" in str(report)
+    assert report.to_dict()["conformal"]["mean_set_size"] == sets_report.mean_set_size
+    sets = task.predict(rows, output="set")
+    probabilities = task.predict(rows, output="probabilities")
+    labels = task.predict(rows, output="labels")
+    for row, probs, label in zip(sets, probabilities, labels):
+        expected_set = sorted(
+            (n for n, p in probs.items() if p >= 1 - sets_report.threshold), key=lambda n: -probs[n]
+        )
+        assert row == (expected_set or [label]) and row[0] == label
+    assert any(len(row) == 2 for row in sets) and any(len(row) == 1 for row in sets)
+    assert task.predict(rows[0], output="set") == sets[0]  # one item, one set
+    metadata = task.export_metadata()
+    assert metadata["conformal_threshold"] == pytest.approx(sets_report.threshold, abs=1e-6)
+    assert metadata["conformal_coverage"] == pytest.approx(0.9)
+    json.dumps(metadata)
+    # a new temperature makes the threshold stale: it is removed
+    task.set_temperature(report.temperature * 2)
+    assert not task.has_conformal_sets
+    with pytest.raises(ValueError, match="needs a conformal threshold"):
+        task.predict(rows, output="set")
+
+
+def test_calibrate_without_a_coverage_fits_no_sets_and_a_refused_coverage_sets_nothing(trained):
+    assert trained.report.conformal is None and "conformal" not in trained.report.to_dict()
+    assert not trained.task.has_conformal_sets
+    task = _uncalibrated(trained)
+    logits, targets = torch.randn(10, 2), torch.randint(0, 2, (10,))
+    with pytest.raises(ValueError, match="needs at least 18 held-out items"):
+        trained.trainer.calibrate(task, logits=logits, targets=targets, coverage=0.9)
+    assert task.temperature.item() == 1.0 and not task.has_conformal_sets
+
+
+def test_conformal_sets_refuse_multi_label_and_regression_tasks():
+    multi = ToyClassifier(multi_label=True)
+    with pytest.raises(ValueError, match="single-label classifiers; this task is multi-label"):
+        multi.check_output("set")
+    with pytest.raises(ValueError, match="multi-label"):
+        multi.set_conformal_threshold(0.5, 0.9)
+    with pytest.raises(ValueError, match="multi-label"):
+        flash.Trainer(**QUIET).calibrate(multi, logits=torch.randn(40, 2), targets=[0, 1] * 20, coverage=0.9)
+    regressor = RegressionTask(nn.Linear(4, 8), nn.Linear(8, 1))
+    with pytest.raises(ValueError, match="Unknown output 'set'"):
+        regressor.check_output("set")
+
+
+def test_conformal_sets_survive_a_checkpoint_and_an_older_checkpoint_loads_without_them(trained, tmp_path):
+    task = ToyClassifier.load_from_checkpoint(trained.path, device="cpu")
+    assert not task.has_conformal_sets  # calibrated without a coverage
+    report = trained.trainer.calibrate(task, trained.data, coverage=0.8)
+    assert report.conformal.items == len(trained.data.splits["val"])
+    checkpoint = torch.load(trained.path, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] = task.state_dict()
+    torch.save(checkpoint, tmp_path / "sets.ckpt")
+    loaded = ToyClassifier.load_from_checkpoint(tmp_path / "sets.ckpt", device="cpu")
+    assert loaded.has_conformal_sets
+    assert loaded.conformal_threshold.item() == pytest.approx(report.conformal.threshold, abs=1e-6)
+    assert loaded.conformal_coverage.item() == pytest.approx(0.8)
+    assert loaded.temperature.item() == pytest.approx(report.temperature)
+    # a checkpoint from before conformal sets: strict loading, no threshold
+    for name in ("conformal_threshold", "conformal_coverage"):
+        del checkpoint["state_dict"][name]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    old = ToyClassifier.load_from_checkpoint(tmp_path / "old.ckpt", device="cpu")
+    assert not old.has_conformal_sets and old.conformal_coverage.item() == 0
+    assert old.temperature.item() == pytest.approx(report.temperature)
+    loaded.load_state_dict(checkpoint["state_dict"])  # into a task with sets: they are removed
+    assert not loaded.has_conformal_sets
+
+
+def test_serving_and_flash_predict_give_sets_only_once_fitted():
+    pytest.importorskip("fastapi")
+    from flash.cli.domains import output_choices
+    from flash.cli.predict import prediction_rows
+    from flash.core.deploy.serve import build_app
+
+    task = ServableToy()
+    with pytest.raises(ValueError, match="needs a conformal threshold"):
+        build_app(task, output="set")
+    logits, targets = tempered_sample(2.0, items=400, classes=2, seed=5)
+    flash.Trainer(**QUIET).calibrate(task, logits=logits, targets=targets, coverage=0.9)
+    build_app(task, output="set")
+    rows = [[1.0, 0.5, 0.0, 0.0], [0.05, -0.05, 0.0, 0.0]]
+    served = task.serve_predictions([torch.tensor(r) for r in rows], 8, ("set",))
+    assert [row["set"] for row in served] == task.predict(torch.tensor(rows), output="set")
+    assert "set" in output_choices()
+    table_rows = prediction_rows(task, ["a", "b"], torch.tensor(rows), "set", 8, "table")
+    assert [row["set"] for row in table_rows] == [row["set"] for row in served]
+    assert table_rows[0]["prediction"] == "pos"
+
+
+def test_flash_finetune_coverage_fits_sets_and_reports_their_coverage(toy_domain, tmp_path, capsys):
+    from flash import cli
+
+    argv = ["finetune", "toy", "--rows", "64", "--epochs", "2", "--lr", "0.1", "--quiet"]
+    assert cli.main([*argv, "--calibrate", "--coverage", "0.9", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    sets = json.loads((tmp_path / "run" / "results.json").read_text())["calibration"]["conformal"]
+    assert sets["coverage"] == 0.9 and sets["items"] == 32
+    assert 0 < sets["empirical_coverage"] <= 1 and 1 <= sets["mean_set_size"] <= 2
+    assert f"prediction sets: coverage asked 0.9, empirical {sets['empirical_coverage']:.3f}" in printed
+    state = torch.load(tmp_path / "run" / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert state["conformal_threshold"].item() == pytest.approx(sets["threshold"], abs=1e-6)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["coverage"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--coverage", "0.9"],
+            "--coverage fits conformal prediction sets on the calibrated probabilities: pass it with",
+        ),
+        (["--calibrate", "--coverage", "0.99"], "--coverage 0.99 needs at least 198 validation items"),
+    ],
+)
+def test_flash_finetune_refuses_a_coverage_it_cannot_fit_before_training(
+    toy_domain, tmp_path, capsys, extra, message
+):
+    from flash import cli
+
+    argv = ["finetune", "toy", "--rows", "64", "--epochs", "1", "--quiet", *extra]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 1
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flash.cli.domains import DOMAINS, DomainSpec, Option, positive_int
+from flash.cli.domains import DOMAINS, DomainSpec, Option, fraction, positive_int
 from flash.cli.format import table
 from flash.cli.rails import (
     CHECKPOINTS,
@@ -190,6 +190,14 @@ COMMON_OPTIONS = (
         "match how often the model is right (single-label classifiers; needs validation data); "
         "model.ckpt keeps it and plots/reliability.png shows the effect",
         kind="flag",
+    ),
+    Option(
+        "--coverage",
+        "with --calibrate, also fit conformal prediction sets that hold the true class for this share of "
+        "items (e.g. 0.9), on the same validation data; flash predict --output set gives them "
+        "(default: off)",
+        fraction,
+        metavar="FRACTION",
     ),
     Option(
         "--report",
@@ -452,7 +460,7 @@ def absolute_paths(spec: DomainSpec, options: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- running --------------------------------------------------------------------------------------
-RESUMABLE = ("epochs", "accelerator", "devices", "precision", "calibrate", "report")
+RESUMABLE = ("epochs", "accelerator", "devices", "precision", "calibrate", "coverage", "report")
 """Options that ``--resume`` may change; the others would make it another run."""
 
 
@@ -469,6 +477,11 @@ def run_finetune(
     spec = DOMAINS[args.domain]
     options = {option.dest: getattr(args, option.dest) for option in saved_options(spec)}
     check_required(parser, spec, options)
+    if options.get("coverage") is not None and not options.get("calibrate"):
+        raise ValueError(
+            "--coverage fits conformal prediction sets on the calibrated probabilities: pass it with "
+            "--calibrate (e.g. --calibrate --coverage 0.9)."
+        )
     options = absolute_paths(spec, options)
     out = Path(args.out) if args.out else default_run_dir(spec.name)
     resume = getattr(args, "resume", None)
@@ -574,7 +587,7 @@ def _train(
             "epoch; hold out part of the training data with --val-split 0.2 (or give validation data)."
         )
     if options.get("calibrate"):
-        _check_calibration(task, has_val)
+        _check_calibration(task, has_val, data, options.get("coverage"))
     monitor = task.monitor if has_val else None
     callbacks, best = run_callbacks(
         out / CHECKPOINTS,
@@ -649,13 +662,14 @@ def _train(
     run["best"] = _keep_best(task, best, run["history"]) if best is not None else None
     if options.get("calibrate"):
         say("Calibrating the probabilities on the validation data ...")
-        run["calibration"] = trainer.calibrate(task, data)
+        run["calibration"] = trainer.calibrate(task, data, coverage=options.get("coverage"))
         say(f"  {run['calibration']}")
     return run
 
 
-def _check_calibration(task: Any, has_val: bool) -> None:
-    """Refuse ``--calibrate``, before training, where it cannot run."""
+def _check_calibration(task: Any, has_val: bool, data: Any, coverage: float | None) -> None:
+    """Refuse ``--calibrate`` (and ``--coverage``), before training, where it cannot run."""
+    from flash.core.model.conformal import min_items
     from flash.core.training.calibration import check_calibratable
 
     try:
@@ -668,6 +682,14 @@ def _check_calibration(task: Any, has_val: bool) -> None:
             "data (--val-file/--val-folder) or --val-split FRACTION (calibrating on the training data would "
             "make the model more over-confident)."
         )
+    if coverage is not None:
+        needed, items = 2 * min_items(coverage), len(data.splits["val"])
+        if items < needed:
+            raise ValueError(
+                f"--coverage {coverage:g} needs at least {needed} validation items (half fit the sets' "
+                f"threshold, half measure their coverage) and this run has {items}: hold out more data "
+                "(a larger --val-split) or ask for a lower --coverage."
+            )
 
 
 def _fit(
@@ -882,6 +904,13 @@ def summary(run: dict[str, Any], out: Path) -> str:
             f"calibrated: temperature {report.temperature:.3f}, ECE {report.ece_before:.4f} -> "
             f"{report.ece_after:.4f} on {report.items} validation items"
         )
+        if report.conformal is not None:
+            sets = report.conformal
+            lines.append(
+                f"prediction sets: coverage asked {sets.coverage:g}, empirical {sets.empirical_coverage:.3f} ± "
+                f"{sets.empirical_coverage_sd:.3f} over {sets.splits} half splits, mean set size "
+                f"{sets.mean_set_size:.2f} (flash predict --output set)"
+            )
     lr_note = " (learning-rate finder)" if run.get("lr_finder") and run["lr_finder"]["suggestion"] else ""
     strategy = options["strategy"]
     if run.get("auto"):

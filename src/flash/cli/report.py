@@ -243,6 +243,16 @@ def _calibration_section(calibration: Mapping[str, Any] | None) -> str:
             f"{_number(calibration.get('nll_before'))} / {_number(calibration.get('nll_after'))}",
         ),
     ]
+    sets = calibration.get("conformal")
+    if sets:
+        rows += [
+            ("prediction sets: coverage asked", _number(sets.get("coverage"))),
+            (
+                f"empirical coverage (held-out halves, {sets.get('splits')} splits)",
+                f"{_number(sets.get('empirical_coverage'))} ± {_number(sets.get('empirical_coverage_sd'))}",
+            ),
+            ("mean set size", _number(sets.get("mean_set_size"))),
+        ]
     return "<h2>Calibration</h2>\n" + _pairs(rows)
 
 

@@ -58,7 +58,7 @@ TABULAR = register_domain(
     DomainSpec(
         predict_help="CSV or Parquet tables",
         order=30,
-        outputs=("labels", "probabilities", "values"),
+        outputs=("labels", "probabilities", "set", "values"),
         name="tabular",
         summary="tabular classification or regression from a CSV or Parquet file",
         package="flash.tabular",

@@ -79,7 +79,7 @@ TEXT = register_domain(
             ),
         ),
         order=20,
-        outputs=("labels", "probabilities"),
+        outputs=("labels", "probabilities", "set"),
         name="text",
         summary="text classification from a CSV, JSON or Parquet file",
         package="flash.text",

@@ -94,6 +94,10 @@ def build_app(task: Any, *, device: str | None = None, output: Any = None, **opt
     limits = ServeOptions.from_kwargs(options)
     task = _resolve_task(task, device)
     kinds = None if output is None else (serve_kind(task, output),)
+    for kind in kinds or ():
+        task.check_output(
+            kind
+        )  # e.g. "set" before a conformal threshold is fitted: refused now, not per request
 
     task.eval()
     predictor = BatchPredictor(

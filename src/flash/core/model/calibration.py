@@ -21,13 +21,16 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from flash.core.utils.validation import check_int
+
+if TYPE_CHECKING:
+    from flash.core.model.conformal import ConformalReport
 
 __all__ = [
     "DEFAULT_BINS",
@@ -281,6 +284,8 @@ class CalibrationReport:
         nll_before, nll_after: the mean cross-entropy (negative log-likelihood) before and after.
         items: how many held-out items the fit used.
         bins_before, bins_after: the reliability-diagram data before and after.
+        conformal: the conformal prediction sets fitted on the same items with the calibrated
+            probabilities, when a coverage was asked for (``calibrate(..., coverage=0.9)``).
     """
 
     temperature: float
@@ -291,17 +296,19 @@ class CalibrationReport:
     items: int
     bins_before: ReliabilityBins = field(repr=False)
     bins_after: ReliabilityBins = field(repr=False)
+    conformal: ConformalReport | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"temperature {self.temperature:.3f} on {self.items} held-out items: "
             f"ECE {self.ece_before:.4f} -> {self.ece_after:.4f}, "
             f"NLL {self.nll_before:.4f} -> {self.nll_after:.4f}"
         )
+        return text if self.conformal is None else f"{text}; {self.conformal}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as plain JSON values."""
-        return {
+        """Every field as plain JSON values (``conformal`` only when sets were fitted)."""
+        values = {
             "temperature": self.temperature,
             "ece_before": self.ece_before,
             "ece_after": self.ece_after,
@@ -311,6 +318,9 @@ class CalibrationReport:
             "bins_before": self.bins_before.to_dict(),
             "bins_after": self.bins_after.to_dict(),
         }
+        if self.conformal is not None:
+            values["conformal"] = self.conformal.to_dict()
+        return values
 
     def plot(self, path: str | os.PathLike | None = None) -> Any:
         """The reliability diagram before and after, side by side.

@@ -60,6 +60,13 @@ def classification_metrics(num_classes: int, multi_label: bool) -> dict[str, nn.
     }
 
 
+_CONFORMAL_BUFFERS = ("conformal_threshold", "conformal_coverage")
+_MULTI_LABEL_SETS = (
+    "Conformal prediction sets are for single-label classifiers; this task is multi-label, whose "
+    "per-class probabilities already give a set (the classes above multi_label_threshold)."
+)
+
+
 class ClassificationTask(Task):
     """A task whose head outputs one logit per class.
 
@@ -72,7 +79,7 @@ class ClassificationTask(Task):
         **kwargs: :class:`~flash.core.model.task.Task` arguments.
     """
 
-    outputs = ("labels", "probabilities", "logits", "classes")
+    outputs = ("labels", "probabilities", "logits", "classes", "set")
     monitor = "val_accuracy"
     monitor_mode = "max"
     serve_outputs = ("labels", "probabilities")
@@ -81,6 +88,7 @@ class ClassificationTask(Task):
         "probabilities": "probabilities",
         "logits": "logits",
         "classes": "class",
+        "set": "set",
     }
 
     def __init__(
@@ -105,6 +113,10 @@ class ClassificationTask(Task):
         self.multi_label_threshold = float(multi_label_threshold)
         self.labels = list(labels) if labels is not None else None
         self.register_buffer("temperature", torch.ones((), dtype=torch.float32), persistent=True)
+        for (
+            name
+        ) in _CONFORMAL_BUFFERS:  # 0 until fitted (not NaN: state dicts stay comparable with torch.equal)
+            self.register_buffer(name, torch.zeros((), dtype=torch.float32), persistent=True)
 
     temperature: torch.Tensor
     """The scalar the logits are divided by before the softmax (single-label tasks; 1 until
@@ -112,8 +124,47 @@ class ClassificationTask(Task):
     by :meth:`probabilities`, so by ``predict(output="probabilities")``, serving and the ONNX
     export's ``probabilities``; the predicted labels do not depend on it."""
 
+    conformal_threshold: torch.Tensor
+    """The conformal threshold ``q`` on ``1 - probability`` (single-label tasks; fitted by
+    :meth:`flash.Trainer.calibrate` with ``coverage=``): ``predict(output="set")`` gives each item
+    the classes whose calibrated probability is at least ``1 - q``. Saved in checkpoints."""
+
+    conformal_coverage: torch.Tensor
+    """The coverage the :attr:`conformal_threshold` was fitted for, in ``(0, 1)``; 0 while none is
+    fitted (as in checkpoints saved before conformal sets existed)."""
+
+    @property
+    def has_conformal_sets(self) -> bool:
+        """Whether a conformal threshold is fitted, so ``predict(output="set")`` works."""
+        return float(self.conformal_coverage) > 0
+
+    def set_conformal_threshold(self, threshold: float | None, coverage: float | None = None) -> None:
+        """Keep a conformal threshold fitted for ``coverage`` on this task's calibrated probabilities
+        (:func:`flash.core.model.conformal.fit_conformal_threshold`); ``None`` removes it.
+
+        Raises:
+            ValueError: a threshold outside ``[0, 1]``, a coverage outside ``(0, 1)``, or a
+                multi-label task.
+        """
+        from flash.core.model.conformal import check_coverage
+        from flash.core.utils.validation import check_number
+
+        if threshold is None:
+            self.conformal_threshold.zero_()
+            self.conformal_coverage.zero_()
+            return
+        if self.multi_label:
+            raise ValueError(_MULTI_LABEL_SETS)
+        threshold = check_number(threshold, "threshold", "[0, 1]")
+        coverage = check_coverage(coverage)
+        self.conformal_threshold.fill_(threshold)
+        self.conformal_coverage.fill_(coverage)
+
     def set_temperature(self, temperature: float) -> None:
         """Divide the logits by ``temperature`` before the softmax from now on (``1.0``: undo calibration).
+
+        A conformal threshold fitted at another temperature no longer fits the probabilities, so
+        changing the temperature removes it (``calibrate(..., coverage=)`` fits both together).
 
         Raises:
             ValueError: for a temperature that is not a positive finite number, or a multi-label
@@ -131,6 +182,8 @@ class ClassificationTask(Task):
             or temperature <= 0
         ):
             raise ValueError(f"temperature must be a positive finite number, got {temperature!r}.")
+        if float(temperature) != float(self.temperature):
+            self.set_conformal_threshold(None)
         self.temperature.fill_(float(temperature))
 
     def _load_from_state_dict(
@@ -146,6 +199,10 @@ class ClassificationTask(Task):
         # Checkpoints saved before tasks had a temperature are uncalibrated: they load with T = 1.
         if prefix + "temperature" not in state_dict:
             state_dict[prefix + "temperature"] = torch.ones((), dtype=torch.float32)
+        # ... and checkpoints saved before conformal sets have none fitted.
+        for name in _CONFORMAL_BUFFERS:
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = torch.zeros((), dtype=torch.float32)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -166,13 +223,36 @@ class ClassificationTask(Task):
     def class_name(self, index: int) -> Any:
         return self.labels[index] if self.labels is not None else index
 
+    def check_output(self, output: str) -> None:
+        """Refuse an unknown output, and ``"set"`` on a multi-label task or before a conformal
+        threshold is fitted."""
+        super().check_output(output)
+        if output != "set":
+            return
+        if self.multi_label:
+            raise ValueError(_MULTI_LABEL_SETS)
+        if not self.has_conformal_sets:
+            raise ValueError(
+                'output="set" needs a conformal threshold, and this task has none: fit one on held-out '
+                "data with flash.Trainer().calibrate(task, datamodule, coverage=0.9) (or flash finetune "
+                "... --calibrate --coverage 0.9), then save the task."
+            )
+
     def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
         if kind == "logits":
             return output.float().cpu().tolist()
+        if kind == "set":
+            self.check_output(kind)
         probs = self.probabilities(output).cpu()
         names = [self.class_name(i) for i in range(probs.shape[-1])]
         if kind == "probabilities":
             return [dict(zip(names, row)) for row in probs.tolist()]
+        if kind == "set":
+            from flash.core.model.conformal import prediction_sets
+
+            return [
+                [names[i] for i in row] for row in prediction_sets(probs, float(self.conformal_threshold))
+            ]
         if self.multi_label:
             indices = [
                 [i for i, p in enumerate(row) if p >= self.multi_label_threshold] for row in probs.tolist()
@@ -200,6 +280,9 @@ class ClassificationTask(Task):
             "multi_label": self.multi_label,
             "multi_label_threshold": self.multi_label_threshold,
             "temperature": float(self.temperature),
+            # a class is in an item's set when its probability is >= 1 - conformal_threshold
+            "conformal_threshold": float(self.conformal_threshold) if self.has_conformal_sets else None,
+            "conformal_coverage": float(self.conformal_coverage) if self.has_conformal_sets else None,
         }
 
     def attach_labels(self, labels: Sequence[str] | None, multi_label: bool | None = None) -> None:

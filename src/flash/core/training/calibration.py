@@ -5,6 +5,8 @@ that minimises the cross-entropy of ``softmax(logits / T)`` on those items
 (:func:`flash.core.model.calibration.fit_temperature`) becomes the task's ``temperature``, which
 its probabilities use from then on (predict, serving, ONNX export, checkpoints). Labels do not
 change. Logits from elsewhere (out-of-fold predictions of a cross-validation) can be given instead.
+With ``coverage=``, a conformal threshold is then fitted on the same items with the calibrated
+probabilities (:mod:`flash.core.model.conformal`), for ``predict(output="set")``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 from flash.core.model.calibration import DEFAULT_BINS, CalibrationReport, calibration_report
+from flash.core.model.conformal import check_coverage, conformal_report
 from flash.core.model.evaluation import outputs_over
 
 __all__ = ["calibrate", "check_calibratable", "held_out_logits"]
@@ -83,8 +86,10 @@ def calibrate(
     logits: Any = None,
     targets: Any = None,
     bins: int = DEFAULT_BINS,
+    coverage: float | None = None,
 ) -> CalibrationReport:
-    """Fit ``model``'s temperature on held-out data, set it, and report what it changed.
+    """Fit ``model``'s temperature on held-out data, set it, and report what it changed; with
+    ``coverage``, also fit conformal prediction sets on the same data.
 
     This is :meth:`flash.Trainer.calibrate`. With a data module, the model runs once in eval mode
     over its validation data (one pass, no training); with ``logits=`` and ``targets=`` (e.g.
@@ -97,17 +102,29 @@ def calibrate(
         logits: ``(items, classes)`` held-out logits, instead of a data module.
         targets: ``(items,)`` their true class indices (with ``logits``).
         bins: confidence bins of the calibration error and the reliability diagram.
+        coverage: the share of prediction sets that should hold the true class, in ``(0, 1)``
+            (e.g. 0.9): after the temperature, the conformal threshold is fitted on the same items
+            with the calibrated probabilities and kept in the task (``predict(output="set")``).
+            ``None`` (the default): temperature only, and any earlier threshold is removed when
+            the temperature changes.
 
     Returns:
         A :class:`~flash.core.model.calibration.CalibrationReport`: the temperature, the expected
-        calibration error and the NLL before and after, and ``plot()`` for the reliability diagram.
+        calibration error and the NLL before and after, and ``plot()`` for the reliability diagram;
+        with ``coverage``, its ``conformal`` holds the threshold and the coverage and set size
+        measured on random halves of the items
+        (:class:`~flash.core.model.conformal.ConformalReport`).
 
     Raises:
         TypeError: ``model`` is not a classifier (or is a regressor).
         ValueError: ``model`` is multi-label; the data module has no validation data; both or
-            neither of a data module and ``logits``/``targets`` are given; bad logits or targets.
+            neither of a data module and ``logits``/``targets`` are given; bad logits or targets;
+            a coverage outside ``(0, 1)``, or too few held-out items for it (the message says
+            how many it needs). Nothing is set on the model when it raises.
     """
     check_calibratable(model)
+    if coverage is not None:
+        coverage = check_coverage(coverage)
     given = logits is not None or targets is not None
     if datamodule is not None and given:
         raise ValueError(
@@ -129,5 +146,10 @@ def calibrate(
             "pass the logits of this model."
         )
     report = calibration_report(logits, targets, bins=bins)
+    if coverage is not None:
+        calibrated = torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / report.temperature, dim=1)
+        report.conformal = conformal_report(calibrated, targets, coverage)
     model.set_temperature(report.temperature)
+    if report.conformal is not None:
+        model.set_conformal_threshold(report.conformal.threshold, coverage)
     return report
