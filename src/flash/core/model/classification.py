@@ -113,9 +113,8 @@ class ClassificationTask(Task):
         self.multi_label_threshold = float(multi_label_threshold)
         self.labels = list(labels) if labels is not None else None
         self.register_buffer("temperature", torch.ones((), dtype=torch.float32), persistent=True)
-        for (
-            name
-        ) in _CONFORMAL_BUFFERS:  # 0 until fitted (not NaN: state dicts stay comparable with torch.equal)
+        # 0 until fitted (not NaN: state dicts stay comparable with torch.equal)
+        for name in _CONFORMAL_BUFFERS:
             self.register_buffer(name, torch.zeros((), dtype=torch.float32), persistent=True)
 
     temperature: torch.Tensor
