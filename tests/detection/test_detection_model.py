@@ -167,6 +167,8 @@ def test_flash_finetune_predict_and_serve(tmp_path):
     argv = ["finetune", "detection", "--train-folder", str(root), "--val-split", "0.25", "--image-size", "64"]
     assert cli.main([*argv, "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
     assert (out / "model.ckpt").is_file() and (out / "plots" / "val_detections.png").is_file()
+    # the heads start untrained: by default one epoch on the frozen backbone, then everything trains
+    assert json.loads((out / "config.json").read_text())["options"]["strategy"] == "freeze_unfreeze:1"
 
     result = tmp_path / "predictions.json"
     argv = [

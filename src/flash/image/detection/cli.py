@@ -73,7 +73,8 @@ DETECTION = register_domain(
         summary="object detection from images with boxes (Pascal VOC XML, COCO JSON or a CSV file)",
         package="flash.image",
         default_backbone="efficientnet_lite0",
-        default_strategy="freeze_unfreeze",
+        # the heads start from random weights: one epoch on the frozen backbone, then everything
+        default_strategy="freeze_unfreeze:1",
         order=35,
         options=(
             *domains.split_options(
