@@ -100,6 +100,27 @@ def test_predictions_are_in_the_pixels_of_each_input_image(tmp_path, monkeypatch
     assert results[0]["labels"] == ["red"] and results[0]["scores"] == [0.9]
 
 
+@pytest.mark.parametrize("head", ["fcos", "faster_rcnn"])
+def test_boxes_are_clipped_to_each_images_part_of_the_padded_batch_before_evaluation(head):
+    """Two images in one 32 x 32 batch: a 32 x 16 one (padded below) and a 32 x 32 one. A box
+    reaching past an image's edge is scored as its visible part, as torchvision's detectors do."""
+    task = ObjectDetector(num_classes=2, head=head, image_size=32, pretrained=False, **TINY)
+    sizes = torch.tensor([[64, 128], [32, 32]])  # originals: 128 x 64 -> 32 x 16; 32 x 32 -> itself
+    box = torch.tensor([[-4.0, 8.0, 20.0, 30.0]])
+    if head == "fcos":
+        boxes = box.expand(2, 1, 4)
+        scores = torch.tensor([[[0.9, 0.0]], [[0.9, 0.0]]])
+        output = {"boxes": boxes, "scores": scores, "image_sizes": sizes}
+    else:
+        found = {"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+        output = {"detections": [found, found], "image_sizes": sizes}
+    first, second = task.detections(output, 0.5)
+    assert first[0].tolist() == [[0.0, 8.0, 20.0, 16.0]]  # the first image ends at row 16
+    assert second[0].tolist() == [[0.0, 8.0, 20.0, 30.0]]
+    del output["image_sizes"]  # no sizes: the input's pixels as they are
+    assert task.detections(output, 0.5)[0][0].tolist() == box.tolist()
+
+
 def test_predict_format_threshold_and_input_forms(tmp_path):
     task = ObjectDetector(num_classes=2, labels=["blue", "red"], image_size=64, pretrained=False, **TINY)
     items = make_images(tmp_path / "img", 2)

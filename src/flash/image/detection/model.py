@@ -457,17 +457,21 @@ class ObjectDetector(ImageTaskInputs, Task):
         self, output: dict[str, Any], score_threshold: float
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(boxes, scores, labels)`` per image in the input's pixels, after the score threshold and
-        non-maximum suppression, highest score first."""
+        non-maximum suppression, highest score first. Where ``output`` carries the images' sizes,
+        boxes are clipped to each image's part of the (padded) input before the suppression, so a
+        box reaching past the image's edge is scored as the part of it that can be seen."""
         from torchvision.ops import batched_nms
 
+        extents = self._extents(output.get("image_sizes"))
         if "detections" in output:
             found = []
-            for d in output["detections"]:
+            for i, d in enumerate(output["detections"]):
                 keep = d["scores"] >= score_threshold
-                found.append((d["boxes"][keep].float(), d["scores"][keep].float(), d["labels"][keep] - 1))
+                boxes = _clipped(d["boxes"][keep].float(), extents, i)
+                found.append((boxes, d["scores"][keep].float(), d["labels"][keep] - 1))
             return found
         results = []
-        for boxes, scores in zip(output["boxes"], output["scores"]):
+        for i, (boxes, scores) in enumerate(zip(output["boxes"], output["scores"])):
             flat = scores.flatten()
             index = (
                 torch.nonzero(flat > score_threshold).squeeze(1)
@@ -477,10 +481,17 @@ class ObjectDetector(ImageTaskInputs, Task):
             top = flat[index].topk(min(CANDIDATES, len(index)))
             index = index[top.indices]
             anchor, label = index // scores.shape[1], index % scores.shape[1]
-            chosen = boxes[anchor]
+            chosen = _clipped(boxes[anchor], extents, i)
             keep = batched_nms(chosen, top.values, label, self.nms_threshold)[: self.max_detections]
             results.append((chosen[keep], top.values[keep], label[keep]))
         return results
+
+    def _extents(self, sizes: Any) -> list[tuple[int, int]] | None:
+        """Each image's ``(height, width)`` in the network's input, from its original size."""
+        if sizes is None:
+            return None
+        size = int(self.preprocessing["image_size"])
+        return [fitted_size(int(height), int(width), size) for height, width in sizes.tolist()]
 
     def format_output(self, output: dict[str, Any], kind: str = "detections") -> list[dict[str, list[Any]]]:
         """Per image ``{"boxes": [[xmin, ymin, xmax, ymax], ...], "labels": [...], "scores": [...]}``:
@@ -551,8 +562,7 @@ class ObjectDetector(ImageTaskInputs, Task):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], metric: Any) -> None:
-        images, _ = self._images(batch["input"])
-        output = self({"images": images})
+        output = self(batch["input"])
         found = self.detections(output, EVAL_SCORE_THRESHOLD)
         predictions = [{"boxes": b.float(), "scores": s.float(), "labels": k} for b, s, k in found]
         metric.update(predictions, batch["target"])
@@ -616,6 +626,17 @@ class ObjectDetector(ImageTaskInputs, Task):
             "nms_threshold": self.nms_threshold,
             "max_detections": self.max_detections,
         }
+
+
+def _clipped(boxes: torch.Tensor, extents: list[tuple[int, int]] | None, index: int) -> torch.Tensor:
+    """``boxes`` clipped to image ``index``'s ``(height, width)`` (unchanged without extents)."""
+    if extents is None:
+        return boxes
+    height, width = extents[index]
+    boxes = boxes.clone()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    return boxes
 
 
 def _decode_offsets(offsets: torch.Tensor, anchors: torch.Tensor, clip: float) -> torch.Tensor:
