@@ -101,3 +101,42 @@ def seed_summary(
             row[column] = spread(values, digits) if values else ""
         out.append(row)
     return out
+
+
+def run_per_seed(
+    seeds: list[int],
+    contenders: list[tuple[str, Callable[..., Any]]],
+    arguments: Callable[[int], tuple],
+    metrics: Callable[[Any], dict[str, Any]],
+    baseline: str,
+) -> list[dict[str, Any]]:
+    """Run each ``(name, fn)`` of ``contenders`` once per seed, a seed's contenders back to back
+    (so a change in the machine's load falls on all of them), each with ``fn(*arguments(seed))``
+    in its own process (:func:`run_isolated`; ``fn`` returns its CPU seconds as ``cpu_s``).
+
+    Returns one row per run: ``seed``, ``contender``, ``metrics(result)``, ``wall s``, ``cpu s``,
+    ``peak MB`` and ``wall / hand-written`` (the wall time over that seed's ``baseline`` run's).
+    Each row is printed as it comes, with the load average.
+    """
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        seed_rows, walls = [], []
+        for name, fn in contenders:
+            start = time.strftime("%H:%M:%S")
+            result, seconds, peak_mb = run_isolated(fn, *arguments(seed))
+            walls.append(seconds)
+            row = {
+                "seed": seed,
+                "contender": name,
+                **metrics(result),
+                "wall s": round(seconds, 1),
+                "cpu s": round(result["cpu_s"], 1),
+                "peak MB": round(peak_mb),
+            }
+            seed_rows.append(row)
+            print(f"[{start}] {row} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        reference = next((w for r, w in zip(seed_rows, walls) if r["contender"] == baseline), None)
+        for row, wall in zip(seed_rows, walls):
+            row["wall / hand-written"] = round(wall / reference, 2) if reference else ""
+        rows += seed_rows
+    return rows

@@ -33,13 +33,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import parse_seeds, print_table, run_isolated, seed_summary
+from benchmarks.common import parse_seeds, print_table, run_per_seed, seed_summary
 
 BATCH_SIZE = 8
 FPN_CHANNELS = 128
@@ -299,30 +298,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.head}, {args.image_size} px "
           f"longer side, {args.epochs} epochs, backbone frozen before epoch {args.unfreeze_epoch}, batch "
           f"{BATCH_SIZE}, torch threads {args.threads or 'default'}, seeds {seeds}", flush=True)  # fmt: skip
-    rows = []
-    for seed in seeds:
-        seed_rows = []
-        for key in chosen:
-            name, fn = CONTENDERS[key]
-            start = time.strftime("%H:%M:%S")
-            result, seconds, peak_mb = run_isolated(
-                fn, data_dir, args.epochs, args.unfreeze_epoch, args.image_size, args.head, args.threads, seed
-            )
-            row = {
-                "seed": seed,
-                "contender": name,
-                "mAP@0.5": round(result["map_50"], 3),
-                "mAP@0.5:0.95": round(result["map"], 3),
-                "wall s": round(seconds, 1),
-                "cpu s": round(result["cpu_s"], 1),
-                "peak MB": round(peak_mb),
-            }
-            seed_rows.append(row)
-            print(f"[{start}] {row} (load average {os.getloadavg()[0]:.1f})", flush=True)
-        baseline = next((r for r in seed_rows if r["contender"] == CONTENDERS["hand"][0]), None)
-        for row in seed_rows:
-            row["wall / hand-written"] = round(row["wall s"] / baseline["wall s"], 2) if baseline else ""
-        rows += seed_rows
+    rows = run_per_seed(
+        seeds,
+        [CONTENDERS[key] for key in chosen],
+        lambda seed: (
+            data_dir,
+            args.epochs,
+            args.unfreeze_epoch,
+            args.image_size,
+            args.head,
+            args.threads,
+            seed,
+        ),
+        lambda result: {"mAP@0.5": round(result["map_50"], 3), "mAP@0.5:0.95": round(result["map"], 3)},
+        CONTENDERS["hand"][0],
+    )
     print()
     columns = ["mAP@0.5", "mAP@0.5:0.95", "wall s", "cpu s", "peak MB", "wall / hand-written"]
     print_table(rows, ["seed", "contender", *columns])

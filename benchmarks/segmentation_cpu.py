@@ -48,13 +48,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import parse_seeds, print_table, run_isolated, seed_summary
+from benchmarks.common import parse_seeds, print_table, run_per_seed, seed_summary
 
 BATCH_SIZE = 8
 IMAGE_SIZE = 180
@@ -314,28 +313,16 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.epochs} epochs, batch "
           f"{BATCH_SIZE}, crops {IMAGE_SIZE} px, FPN {DECODER_CHANNELS}, seeds {seeds}", flush=True)  # fmt: skip
-    rows = []
-    for seed in seeds:
-        seed_rows = []
-        for key in chosen:
-            name, fn = CONTENDERS[key]
-            start = time.strftime("%H:%M:%S")
-            result, seconds, peak_mb = run_isolated(fn, data_dir, args.epochs, seed)
-            row = {
-                "seed": seed,
-                "contender": name,
-                "val mean IoU": round(result["mean_iou"], 3),
-                "pixel accuracy": round(result["pixel_accuracy"], 3),
-                "wall s": round(seconds, 1),
-                "cpu s": round(result["cpu_s"], 1),
-                "peak MB": round(peak_mb),
-            }
-            seed_rows.append(row)
-            print(f"[{start}] {row} (load average {os.getloadavg()[0]:.1f})", flush=True)
-        baseline = next((r for r in seed_rows if r["contender"] == CONTENDERS["hand"][0]), None)
-        for row in seed_rows:
-            row["wall / hand-written"] = round(row["wall s"] / baseline["wall s"], 2) if baseline else ""
-        rows += seed_rows
+    rows = run_per_seed(
+        seeds,
+        [CONTENDERS[key] for key in chosen],
+        lambda seed: (data_dir, args.epochs, seed),
+        lambda result: {
+            "val mean IoU": round(result["mean_iou"], 3),
+            "pixel accuracy": round(result["pixel_accuracy"], 3),
+        },
+        CONTENDERS["hand"][0],
+    )
     print()
     print_table(
         rows,
