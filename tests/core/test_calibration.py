@@ -31,6 +31,7 @@ from flash.core.model.conformal import (
     min_items,
     prediction_sets,
 )
+from flash.core.model.outputs import apply_output
 from flash.core.model.regression import RegressionTask
 from flash.core.training.calibration import held_out_logits
 from toy import ToyClassifier, toy_data
@@ -462,6 +463,8 @@ def test_predict_gives_conformal_sets_after_calibrate_with_a_coverage():
         ValueError, match=r"needs a conformal threshold.*calibrate\(task, datamodule, coverage=0.9\)"
     ):
         task.predict(rows, output="set")
+    with pytest.raises(ValueError, match="needs a conformal threshold"):  # Trainer.predict's path
+        apply_output(task, task(rows), "set")
     assert task.export_metadata()["conformal_threshold"] is None
     logits, targets = tempered_sample(2.0, items=2000, classes=2, seed=4)
     report = flash.Trainer(**QUIET).calibrate(task, logits=logits, targets=targets, coverage=0.9)
@@ -485,6 +488,7 @@ def test_predict_gives_conformal_sets_after_calibrate_with_a_coverage():
         assert row == (expected_set or [label]) and row[0] == label
     assert any(len(row) == 2 for row in sets) and any(len(row) == 1 for row in sets)
     assert task.predict(rows[0], output="set") == sets[0]  # one item, one set
+    assert apply_output(task, task(rows), "set") == sets
     metadata = task.export_metadata()
     assert metadata["conformal_threshold"] == pytest.approx(sets_report.threshold, abs=1e-6)
     assert metadata["conformal_coverage"] == pytest.approx(0.9)

@@ -93,9 +93,8 @@ def build_app(task: Any, *, device: str | None = None, output: Any = None, **opt
     """
     limits = ServeOptions.from_kwargs(options)
     task = _resolve_task(task, device)
+    # serve_kind refuses now, not per request, what the task cannot give (e.g. "set" unfitted)
     kinds = None if output is None else (serve_kind(task, output),)
-    for kind in kinds or ():  # e.g. "set" without a fitted threshold: refused now, not per request
-        task.check_output(kind)
 
     task.eval()
     predictor = BatchPredictor(

@@ -240,8 +240,6 @@ class ClassificationTask(Task):
     def format_output(self, output: torch.Tensor, kind: str) -> list[Any]:
         if kind == "logits":
             return output.float().cpu().tolist()
-        if kind == "set":
-            self.check_output(kind)
         probs = self.probabilities(output).cpu()
         names = [self.class_name(i) for i in range(probs.shape[-1])]
         if kind == "probabilities":

@@ -22,7 +22,7 @@ the top class alone. That can only raise the coverage.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -200,18 +200,7 @@ class ConformalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values."""
-        return {
-            "coverage": self.coverage,
-            "threshold": self.threshold,
-            "items": self.items,
-            "splits": self.splits,
-            "empirical_coverage": self.empirical_coverage,
-            "empirical_coverage_sd": self.empirical_coverage_sd,
-            "mean_set_size": self.mean_set_size,
-            "mean_set_size_sd": self.mean_set_size_sd,
-            "class_coverage": list(self.class_coverage),
-            "class_items": list(self.class_items),
-        }
+        return asdict(self)
 
 
 def _sd(values: list[float]) -> float:

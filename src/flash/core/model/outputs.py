@@ -211,9 +211,18 @@ def resolve_output(task: Any, output: OutputSpec) -> tuple[str, Any]:
     Flash's names (``"preds"``, ``"classes"``, ...; see :data:`OUTPUTS`) or an :class:`Output`.
 
     Raises:
-        ValueError: for a name neither the task nor Lightning Flash knows, or a kind the task lacks.
+        ValueError: for a name neither the task nor Lightning Flash knows, a kind the task lacks,
+            or one it cannot give yet (the task's ``check_output``, e.g. ``"set"`` before a
+            conformal threshold is fitted).
         TypeError: for anything else.
     """
+    kind, post = _resolve(task, output)
+    if kind != RAW and hasattr(task, "check_output"):
+        task.check_output(kind)
+    return kind, post
+
+
+def _resolve(task: Any, output: OutputSpec) -> tuple[str, Any]:
     kinds = tuple(getattr(task, "outputs", ()))
     if output is None:
         return kinds[0], _identity
