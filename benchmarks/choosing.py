@@ -47,12 +47,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import far_domain
 from benchmarks.common import print_table
+from benchmarks.tabular_cpu import TITANIC_CATEGORICAL, TITANIC_NUMERICAL
 
-TITANIC_CATEGORICAL = ["Sex", "Embarked"]
-TITANIC_NUMERICAL = ["Pclass", "Age", "SibSp", "Parch", "Fare"]
 KIND_DEFAULTS = {  # epochs, image size, flip probability
-    "digits": (6, 64, 0.0),
+    "digits": (far_domain.EPOCHS, far_domain.IMAGE_SIZE, 0.0),
     "images": (4, 224, 0.5),
     "text": (3, None, None),
     "table": (20, None, None),
@@ -95,7 +95,7 @@ def build(kind: str, data: str, args: argparse.Namespace, scratch: str) -> tuple
             val_folder=f"{folder}/val",
             image_size=args.image_size or image_size,
             hflip=hflip if args.hflip is None else args.hflip,
-            batch_size=32,
+            batch_size=far_domain.BATCH_SIZE,
             seed=args.seed,
         )
         task = ImageClassifier(num_classes=module.num_classes)
@@ -198,45 +198,31 @@ def main(argv: list[str] | None = None) -> None:
         total = time.perf_counter() - began
     print(f"{len(pooled.pooled_training())} pooled items; metric {search.monitor} ({search.mode})")
     accuracy = "val_accuracy" if search.monitor != "val_accuracy" else ""
+    accuracy_column = f"{accuracy} (mean ± sd)"
 
-    def accuracy_of(label: str) -> str:
-        cv = search.results[label]
-        if not accuracy or accuracy not in cv.metrics:
-            return ""
-        return f"{cv.mean(accuracy):.4f} ± {cv.std(accuracy):.4f}"
-
-    rows = []
-    for row in search.leaderboard:
-        rows.append(
-            {
-                "candidate": row["candidate"],
-                "mean ± sd": f"{row['mean']:.4f} ± {row['std']:.4f}",
-                "standard error": f"{row['standard_error']:.4f}",
-                "vs best (paired)": f"{row['difference']:+.4f} ± {row['difference_std']:.4f}",
-                "accuracy": accuracy_of(row["candidate"]),
-                "cv seconds": f"{row['seconds']:.1f}",
-            }
-        )
-    chosen = next(row for row in search.leaderboard if row["chosen"])
-    sign = 1 if search.mode == "max" else -1
-    best = max(search.leaderboard, key=lambda row: sign * row["mean"])
-    rows.append(
-        {
-            "candidate": f"auto (chose {chosen['candidate']})",
-            "mean ± sd": f"{chosen['mean']:.4f} ± {chosen['std']:.4f}",
-            "standard error": f"{chosen['standard_error']:.4f}",
-            "vs best (paired)": f"{chosen['difference']:+.4f} ± {chosen['difference_std']:.4f}",
-            "accuracy": accuracy_of(chosen["candidate"]),
-            "cv seconds": f"{total:.1f}",
+    def row_of(row: dict[str, Any], name: str, seconds: float) -> dict[str, Any]:
+        cv = search.results[row["candidate"]]
+        shown = {
+            "candidate": name,
+            "mean ± sd": f"{row['mean']:.4f} ± {row['std']:.4f}",
+            "standard error": f"{row['standard_error']:.4f}",
+            "vs best (paired)": f"{row['difference']:+.4f} ± {row['difference_std']:.4f}",
+            "cv seconds": f"{seconds:.1f}",
         }
-    )
+        if accuracy and accuracy in cv.metrics:
+            shown[accuracy_column] = f"{cv.mean(accuracy):.4f} ± {cv.std(accuracy):.4f}"
+        return shown
+
+    rows = [row_of(row, row["candidate"], row["seconds"]) for row in search.leaderboard]
+    chosen = next(row for row in search.leaderboard if row["chosen"])
+    best = next(row for row in search.leaderboard if row["difference"] == 0)
+    rows.append(row_of(chosen, f"auto (chose {chosen['candidate']})", total))
     columns = ["candidate", "mean ± sd", "standard error", "vs best (paired)", "cv seconds"]
     if accuracy:
-        columns.insert(4, f"{accuracy} (mean ± sd)")
-        for row in rows:
-            row[columns[4]] = row["accuracy"]
+        columns.insert(4, accuracy_column)
     print()
     print_table(rows, columns)
+    sign = 1 if search.mode == "max" else -1
     within = sign * chosen["mean"] >= sign * best["mean"] - best["standard_error"]
     print(
         f"\nauto's folds {'are' if within else 'are NOT'} within one standard error of the best "

@@ -29,7 +29,7 @@ import numpy as np
 from flash.core.data.folds import make_folds
 from flash.core.model.evaluation import outputs_over
 from flash.core.training.chatter import lightning_chatter_hidden
-from flash.core.training.lr_finder import rng_state, set_rng_state
+from flash.core.utils.rng import rng_state, set_rng_state
 from flash.core.utils.validation import check_int
 
 TaskFactory = Callable[..., pl.LightningModule]

@@ -13,7 +13,6 @@ import copy
 import functools
 import math
 import os
-import random
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
 from flash.core.training.chatter import scratch_run_hidden
+from flash.core.utils.rng import rng_state, set_rng_state
 from flash.core.utils.validation import check_int
 
 __all__ = ["LRFinderResult", "apply_learning_rate", "find_learning_rate", "smooth", "suggest_learning_rate"]
@@ -327,20 +326,3 @@ class _TaskSnapshot:
         task.hparams.update(self.hparams)
         for name, value in self.attributes.items():
             setattr(task, name, value)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python's, NumPy's and torch's (CPU, and CUDA where initialised) global generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Put back the generator states :func:`rng_state` took."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
